@@ -1,0 +1,99 @@
+"""The one checking helper: validates user tensors and settings with specific messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from .errors import InvalidInputError, UnknownNameError
+
+__all__ = [
+    "check_choice",
+    "check_finite",
+    "check_same_device",
+    "check_size",
+    "check_tensor",
+    "is_scripting_or_tracing",
+]
+
+
+def is_scripting_or_tracing() -> bool:
+    """True while TorchScript traces or ``torch.compile`` captures; data-dependent checks are skipped."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+def check_tensor(
+    x: Any,
+    name: str,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    last_dim: int | None = None,
+    floating: bool = True,
+) -> torch.Tensor:
+    """Check that ``x`` is a tensor of the expected rank, last dimension and dtype kind.
+
+    Returns ``x`` so that the call can be inlined. Raises :class:`InvalidInputError` otherwise.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InvalidInputError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.dim() not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise InvalidInputError(
+                f"{name}: expected {want} dims, received {x.dim()}-dim tensor of shape {tuple(x.shape)}"
+            )
+    if last_dim is not None and (x.dim() == 0 or x.shape[-1] != last_dim):
+        raise InvalidInputError(
+            f"{name}: expected last dimension {last_dim}, got shape {tuple(x.shape)}"
+        )
+    if floating and not x.is_floating_point():
+        raise InvalidInputError(
+            f"{name}: expected a floating-point tensor, got dtype {x.dtype} "
+            f"(convert with .float(), e.g. images scaled to [0, 1])"
+        )
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise if ``x`` holds NaN or Inf (skipped under tracing/compiling, where it would sync)."""
+    if is_scripting_or_tracing():
+        return
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise InvalidInputError(f"{name}: contains {bad} NaN or Inf value(s)")
+
+
+def check_same_device(*named: tuple[str, torch.Tensor]) -> None:
+    """Raise if the tensors do not all live on one device."""
+    devices = {t.device for _, t in named}
+    if len(devices) > 1:
+        where = ", ".join(f"{n} on {t.device}" for n, t in named)
+        raise InvalidInputError(f"tensors must be on the same device, got {where}")
+
+
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    """Check that ``value`` is one of ``choices``; the error lists the valid names."""
+    options = sorted(choices)
+    if not isinstance(value, str) or value not in options:
+        raise UnknownNameError(f"unknown {name} {value!r}; valid choices: {', '.join(options)}")
+    return value
+
+
+def check_size(size: Any, name: str) -> tuple[int, int]:
+    """Normalise a spatial size given as ``int`` or ``(H, W)`` to a tuple of two positive ints."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    try:
+        h, w = (int(s) for s in size)
+        ok = all(float(s) == int(s) for s in size)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: expected an int or (H, W), got {size!r}") from None
+    if not ok or h < 1 or w < 1:
+        raise InvalidInputError(f"{name}: expected positive integer sizes, got {size!r}")
+    return h, w

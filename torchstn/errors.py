@@ -1,0 +1,33 @@
+"""The one exception family of torchstn.
+
+Every error the library raises on purpose derives from :class:`TorchSTNError`. Errors caused by a
+value the caller passed (a wrong shape, an unknown name, a NaN parameter) also derive from
+:class:`ValueError`, so ``except ValueError`` keeps working for code that does not know torchstn.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "DataError", "InvalidInputError", "TorchSTNError", "UnknownNameError"]
+
+
+class TorchSTNError(Exception):
+    """Base class of every error raised by torchstn."""
+
+
+class InvalidInputError(TorchSTNError, ValueError):
+    """A tensor or setting passed by the caller has the wrong shape, dtype, device or value."""
+
+
+class UnknownNameError(InvalidInputError):
+    """A registry lookup (transform, model, task, kernel...) named something that does not exist.
+
+    The message lists the valid names.
+    """
+
+
+class ConfigError(InvalidInputError):
+    """A configuration file or option is malformed, has unknown keys or out-of-range values."""
+
+
+class DataError(TorchSTNError):
+    """A data file is missing, truncated, corrupted or fails its checksum."""

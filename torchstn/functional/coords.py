@@ -1,0 +1,115 @@
+"""Coordinate conventions: pixel-centre coordinates and the normalised [-1, 1] frame.
+
+Convention (used everywhere in torchstn):
+    * Points are ``(x, y)`` pairs: ``x`` indexes columns (width), ``y`` indexes rows (height).
+    * Pixel frame: the centre of the pixel in row ``i`` and column ``j`` is at ``(x, y) = (j, i)``;
+      the image covers ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``.
+    * Normalised frame, exactly as :func:`torch.nn.functional.grid_sample`:
+      with ``align_corners=False`` the values -1 and 1 are the outer *edges* of the border pixels
+      (``x_n = (2 x + 1) / W - 1``); with ``align_corners=True`` they are the *centres* of the
+      border pixels (``x_n = 2 x / (W - 1) - 1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .._checks import check_size, check_tensor
+
+__all__ = ["base_grid", "normalized_to_pixel", "pixel_to_normalized"]
+
+
+def _scale(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> torch.Tensor:
+    h, w = check_size(size, "size")
+    if align_corners:
+        wh = [max(w - 1, 1), max(h - 1, 1)]
+    else:
+        wh = [w, h]
+    return torch.tensor(wh, dtype=like.dtype, device=like.device)
+
+
+def pixel_to_normalized(
+    points: torch.Tensor, size: Sequence[int], align_corners: bool = False
+) -> torch.Tensor:
+    """Convert pixel-centre coordinates to the normalised frame.
+
+    Args:
+        points: ``(..., 2)`` points in ``(x, y)`` order, pixel-centre coordinates (the centre of
+            pixel row ``i``, column ``j`` is ``(j, i)``).
+        size: image size ``(H, W)`` (or one int for square images).
+        align_corners: the :func:`torch.nn.functional.grid_sample` convention; see the module
+            docstring.
+
+    Returns:
+        ``(..., 2)`` normalised coordinates.
+
+    Example:
+        >>> pixel_to_normalized(torch.tensor([[0.0, 3.0]]), (4, 4))
+        tensor([[-0.7500,  0.7500]])
+        >>> pixel_to_normalized(torch.tensor([[0.0, 3.0]]), (4, 4), align_corners=True)
+        tensor([[-1.,  1.]])
+    """
+    check_tensor(points, "points", last_dim=2)
+    scale = _scale(size, align_corners, points)
+    if align_corners:
+        return points * 2 / scale - 1
+    return (points * 2 + 1) / scale - 1
+
+
+def normalized_to_pixel(
+    points: torch.Tensor, size: Sequence[int], align_corners: bool = False
+) -> torch.Tensor:
+    """Convert normalised coordinates to pixel-centre coordinates (inverse of
+    :func:`pixel_to_normalized`).
+
+    Args:
+        points: ``(..., 2)`` normalised points in ``(x, y)`` order.
+        size: image size ``(H, W)``.
+        align_corners: see :func:`pixel_to_normalized`.
+
+    Returns:
+        ``(..., 2)`` pixel-centre coordinates.
+
+    Example:
+        >>> normalized_to_pixel(torch.tensor([[-1.0, 1.0]]), (4, 4))
+        tensor([[-0.5000,  3.5000]])
+    """
+    check_tensor(points, "points", last_dim=2)
+    scale = _scale(size, align_corners, points)
+    if align_corners:
+        return (points + 1) * scale / 2
+    return ((points + 1) * scale - 1) / 2
+
+
+def base_grid(
+    size: Sequence[int],
+    align_corners: bool = False,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Normalised coordinates of the pixel centres of an ``(H, W)`` image.
+
+    Computed exactly as :func:`torch.nn.functional.affine_grid` does, so that grids built from it
+    agree with PyTorch's bit for bit in the identity case.
+
+    Returns:
+        ``(H, W, 2)`` tensor of ``(x, y)`` points.
+
+    Example:
+        >>> base_grid((1, 2))[..., 0]
+        tensor([[-0.5000,  0.5000]])
+    """
+    h, w = check_size(size, "size")
+    dtype = dtype or torch.get_default_dtype()
+
+    def axis(n: int) -> torch.Tensor:
+        steps = torch.linspace(-1, 1, n, dtype=dtype, device=device)
+        if not align_corners:
+            steps = steps * (n - 1) / n
+        return steps
+
+    ys, xs = torch.meshgrid(axis(h), axis(w), indexing="ij")
+    return torch.stack((xs, ys), dim=-1)
