@@ -1,19 +1,38 @@
-"""torchstn: Spatial Transformer Networks for PyTorch."""
+"""torchstn: Spatial Transformer Networks for PyTorch.
+
+>>> import torch, torchstn
+>>> st = torchstn.SpatialTransformer(in_shape=(1, 60, 60), transform="affine", out_size=(30, 30))
+>>> st(torch.rand(2, 1, 60, 60)).shape
+torch.Size([2, 1, 30, 30])
+"""
 
 from __future__ import annotations
 
 from . import functional, transforms
+from .composite import ParallelTransformers, SequentialTransformers
 from .errors import ConfigError, DataError, InvalidInputError, TorchSTNError, UnknownNameError
+from .localization import ConvLocalization, FCLocalization, default_localization
+from .module import SpatialTransformer, identity_penalty
+from .optim import localization_parameters, param_groups
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "ConvLocalization",
     "DataError",
+    "FCLocalization",
     "InvalidInputError",
+    "ParallelTransformers",
+    "SequentialTransformers",
+    "SpatialTransformer",
     "TorchSTNError",
     "UnknownNameError",
     "__version__",
+    "default_localization",
     "functional",
+    "identity_penalty",
+    "localization_parameters",
+    "param_groups",
     "transforms",
 ]

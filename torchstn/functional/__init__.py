@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .coords import base_grid, normalized_to_pixel, pixel_to_normalized
+from .coords import base_grid, normalized_to_pixel, pixel_matrix_to_normalized, pixel_to_normalized
 from .kernel import KERNELS, influence_weights, kernel_sample
 from .sample import MODES, PADDING_MODES, sample
 
@@ -14,6 +14,7 @@ __all__ = [
     "influence_weights",
     "kernel_sample",
     "normalized_to_pixel",
+    "pixel_matrix_to_normalized",
     "pixel_to_normalized",
     "sample",
 ]

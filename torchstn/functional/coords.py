@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import torch
 
 from .._checks import check_size, check_tensor
+from ..errors import InvalidInputError
 
-__all__ = ["base_grid", "normalized_to_pixel", "pixel_to_normalized"]
+__all__ = ["base_grid", "normalized_to_pixel", "pixel_matrix_to_normalized", "pixel_to_normalized"]
 
 
 def _scale(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> torch.Tensor:
@@ -113,3 +114,59 @@ def base_grid(
 
     ys, xs = torch.meshgrid(axis(h), axis(w), indexing="ij")
     return torch.stack((xs, ys), dim=-1)
+
+
+def _pixel_to_normalized_matrix(
+    size: Sequence[int], align_corners: bool, dtype: torch.dtype, device: torch.device | None
+) -> torch.Tensor:
+    """The 3x3 matrix of :func:`pixel_to_normalized` for one image size."""
+    h, w = check_size(size, "size")
+    if align_corners:
+        sx, sy = 2 / max(w - 1, 1), 2 / max(h - 1, 1)
+        ox, oy = -1.0, -1.0
+    else:
+        sx, sy = 2 / w, 2 / h
+        ox, oy = 1 / w - 1, 1 / h - 1
+    rows = [[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]]
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
+def pixel_matrix_to_normalized(
+    matrix: torch.Tensor,
+    in_size: Sequence[int],
+    out_size: Sequence[int] | None = None,
+    align_corners: bool = False,
+) -> torch.Tensor:
+    """Express a transform written in pixel-centre coordinates in the normalised frame.
+
+    ``matrix`` maps output pixel coordinates ``(x_t, y_t, 1)`` to input pixel coordinates
+    ``(x_s, y_s, 1)``; the result does the same in normalised coordinates, ready for
+    :func:`torch.nn.functional.affine_grid` (take ``[..., :2, :]`` for ``theta``) or for
+    :class:`torchstn.transforms.Projective`.
+
+    Args:
+        matrix: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` matrices in pixel coordinates.
+        in_size: input ``(H, W)``.
+        out_size: output ``(H, W)``; defaults to ``in_size``.
+        align_corners: see the module docstring.
+
+    Returns:
+        ``(B, 3, 3)`` normalised matrices.
+
+    Example:
+        >>> shift = torch.tensor([[[1.0, 0.0, 1.5], [0.0, 1.0, 1.5]]])  # (1, 1) -> (2.5, 2.5)
+        >>> pixel_matrix_to_normalized(shift, (4, 4))[0]
+        tensor([[1.0000, 0.0000, 0.7500],
+                [0.0000, 1.0000, 0.7500],
+                [0.0000, 0.0000, 1.0000]])
+    """
+    check_tensor(matrix, "matrix", ndim=3)
+    if matrix.shape[1:] == (2, 3):
+        last = matrix.new_tensor([0.0, 0.0, 1.0]).expand(matrix.shape[0], 1, 3)
+        matrix = torch.cat((matrix, last), dim=1)
+    elif matrix.shape[1:] != (3, 3):
+        raise InvalidInputError(f"matrix: expected (B, 2, 3) or (B, 3, 3), got {tuple(matrix.shape)}")
+    out_size = in_size if out_size is None else out_size
+    to_in = _pixel_to_normalized_matrix(in_size, align_corners, matrix.dtype, matrix.device)
+    to_out = _pixel_to_normalized_matrix(out_size, align_corners, matrix.dtype, matrix.device)
+    return to_in @ matrix @ torch.linalg.inv(to_out)

@@ -1,0 +1,192 @@
+"""The spatial transformer layer: localisation net, grid generator and sampler in one module."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_size, check_tensor
+from .errors import InvalidInputError
+from .functional.kernel import kernel_sample
+from .functional.sample import MODES, PADDING_MODES, sample
+from .localization import default_localization
+from .transforms import Transform, get
+
+__all__ = ["SpatialTransformer", "identity_penalty"]
+
+#: sampler modes: ``grid_sample``'s, plus ``"gaussian"`` (the generic kernel sampler).
+SAMPLER_MODES = (*MODES, "gaussian")
+
+
+def identity_penalty(params: torch.Tensor, transform: Transform) -> torch.Tensor:
+    """Mean squared distance of ``(B, P)`` params from the identity: a regulariser that pulls a
+    drifting localisation net back towards "do nothing".
+
+    Example:
+        >>> from torchstn.transforms import get
+        >>> identity_penalty(torch.tensor([[1.0, 0, 0.5, 0, 1, 0]]), get("affine"))
+        tensor(0.2500)
+    """
+    ident = transform.identity_params(params.dtype, params.device)
+    return ((params - ident) ** 2).sum(-1).mean()
+
+
+class SpatialTransformer(nn.Module):
+    """A spatial transformer (Jaderberg et al., 2015).
+
+    ``forward(x)`` predicts transform params from ``x`` with the localisation net, builds the
+    sampling grid for ``out_size`` and samples ``x`` there. The whole is differentiable with
+    respect to ``x`` and the localisation net.
+
+    Convention:
+        The transform maps normalised output coordinates to normalised input coordinates
+        (:mod:`torchstn.transforms.base`); ``align_corners`` is that of ``grid_sample``.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs.
+        transform: a registered name (``torchstn.transforms.names()``), class or instance.
+        out_size: ``(Ho, Wo)`` of the output, or ``None`` for the input size.
+        localization: any module mapping ``(B, C, H, W)`` to ``(B, F)``; ``None`` builds the
+            default (:func:`torchstn.localization.default_localization`). A final linear layer to
+            the transform's parameter count is appended, with zero weights and the identity as bias.
+        mode: ``"bilinear"``, ``"nearest"``, ``"bicubic"`` or ``"gaussian"`` (the kernel sampler
+            of eq. 3 with standard deviation ``sigma`` pixels).
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"`` (``"gaussian"``: zeros only).
+        align_corners: see :mod:`torchstn.functional.coords`.
+        transform_options: keyword options for the transform, e.g. ``{"max_translation": 1.0}``,
+            ``{"scale_range": (0.3, 1.0)}`` or ``{"grid_size": 5}`` for TPS.
+        sigma: Gaussian kernel width in pixels (``mode="gaussian"`` only).
+        penalty_weight: weight of :func:`identity_penalty`; see :meth:`penalty`.
+
+    Example:
+        >>> st = SpatialTransformer((1, 60, 60), "affine", out_size=(30, 30))
+        >>> x = torch.rand(4, 1, 60, 60)
+        >>> st(x).shape
+        torch.Size([4, 1, 30, 30])
+        >>> st.localize(x).shape
+        torch.Size([4, 6])
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        transform: str | Transform | type[Transform] = "affine",
+        out_size: Sequence[int] | int | None = None,
+        localization: nn.Module | None = None,
+        mode: str = "bilinear",
+        padding_mode: str = "zeros",
+        align_corners: bool = False,
+        *,
+        transform_options: Mapping[str, Any] | None = None,
+        sigma: float = 1.0,
+        penalty_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        try:
+            c, h, w = (int(v) for v in in_shape)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"in_shape: expected (C, H, W), got {in_shape!r}") from None
+        if c < 1:
+            raise InvalidInputError(f"in_shape: expected at least one channel, got {in_shape!r}")
+        check_size((h, w), "in_shape")
+        self.in_shape = (c, h, w)
+        self.out_size = (h, w) if out_size is None else check_size(out_size, "out_size")
+        self.transform = get(transform, **dict(transform_options or {}))
+        self.mode = check_choice(mode, "mode", SAMPLER_MODES)
+        self.padding_mode = check_choice(padding_mode, "padding_mode", PADDING_MODES)
+        if self.mode == "gaussian" and padding_mode != "zeros":
+            raise InvalidInputError("padding_mode: the gaussian sampler supports 'zeros' only")
+        if not (isinstance(sigma, (int, float)) and sigma > 0):
+            raise InvalidInputError(f"sigma: expected a positive number, got {sigma!r}")
+        if not (isinstance(penalty_weight, (int, float)) and penalty_weight >= 0):
+            raise InvalidInputError(f"penalty_weight: expected a number >= 0, got {penalty_weight!r}")
+        self.align_corners = bool(align_corners)
+        self.sigma = float(sigma)
+        self.penalty_weight = float(penalty_weight)
+
+        self.localization = default_localization(self.in_shape) if localization is None else localization
+        if not isinstance(self.localization, nn.Module):
+            raise InvalidInputError(
+                f"localization: expected an nn.Module, got {type(self.localization).__name__}"
+            )
+        features = self._probe_features()
+        self.head = nn.Linear(features, self.transform.num_params)
+        self.reset_head()
+
+    def _probe_features(self) -> int:
+        """Run the localisation net once on zeros to learn its feature count."""
+        was_training = self.localization.training
+        self.localization.eval()
+        try:
+            with torch.no_grad():
+                ref = next(self.localization.parameters(), None)
+                probe = torch.zeros(
+                    2, *self.in_shape,
+                    dtype=ref.dtype if ref is not None else None,
+                    device=ref.device if ref is not None else None,
+                )
+                out = self.localization(probe)
+        except Exception as err:
+            raise InvalidInputError(
+                f"localization: failed on an input of shape (2, {', '.join(map(str, self.in_shape))}): {err}"
+            ) from None
+        finally:
+            self.localization.train(was_training)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InvalidInputError(f"localization: expected (B, features) output, got {got}")
+        return int(out.shape[1])
+
+    def reset_head(self) -> None:
+        """Re-initialise the final layer to the identity transform (zero weight, identity bias)."""
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.copy_(self.transform.raw_identity(self.head.bias.dtype, self.head.bias.device))
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        check_tensor(x, "x", ndim=4)
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise InvalidInputError(
+                f"x: expected (B, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}"
+            )
+        ref = self.head.weight
+        if x.device != ref.device:
+            raise InvalidInputError(f"x is on {x.device} but the transformer is on {ref.device}")
+
+    def localize(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform params ``(B, P)`` predicted for images ``x`` ``(B, C, H, W)`` (bounds applied)."""
+        self._check_input(x)
+        return self.transform.constrain(self.head(self.localization(x)))
+
+    def transform_input(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Warp ``x`` ``(B, C, H, W)`` with given params ``(B, P)``: ``(B, C, Ho, Wo)``."""
+        grid = self.transform.grid(params, self.out_size, self.align_corners)
+        if self.mode == "gaussian":
+            return kernel_sample(x, grid, "gaussian", self.sigma, self.align_corners)
+        return sample(x, grid, self.mode, self.padding_mode, self.align_corners)
+
+    def forward(self, x: torch.Tensor, return_params: bool = False) -> Any:
+        """Warp ``x`` ``(B, C, H, W)`` to ``(B, C, Ho, Wo)``; with ``return_params`` also return
+        the ``(B, P)`` params."""
+        params = self.localize(x)
+        y = self.transform_input(x, params)
+        return (y, params) if return_params else y
+
+    def penalty(self, params: torch.Tensor) -> torch.Tensor:
+        """``penalty_weight * identity_penalty(params)``; add it to the loss to fight drift."""
+        return self.penalty_weight * identity_penalty(params, self.transform)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """``(C, Ho, Wo)`` of the output."""
+        return (self.in_shape[0], *self.out_size)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_shape={self.in_shape}, transform={self.transform!r}, out_size={self.out_size}, "
+            f"mode={self.mode!r}, padding_mode={self.padding_mode!r}, "
+            f"align_corners={self.align_corners}"
+        )
