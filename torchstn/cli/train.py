@@ -1,0 +1,89 @@
+"""``torchstn train``: train a model from a YAML config into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["add_parser", "resolve_config"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model. The config file sets defaults, --set and the flags override it; "
+        "the resolved config is saved as RUN_DIR/config.json.",
+    )
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--out", required=True, help="run folder for checkpoint, metrics and result")
+    p.add_argument("--epochs", type=int, help="number of epochs (run.epochs)")
+    p.add_argument("--minutes", type=float, help="wall-clock budget of training (run.minutes)")
+    p.add_argument("--seed", type=int, help="seed of initialisation and data order")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--model", help="model name (model.name)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set optim.lr=0.02 (repeatable)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """Defaults < config file < --set < flags."""
+    from ..train import apply_overrides, config_from_dict, load_config
+
+    values = apply_overrides(load_config(args.config), args.set)
+    flags = {
+        ("run", "epochs"): args.epochs,
+        ("run", "minutes"): args.minutes,
+        ("seed",): args.seed,
+        ("device",): args.device,
+        ("model", "name"): getattr(args, "model", None),
+    }
+    for path, value in flags.items():
+        if value is None:
+            continue
+        node = values
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return config_from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import Trainer
+
+    out = Path(args.out)
+    ckpt = out / "checkpoint.pt"
+    cfg = resolve_config(args)
+    if args.resume:
+        if not ckpt.is_file():
+            raise ConfigError(f"--resume: no checkpoint in {out}")
+    elif ckpt.exists():
+        raise ConfigError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    # metrics.jsonl mirrors the checkpoint's history (drops epochs logged after the last save)
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
+    print(
+        f"torchstn train: {trainer.cfg.model.name} ({trainer.params:,} params) on "
+        f"{trainer.data.name} {trainer.data.in_shape}, device {trainer.device}, run folder {out}",
+        flush=True,
+    )
+    result = trainer.fit()
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,57 @@
+"""``torchstn visualize``: what the transformer learned, and the training curves."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "visualize",
+        help="draw the transformer's sampling grids and the training curves",
+        description="Write a PNG of input images with the sampling grid of each spatial transformer "
+        "drawn over them, beside the transformer's output; and, when the run folder has "
+        "metrics.jsonl, the training curves next to it (OUT_curves.png).",
+    )
+    p.add_argument("checkpoint", help="checkpoint.pt or its run folder")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--num", type=int, default=8, help="number of images")
+    p.add_argument("--curves", help="where to write the training curves (default OUT_curves.png)")
+    p.add_argument("--weights", default="best", choices=("best", "last"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InvalidInputError
+    from ..viz import plot_curves, plot_transformations, read_metrics
+    from .eval import load_trained
+
+    if args.num < 1:
+        raise InvalidInputError(f"--num: expected a positive number, got {args.num}")
+    model, data, cfg, state = load_trained(args.checkpoint, args.weights, "cpu")
+    split = data.eval_split(args.split)
+    x, y = split.x[: args.num], split.y[: args.num]
+    pred = model(x).argmax(1)
+    out = plot_transformations(
+        model,
+        x,
+        args.out,
+        labels=y.tolist(),
+        predictions=pred.tolist(),
+        title=f"{cfg.model.name} on {data.name}, epoch {state['epoch']} ({args.split} images)",
+    )
+    print(f"wrote {out}")
+    ckpt = Path(args.checkpoint)
+    run_dir = ckpt if ckpt.is_dir() else ckpt.parent
+    if (run_dir / "metrics.jsonl").is_file():
+        rows = read_metrics(run_dir)
+        if rows:
+            curves = Path(args.curves) if args.curves else out.with_name(f"{out.stem}_curves.png")
+            plot_curves(rows, curves, title=f"{cfg.model.name} on {data.name}")
+            print(f"wrote {curves}")
+    return 0

@@ -1,0 +1,61 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, errors in one line."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError
+
+__all__ = ["FORMAT", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "torchstn-checkpoint-v1"
+
+
+def _atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    _atomic(Path(path), lambda fh: fh.write(text.encode()))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save ``state`` (tensors, numbers, strings, lists, dicts) atomically."""
+    _atomic(Path(path), lambda fh: torch.save({"format": FORMAT, **state}, fh))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU).
+
+    Raises:
+        DataError: missing, truncated, corrupted or foreign file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DataError(f"{path}: not a torchstn checkpoint")
+    return state

@@ -1,0 +1,203 @@
+"""Training configuration: dataclasses, loaded from YAML, overridden by flags, saved with the run.
+
+Unknown keys fail loudly; values are checked when the config is built, not when first used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+]
+
+
+@dataclass
+class DataConfig:
+    """What to train on: a generated task or the user's own data."""
+
+    task: str | None = "cluttered"  #: a task of ``torchstn.data.task_names()``; None for user data
+    options: dict[str, Any] = field(default_factory=dict)  #: options of the task generator
+    train_size: int = 50_000  #: training samples per epoch (fresh distortions each epoch)
+    val_size: int = 10_000
+    test_size: int = 10_000
+    fresh: bool = True  #: regenerate the training distortions every epoch
+    eval_seed: int = 2015  #: seed of the fixed validation and test sets (shared by all runs)
+    path: str | None = None  #: user data: an ``.npz`` file (``x``, ``y``) or a class-folder tree
+    test_path: str | None = None  #: user data: optional separate test file or folder
+    val_fraction: float = 0.1  #: user data: fraction of ``path`` held out for validation
+    image_size: list[int] | None = None  #: user image folders: resize to ``[H, W]``
+
+
+@dataclass
+class ModelConfig:
+    name: str = "st_cnn_affine"  #: a name of ``torchstn.models.model_names()``
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  #: ``sgd`` or ``adam``
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    loc_lr_scale: float = 1.0  #: learning-rate factor of the localisation nets
+    batch_size: int = 256
+    schedule: str = "step"  #: ``step``, ``cosine`` or ``constant``
+    step_epochs: int = 10  #: ``step``: multiply the rate by ``gamma`` every this many epochs
+    gamma: float = 0.1
+    grad_clip: float | None = None  #: clip the global gradient norm
+
+
+@dataclass
+class RunConfig:
+    epochs: int = 10
+    minutes: float | None = None  #: wall-clock budget of the training loop
+    eval_batch_size: int = 1000
+    num_threads: int | None = None  #: torch CPU threads (None: PyTorch's default)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "auto"  #: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> Config:
+        """Check ranges and names of everything but the task/model (checked when built)."""
+        d, o, r = self.data, self.optim, self.run
+        _positive("data.train_size", d.train_size)
+        _positive("data.val_size", d.val_size)
+        _positive("data.test_size", d.test_size)
+        if d.task is None and d.path is None:
+            raise ConfigError("data: give either 'task' (a generated task) or 'path' (your data)")
+        if not 0 < d.val_fraction < 1:
+            raise ConfigError(
+                f"data.val_fraction: expected a value in (0, 1), got {d.val_fraction!r}"
+            )
+        _positive("optim.lr", o.lr)
+        _positive("optim.batch_size", o.batch_size)
+        _positive("optim.loc_lr_scale", o.loc_lr_scale)
+        _positive("optim.step_epochs", o.step_epochs)
+        if o.name not in ("sgd", "adam"):
+            raise ConfigError(f"optim.name: expected 'sgd' or 'adam', got {o.name!r}")
+        if o.schedule not in ("step", "cosine", "constant"):
+            raise ConfigError(
+                f"optim.schedule: expected step, cosine or constant, got {o.schedule!r}"
+            )
+        _positive("run.epochs", r.epochs)
+        _positive("run.eval_batch_size", r.eval_batch_size)
+        if r.minutes is not None:
+            _positive("run.minutes", r.minutes)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return self
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{name}: expected a positive number, got {value!r}")
+
+
+def _build(cls: Any, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        sub = fields[name].type
+        nested = {
+            "DataConfig": DataConfig,
+            "ModelConfig": ModelConfig,
+            "OptimConfig": OptimConfig,
+            "RunConfig": RunConfig,
+        }.get(str(sub))
+        path = f"{where}.{name}" if where else name
+        kwargs[name] = _build(nested, value, path) if nested else value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from nested dicts (unknown keys raise ConfigError)."""
+    cfg = _build(Config, values, "")
+    return cfg.validate()
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dicts (JSON-serialisable)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _yaml() -> Any:
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError(
+            "reading YAML configs needs PyYAML: pip install 'torchstn[train]'"
+        ) from None
+    return yaml
+
+
+def load_config(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML (or JSON) config file into nested dicts; ``None`` gives the defaults ``{}``."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        values = json.loads(text) if path.suffix == ".json" else _yaml().safe_load(text)
+    except Exception as err:
+        raise ConfigError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+            f"{str(err).splitlines()[0]}"
+        ) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return values
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML scalars/lists) to nested dicts."""
+    out = json.loads(json.dumps(values))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = _yaml().safe_load(raw)
+        except Exception:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,190 @@
+"""Pictures of what a spatial transformer learned, and training curves (matplotlib, lazily).
+
+The classic figure: each input image with the region its transformer samples drawn over it (the
+image of the output frame's border and a coarse mesh, mapped into the input by the transform),
+beside the transformer's output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import TorchSTNError
+from .functional.coords import normalized_to_pixel
+from .module import SpatialTransformer
+
+__all__ = ["plot_curves", "plot_transformations", "read_metrics", "sampling_mesh"]
+
+_COLOURS = ("#e4572e", "#29bf12", "#4f9dde", "#f3a712")
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise TorchSTNError("plotting needs matplotlib: pip install 'torchstn[plot]'") from None
+    return plt
+
+
+def _save(fig: Any, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix or ".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        _plt().close(fig)
+    return out
+
+
+def sampling_mesh(
+    st: SpatialTransformer, params: torch.Tensor, lines: int = 5, points: int = 25
+) -> torch.Tensor:
+    """Pixel coordinates in the *input* of a ``lines x lines`` mesh of the output frame.
+
+    Returns:
+        ``(B, 2, lines, points, 2)``: ``[:, 0]`` horizontal and ``[:, 1]`` vertical lines, each
+        sampled at ``points`` positions, ``(x, y)`` in input pixel-centre coordinates. The first
+        and last lines of each set are the border of the sampled region.
+    """
+    dtype, device = params.dtype, params.device
+    edge = 1.0 if st.align_corners else 1.0 - 1.0 / max(st.out_size)
+    t = torch.linspace(-1, 1, points, dtype=dtype, device=device)
+    k = torch.linspace(-edge, edge, lines, dtype=dtype, device=device)
+    horiz = torch.stack(torch.broadcast_tensors(t[None, :], k[:, None]), dim=-1)  # (L, P, 2)
+    vert = horiz.flip(-1)
+    pts = torch.stack((horiz, vert)).reshape(1, -1, 2).expand(params.shape[0], -1, -1)
+    src = st.transform.map_points(params, pts.contiguous())
+    pix = normalized_to_pixel(src, st.in_shape[1:], st.align_corners)
+    return pix.reshape(params.shape[0], 2, lines, points, 2)
+
+
+def _transformers(model: nn.Module) -> list[SpatialTransformer]:
+    return [m for m in model.modules() if isinstance(m, SpatialTransformer)]
+
+
+@torch.no_grad()
+def plot_transformations(
+    model: nn.Module,
+    x: torch.Tensor,
+    out: str | Path,
+    labels: Sequence[int] | None = None,
+    predictions: Sequence[int] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Draw ``x`` ``(N, C, H, W)`` with each transformer's sampling mesh, beside its output.
+
+    Works for any model containing :class:`SpatialTransformer` modules that read ``x`` directly
+    (one column pair per transformer). Writes a PNG atomically and returns its path.
+    """
+    plt = _plt()
+    sts = [st for st in _transformers(model) if st.in_shape == tuple(x.shape[1:])]
+    if not sts:
+        raise TorchSTNError("the model has no spatial transformer that reads its input")
+    was = model.training
+    model.eval()
+    outs = [st(x, return_params=True) for st in sts]
+    model.train(was)
+    n = x.shape[0]
+    cols = 1 + len(sts)
+    fig, axes = plt.subplots(n, cols, figsize=(2.0 * cols, 2.0 * n), squeeze=False)
+    img = x.detach().float().cpu()
+    for i in range(n):
+        ax = axes[i, 0]
+        ax.imshow(_display(img[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        for j, (st, (_, params)) in enumerate(zip(sts, outs)):
+            mesh = sampling_mesh(st, params[i : i + 1]).cpu()[0]
+            colour = _COLOURS[j % len(_COLOURS)]
+            for d in range(2):
+                for li in range(mesh.shape[1]):
+                    border = li in (0, mesh.shape[1] - 1)
+                    ax.plot(
+                        mesh[d, li, :, 0],
+                        mesh[d, li, :, 1],
+                        color=colour,
+                        lw=1.4 if border else 0.5,
+                        alpha=1.0 if border else 0.6,
+                    )
+        ax.set_xlim(-0.5, img.shape[3] - 0.5)
+        ax.set_ylim(img.shape[2] - 0.5, -0.5)
+        text = []
+        if labels is not None:
+            text.append(f"label {int(labels[i])}")
+        if predictions is not None:
+            text.append(f"pred {int(predictions[i])}")
+        ax.set_title(", ".join(text), fontsize=8)
+        for j, (y, _) in enumerate(outs):
+            axes[i, 1 + j].imshow(
+                _display(y[i].float().cpu()), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+            )
+            if i == 0:
+                axes[i, 1 + j].set_title(
+                    f"ST {j + 1} output" if len(sts) > 1 else "ST output", fontsize=8
+                )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, out)
+
+
+def _display(img: torch.Tensor) -> torch.Tensor:
+    """``(C, H, W)`` to something imshow takes: grey for 1 or 2 channels (max), RGB for 3."""
+    img = img.clamp(0, 1)
+    if img.shape[0] == 3:
+        return img.permute(1, 2, 0)
+    return img.max(0).values
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a ``metrics.jsonl`` file (or of the one in a run folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise TorchSTNError(f"no metrics file at {path}")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise TorchSTNError(f"{path}:{n}: not a JSON line") from None
+    return rows
+
+
+def plot_curves(
+    metrics: Sequence[dict[str, Any]], out: str | Path, title: str | None = None
+) -> Path:
+    """Loss and error per epoch (train and validation) from ``metrics.jsonl`` records."""
+    if not metrics:
+        raise TorchSTNError("no epochs recorded yet: nothing to plot")
+    plt = _plt()
+    epochs = [r["epoch"] for r in metrics]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key, style in (("train", "-"), ("val", "--")):
+        a1.plot(epochs, [r[f"{key}_loss"] for r in metrics], style, label=key)
+        a2.plot(epochs, [r[f"{key}_error"] for r in metrics], style, label=key)
+    a1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    a2.set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, out)
