@@ -8,6 +8,9 @@ Convention (used everywhere in torchstn):
       with ``align_corners=False`` the values -1 and 1 are the outer *edges* of the border pixels
       (``x_n = (2 x + 1) / W - 1``); with ``align_corners=True`` they are the *centres* of the
       border pixels (``x_n = 2 x / (W - 1) - 1``).
+    * A side of one pixel with ``align_corners=True`` has no extent: ``grid_sample`` reads its
+      only pixel whatever the coordinate, so every normalised value maps to pixel 0 and pixel 0
+      maps to 0, the value ``affine_grid`` uses for a unit-size grid.
 """
 
 from __future__ import annotations
@@ -23,11 +26,9 @@ __all__ = ["base_grid", "normalized_to_pixel", "pixel_matrix_to_normalized", "pi
 
 
 def _scale(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> torch.Tensor:
+    """Pixels per two normalised units, ``(W, H)`` or ``(W - 1, H - 1)`` (0 for a unit side)."""
     h, w = check_size(size, "size")
-    if align_corners:
-        wh = [max(w - 1, 1), max(h - 1, 1)]
-    else:
-        wh = [w, h]
+    wh = [w - 1, h - 1] if align_corners else [w, h]
     return torch.tensor(wh, dtype=like.dtype, device=like.device)
 
 
@@ -55,7 +56,8 @@ def pixel_to_normalized(
     check_tensor(points, "points", last_dim=2)
     scale = _scale(size, align_corners, points)
     if align_corners:
-        return points * 2 / scale - 1
+        # (2 x - (W - 1)) / (W - 1), with the unit side's single pixel at 0
+        return (points * 2 - scale) / scale.clamp_min(1)
     return (points * 2 + 1) / scale - 1
 
 
@@ -107,6 +109,8 @@ def base_grid(
     dtype = dtype or torch.get_default_dtype()
 
     def axis(n: int) -> torch.Tensor:
+        if n == 1:  # affine_grid puts a unit side's only point at the centre
+            return torch.zeros(1, dtype=dtype, device=device)
         steps = torch.linspace(-1, 1, n, dtype=dtype, device=device)
         if not align_corners:
             steps = steps * (n - 1) / n
@@ -121,9 +125,9 @@ def _pixel_to_normalized_matrix(
 ) -> torch.Tensor:
     """The 3x3 matrix of :func:`pixel_to_normalized` for one image size."""
     h, w = check_size(size, "size")
-    if align_corners:
+    if align_corners:  # as pixel_to_normalized: a unit side's pixel sits at 0
         sx, sy = 2 / max(w - 1, 1), 2 / max(h - 1, 1)
-        ox, oy = -1.0, -1.0
+        ox, oy = -(w - 1) / max(w - 1, 1), -(h - 1) / max(h - 1, 1)
     else:
         sx, sy = 2 / w, 2 / h
         ox, oy = 1 / w - 1, 1 / h - 1
