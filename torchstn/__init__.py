@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from . import functional, transforms
 from .composite import ParallelTransformers, SequentialTransformers
-from .errors import ConfigError, DataError, InvalidInputError, TorchSTNError, UnknownNameError
+from .errors import (
+    ConfigError,
+    DataError,
+    InvalidInputError,
+    NonFiniteError,
+    TorchSTNError,
+    UnknownNameError,
+)
 from .localization import ConvLocalization, FCLocalization, default_localization
 from .module import SpatialTransformer, identity_penalty
 from .optim import localization_parameters, param_groups
@@ -23,6 +30,7 @@ __all__ = [
     "DataError",
     "FCLocalization",
     "InvalidInputError",
+    "NonFiniteError",
     "ParallelTransformers",
     "SequentialTransformers",
     "SpatialTransformer",

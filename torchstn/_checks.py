@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .errors import InvalidInputError, UnknownNameError
+from .errors import InvalidInputError, NonFiniteError, UnknownNameError
 
 __all__ = [
     "check_choice",
@@ -66,7 +66,7 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         return
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise InvalidInputError(f"{name}: contains {bad} NaN or Inf value(s)")
+        raise NonFiniteError(f"{name}: contains {bad} NaN or Inf value(s)")
 
 
 def check_same_device(*named: tuple[str, torch.Tensor]) -> None:

@@ -7,7 +7,14 @@ value the caller passed (a wrong shape, an unknown name, a NaN parameter) also d
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "InvalidInputError", "TorchSTNError", "UnknownNameError"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "InvalidInputError",
+    "NonFiniteError",
+    "TorchSTNError",
+    "UnknownNameError",
+]
 
 
 class TorchSTNError(Exception):
@@ -16,6 +23,10 @@ class TorchSTNError(Exception):
 
 class InvalidInputError(TorchSTNError, ValueError):
     """A tensor or setting passed by the caller has the wrong shape, dtype, device or value."""
+
+
+class NonFiniteError(InvalidInputError):
+    """A tensor that must be finite holds NaN or Inf (for example transform parameters)."""
 
 
 class UnknownNameError(InvalidInputError):

@@ -105,9 +105,9 @@ def plot_transformations(
     img = x.detach().float().cpu()
     for i in range(n):
         ax = axes[i, 0]
-        ax.imshow(_display(img[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(_display(img[i]).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         for j, (st, (_, params)) in enumerate(zip(sts, outs)):
-            mesh = sampling_mesh(st, params[i : i + 1]).cpu()[0]
+            mesh = sampling_mesh(st, params[i : i + 1]).cpu()[0].numpy()
             colour = _COLOURS[j % len(_COLOURS)]
             for d in range(2):
                 for li in range(mesh.shape[1]):

@@ -135,8 +135,21 @@ def _build(cls: Any, values: Any, where: str) -> Any:
             "RunConfig": RunConfig,
         }.get(str(sub))
         path = f"{where}.{name}" if where else name
-        kwargs[name] = _build(nested, value, path) if nested else value
+        kwargs[name] = _build(nested, value, path) if nested else _coerce(value, str(sub), path)
     return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: str, where: str) -> Any:
+    """YAML reads ``1e-3`` as a string: turn numeric strings into the field's number type."""
+    if not isinstance(value, str) or value.strip() == "":
+        return value
+    kind = "float" if "float" in annotation else "int" if annotation.startswith("int") else None
+    if kind is None:
+        return value
+    try:
+        return float(value) if kind == "float" else int(value)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

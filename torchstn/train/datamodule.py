@@ -82,7 +82,11 @@ class DataModule:
         if not p.exists():
             raise DataError(f"data file or folder not found: {p}")
         if p.is_dir():
-            size = None if self.cfg.image_size is None else tuple(self.cfg.image_size)
+            size = (
+                None
+                if self.cfg.image_size is None
+                else (int(self.cfg.image_size[0]), int(self.cfg.image_size[-1]))
+            )
             sample, names = data.load_image_folder(p, size=size)
             if self.class_names is None:
                 self.class_names = list(names)

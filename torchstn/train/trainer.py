@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..errors import TorchSTNError
+from ..errors import NonFiniteError, TorchSTNError
 from ..models import count_params, create_model
 from ..module import SpatialTransformer
 from ..optim import param_groups
@@ -215,26 +215,37 @@ class Trainer:
         for i in range(0, n - bs + 1 if n >= bs else 1, bs):
             yield order[i : i + bs][self.rank :: self.world]
 
+    def _diverged(self, what: str) -> TrainingDiverged:
+        kept = (
+            f"the last good checkpoint is kept at {self.ckpt_path}"
+            if self.ckpt_path.is_file()
+            else "no checkpoint had been saved yet"
+        )
+        return TrainingDiverged(
+            f"{what} at epoch {self.epoch + 1}, step {self.step + 1}; {kept} "
+            f"(try a lower optim.lr, optim.loc_lr_scale < 1 or a bounded transform)"
+        )
+
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
-        penalty = _penalty(self.model, x)
+        try:
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y)
+            penalty = _penalty(self.model, x)
+        except NonFiniteError as err:  # the transformer's params went NaN/Inf
+            raise self._diverged(f"training diverged ({err})") from None
         total = loss if penalty is None else loss + penalty
         if not torch.isfinite(total):
-            raise TrainingDiverged(
-                f"loss became {float(total)} at epoch {self.epoch + 1}, step {self.step + 1}; "
-                f"the last good checkpoint is kept at {self.ckpt_path} (try a lower optim.lr, "
-                f"optim.loc_lr_scale < 1 or a bounded transform)"
-            )
+            raise self._diverged(f"loss became {float(total.detach())}")
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         if self.cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.opt.step()
-        self.epoch_stats["loss_sum"] += float(loss) * y.shape[0]
+        loss_value = float(loss.detach())
+        self.epoch_stats["loss_sum"] += loss_value * y.shape[0]
         self.epoch_stats["wrong"] += int((logits.argmax(1) != y).sum())
         self.epoch_stats["seen"] += int(y.shape[0])
-        return float(loss)
+        return loss_value
 
     def _out_of_time(self, start: float) -> bool:
         minutes = self.cfg.run.minutes

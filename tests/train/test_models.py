@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchstn import SpatialTransformer, UnknownNameError
+from torchstn.models import STClassifier, count_params, create_model, model_names
+
+SHAPES = {"st2_fcn": (2, 42, 42)}
+
+
+def _shape(name: str) -> tuple[int, int, int]:
+    return next((s for prefix, s in SHAPES.items() if name.startswith(prefix)), (1, 28, 28))
+
+
+@pytest.mark.parametrize("name", model_names())
+class TestRegistry:
+    def test_forward_backward(self, name):
+        shape = _shape(name)
+        model = create_model(name, shape, 19 if name.startswith("st2") else 10)
+        x = torch.rand(3, *shape)
+        out = model(x)
+        assert out.shape == (3, 19 if name.startswith("st2") else 10)
+        out.sum().backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        assert count_params(model) > 0
+
+    def test_transformers_start_at_identity(self, name):
+        shape = _shape(name)
+        model = create_model(name, shape, 10)
+        if not isinstance(model, STClassifier):
+            pytest.skip("no transformer")
+        x = torch.rand(2, *shape)
+        for st in (m for m in model.modules() if isinstance(m, SpatialTransformer)):
+            torch.testing.assert_close(st(x), x, atol=1e-5, rtol=0)
+
+
+def test_unknown_model_lists_names():
+    with pytest.raises(UnknownNameError, match="st_cnn_affine"):
+        create_model("resnet", (1, 28, 28), 10)
+
+
+def test_bad_option_is_value_error():
+    with pytest.raises(ValueError, match="st_cnn_affine"):
+        create_model("st_cnn_affine", (1, 28, 28), 10, wings=2)
+
+
+def test_pool_halves_classifier_input():
+    model = create_model("st_cnn_affine", (1, 60, 60), 10, pool=2)
+    assert model.transformed(torch.rand(2, 1, 60, 60)).shape == (2, 1, 30, 30)

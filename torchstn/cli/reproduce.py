@@ -1,0 +1,174 @@
+"""``torchstn reproduce``: run a table of the paper and write RESULTS.md beside the paper's numbers."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="run one of the paper's experiments and write RESULTS.md",
+        description="Train every model of a table on every selected column, then write "
+        "results/TABLE.json and regenerate RESULTS.md. Completed runs are reused unless --force.",
+    )
+    p.add_argument("table", help="table1, cluttered or addition")
+    p.add_argument("--columns", help="comma-separated subset of the columns (table1: R,RTS,P,E)")
+    p.add_argument("--models", help="comma-separated subset of the models")
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        help="training minutes for the whole table, "
+        "split evenly between the runs (default: the configs' epochs)",
+    )
+    p.add_argument("--epochs", type=int, help="override the configs' epochs")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--configs", help="config folder (default: the checkout's configs/)")
+    p.add_argument("--runs-dir", default="runs/reproduce", help="where the run folders go")
+    p.add_argument("--results-dir", default="results", help="where TABLE.json goes")
+    p.add_argument("--results-md", default="RESULTS.md", help="the Markdown file to regenerate")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every run (e.g. data.train_size=20000)",
+    )
+    p.add_argument("--force", action="store_true", help="retrain runs that already have a result")
+    p.set_defaults(func=run)
+
+
+def _subset(value: str | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    from ..errors import UnknownNameError
+
+    if value is None:
+        return allowed
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in chosen if v not in allowed]
+    if bad or not chosen:
+        raise UnknownNameError(
+            f"unknown {what} {', '.join(bad) or value!r}; valid choices: {', '.join(allowed)}"
+        )
+    return chosen
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..experiments import default_config_dir, get_table, render_results
+    from ..train import Trainer, apply_overrides, atomic_write_text, config_from_dict, load_config
+
+    table = get_table(args.table)
+    columns = _subset(args.columns, tuple(table.columns), "column")
+    models = _subset(args.models, table.models, "model")
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--seeds: expected comma-separated integers, got {args.seeds!r}"
+        ) from None
+    config_dir = Path(args.configs) if args.configs else default_config_dir()
+    plan = []
+    for column in columns:
+        for model in models:
+            path = config_dir / table.columns[column] / f"{model}.yaml"
+            if not path.is_file():
+                raise ConfigError(f"missing config {path} for {model} on {column}")
+            for seed in seeds:
+                plan.append((column, model, seed, path))
+    minutes = None if args.budget_minutes is None else args.budget_minutes / len(plan)
+    print(
+        f"torchstn reproduce {table.name}: {len(plan)} runs"
+        + (f", {minutes:.1f} min each" if minutes else ""),
+        flush=True,
+    )
+
+    results_dir = Path(args.results_dir)
+    record_path = results_dir / f"{table.name}.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {"runs": []}
+    start = time.perf_counter()
+    hardware = versions = None
+    invoked = sys.argv[1:2] == ["reproduce"]
+    command = (
+        "torchstn " + shlex.join(sys.argv[1:]) if invoked else f"torchstn reproduce {table.name}"
+    )
+    for i, (column, model, seed, path) in enumerate(plan, 1):
+        run_dir = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}"
+        values = apply_overrides(load_config(path), args.set)
+        values["seed"], values["device"] = seed, args.device
+        values.setdefault("run", {})
+        if minutes is not None:
+            values["run"]["minutes"] = minutes
+            values["run"]["epochs"] = args.epochs or max(int(values["run"].get("epochs", 10)), 1000)
+        elif args.epochs:
+            values["run"]["epochs"] = args.epochs
+        cfg = config_from_dict(values)
+        result_file = run_dir / "result.json"
+        if result_file.is_file() and not args.force:
+            result = json.loads(result_file.read_text())
+            print(
+                f"[{i}/{len(plan)}] {model} on {column} seed {seed}: reusing {result_file}",
+                flush=True,
+            )
+        else:
+            if run_dir.exists():
+                for name in ("checkpoint.pt", "metrics.jsonl", "result.json", "config.json"):
+                    (run_dir / name).unlink(missing_ok=True)
+            print(f"[{i}/{len(plan)}] {model} on {column} seed {seed} -> {run_dir}", flush=True)
+            result = Trainer(cfg, run_dir, progress=False).fit()
+        hardware, versions = result["hardware"], result["versions"]
+        entry = {
+            "column": column,
+            "model": model,
+            "seed": seed,
+            "config": str(path),
+            "run_dir": str(run_dir),
+            **{
+                k: result[k]
+                for k in (
+                    "test_error",
+                    "val_error",
+                    "epochs",
+                    "best_epoch",
+                    "train_seconds",
+                    "params",
+                )
+            },
+        }
+        print(
+            f"    test error {entry['test_error']:.2f}% (val {entry['val_error']:.2f}%), "
+            f"{entry['epochs']} epochs, {entry['train_seconds'] / 60:.1f} min, {entry['params']:,} params",
+            flush=True,
+        )
+        record["runs"] = [
+            r
+            for r in record["runs"]
+            if (r["column"], r["model"], r["seed"]) != (column, model, seed)
+        ]
+        record["runs"].append(entry)
+        record.update(
+            {
+                "table": table.name,
+                "command": command,
+                "hardware": hardware,
+                "versions": versions,
+                "platform": platform.platform(),
+                "wall_seconds": time.perf_counter() - start,
+                "date": datetime.date.today().isoformat(),
+            }
+        )
+        results_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(args.results_md, render_results(results_dir))
+    print(f"wrote {record_path} and {args.results_md}")
+    return 0
