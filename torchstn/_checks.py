@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ from .errors import InvalidInputError, NonFiniteError, UnknownNameError
 __all__ = [
     "check_choice",
     "check_finite",
+    "check_positive",
     "check_same_device",
     "check_size",
     "check_tensor",
@@ -75,6 +78,18 @@ def check_same_device(*named: tuple[str, torch.Tensor]) -> None:
     if len(devices) > 1:
         where = ", ".join(f"{n} on {t.device}" for n, t in named)
         raise InvalidInputError(f"tensors must be on the same device, got {where}")
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Check that ``value`` is a finite real number, ``> 0`` (or ``>= 0`` with ``allow_zero``).
+
+    Booleans, strings, NaN and Inf are refused. Returns ``value`` as a float.
+    """
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+    if number is None or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        want = "a finite number >= 0" if allow_zero else "a finite positive number"
+        raise InvalidInputError(f"{name}: expected {want}, got {value!r}")
+    return number
 
 
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_size, check_tensor
+from ._checks import check_choice, check_positive, check_size, check_tensor
 from .errors import InvalidInputError
 from .functional.kernel import kernel_sample
 from .functional.sample import MODES, PADDING_MODES, sample
@@ -99,13 +99,9 @@ class SpatialTransformer(nn.Module):
         self.padding_mode = check_choice(padding_mode, "padding_mode", PADDING_MODES)
         if self.mode == "gaussian" and padding_mode != "zeros":
             raise InvalidInputError("padding_mode: the gaussian sampler supports 'zeros' only")
-        if not (isinstance(sigma, (int, float)) and sigma > 0):
-            raise InvalidInputError(f"sigma: expected a positive number, got {sigma!r}")
-        if not (isinstance(penalty_weight, (int, float)) and penalty_weight >= 0):
-            raise InvalidInputError(f"penalty_weight: expected a number >= 0, got {penalty_weight!r}")
         self.align_corners = bool(align_corners)
-        self.sigma = float(sigma)
-        self.penalty_weight = float(penalty_weight)
+        self.sigma = check_positive(sigma, "sigma")
+        self.penalty_weight = check_positive(penalty_weight, "penalty_weight", allow_zero=True)
 
         self.localization = default_localization(self.in_shape) if localization is None else localization
         if not isinstance(self.localization, nn.Module):

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import InvalidInputError
+from ._checks import check_positive
 from .module import SpatialTransformer
 
 __all__ = ["localization_parameters", "param_groups"]
@@ -37,8 +37,8 @@ def param_groups(model: nn.Module, lr: float, loc_lr_scale: float = 0.1, **optio
         [0.01, 0.001]
         >>> opt = torch.optim.SGD(groups, lr=0.01)
     """
-    if not (lr > 0 and loc_lr_scale > 0):
-        raise InvalidInputError(f"lr and loc_lr_scale must be positive, got {lr!r}, {loc_lr_scale!r}")
+    lr = check_positive(lr, "lr")
+    loc_lr_scale = check_positive(loc_lr_scale, "loc_lr_scale")
     loc = localization_parameters(model)
     loc_ids = {id(p) for p in loc}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._checks import check_choice, check_size, check_tensor
-from ..errors import InvalidInputError
+from .._checks import check_choice, check_positive, check_size, check_tensor
 from .coords import normalized_to_pixel
 from .sample import check_input_and_grid
 
@@ -56,8 +55,8 @@ def _axis_weights(
 
 def _check_kernel(kernel: str, sigma: float) -> None:
     check_choice(kernel, "kernel", KERNELS)
-    if kernel == "gaussian" and not (isinstance(sigma, (int, float)) and sigma > 0):
-        raise InvalidInputError(f"sigma: expected a positive number, got {sigma!r}")
+    if kernel == "gaussian":
+        check_positive(sigma, "sigma")
 
 
 def kernel_sample(

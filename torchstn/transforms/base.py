@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._checks import check_finite, check_size, check_tensor
+from .._checks import check_finite, check_positive, check_size, check_tensor
 from ..errors import InvalidInputError
 from ..functional.coords import base_grid
 
@@ -52,12 +52,8 @@ class Transform:
         max_translation: float | None = None,
         scale_range: tuple[float, float] | None = None,
     ) -> None:
-        if max_translation is not None and not (
-            isinstance(max_translation, (int, float)) and max_translation > 0
-        ):
-            raise InvalidInputError(
-                f"max_translation: expected a positive number or None, got {max_translation!r}"
-            )
+        if max_translation is not None:
+            max_translation = check_positive(max_translation, "max_translation")
         if scale_range is not None:
             if self.scale_index is None:
                 raise InvalidInputError(
@@ -69,8 +65,10 @@ class Transform:
                 raise InvalidInputError(
                     f"scale_range: expected (lo, hi), got {scale_range!r}"
                 ) from None
-            if not (0 < lo < hi):
-                raise InvalidInputError(f"scale_range: expected 0 < lo < hi, got {scale_range!r}")
+            if not (0 < lo < hi < math.inf):
+                raise InvalidInputError(
+                    f"scale_range: expected finite 0 < lo < hi, got {scale_range!r}"
+                )
             scale_range = (lo, hi)
         self.max_translation = None if max_translation is None else float(max_translation)
         self.scale_range = scale_range

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._checks import check_size
+from .._checks import check_positive, check_size
 from ..errors import InvalidInputError
 from ..functional.coords import base_grid
 from .base import Transform
@@ -70,8 +70,7 @@ class TPS(Transform):
         gh, gw = check_size(grid_size, "grid_size")
         if gh < 2 or gw < 2:
             raise InvalidInputError(f"grid_size: expected at least 2 points per side, got {grid_size!r}")
-        if not (isinstance(reg, (int, float)) and reg >= 0):
-            raise InvalidInputError(f"reg: expected a number >= 0, got {reg!r}")
+        reg = check_positive(reg, "reg", allow_zero=True)
         self.grid_size = (gh, gw)
         self.reg = float(reg)
         self.num_params = 2 * gh * gw
