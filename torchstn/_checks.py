@@ -64,8 +64,9 @@ def check_tensor(
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raise if ``x`` holds NaN or Inf (skipped under tracing/compiling, where it would sync)."""
-    if is_scripting_or_tracing():
+    """Raise if ``x`` holds NaN or Inf (skipped under tracing/compiling, where it would sync, and
+    for ``meta`` tensors, which hold no values)."""
+    if is_scripting_or_tracing() or x.device.type == "meta":
         return
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())

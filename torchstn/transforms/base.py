@@ -195,6 +195,11 @@ class MatrixTransform(Transform):
         map_points(b, p))``. Associative, with ``identity_params`` as neutral element."""
         self.check_params(first, "first")
         self.check_params(second, "second")
+        if first.device != second.device or first.dtype != second.dtype:
+            raise InvalidInputError(
+                f"second must have the dtype and device of first: got {second.dtype} on "
+                f"{second.device}, expected {first.dtype} on {first.device}"
+            )
         if first.shape[0] != second.shape[0] and 1 not in (first.shape[0], second.shape[0]):
             raise InvalidInputError(
                 f"batch size mismatch: first has {first.shape[0]} rows, second {second.shape[0]}"
