@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -14,6 +14,23 @@ from .base import Transform
 __all__ = ["TPS"]
 
 _CACHE_LIMIT = 32
+
+
+def _untraced(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run ``fn`` (a cache fill) with TorchScript tracing paused.
+
+    A trace then holds the cached tensor as a constant, the same graph whether the cache was
+    cold or warm (``torch.jit.trace`` traces twice and compares), and does not redo the
+    precomputation on every call.
+    """
+    state = torch._C._get_tracing_state()
+    if state is None:
+        return fn()
+    torch._C._set_tracing_state(None)  # type: ignore[attr-defined]
+    try:
+        return fn()
+    finally:
+        torch._C._set_tracing_state(state)  # type: ignore[attr-defined]
 
 
 def _radial(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -89,8 +106,17 @@ class TPS(Transform):
         return self._centres.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
     def system_inverse(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """The inverse ``L^-1`` of the ``(K + 3, K + 3)`` TPS system, cached per device/dtype."""
+        """The inverse ``L^-1`` of the ``(K + 3, K + 3)`` TPS system, cached per device/dtype
+        (solved once, in float64 on the CPU, then converted)."""
         key = (str(device), dtype)
+        inv = self._inverse_cache.get(key)
+        if inv is None:
+            inv = _untraced(lambda: self._solve().to(dtype=dtype, device=device))
+            self._inverse_cache[key] = inv
+        return inv
+
+    def _solve(self) -> torch.Tensor:
+        key = ("cpu", torch.float64)
         inv = self._inverse_cache.get(key)
         if inv is None:
             k = self._centres.shape[0]
@@ -100,7 +126,7 @@ class TPS(Transform):
             system[:k, :k] = kernel
             system[:k, k:] = p
             system[k:, :k] = p.T
-            inv = torch.linalg.inv(system).to(dtype=dtype, device=device)
+            inv = torch.linalg.inv(system)
             self._inverse_cache[key] = inv
         return inv
 
@@ -112,13 +138,16 @@ class TPS(Transform):
         key = (size[0], size[1], align_corners, str(device), dtype)
         cached = self._grid_cache.get(key)
         if cached is None:
-            k = self._centres.shape[0]
-            pts = base_grid(size, align_corners, dtype=torch.float64).reshape(-1, 2)
-            inv = self.system_inverse(torch.float64, torch.device("cpu"))
-            mat = _basis(pts, self._centres) @ inv[:, :k]  # (HW, K)
+
+            def build() -> torch.Tensor:
+                k = self._centres.shape[0]
+                pts = base_grid(size, align_corners, dtype=torch.float64).reshape(-1, 2)
+                mat = _basis(pts, self._centres) @ self._solve()[:, :k]  # (HW, K)
+                return torch.cat((mat, pts), dim=1).to(dtype=dtype, device=device)
+
+            cached = _untraced(build)
             if len(self._grid_cache) >= _CACHE_LIMIT:
                 self._grid_cache.pop(next(iter(self._grid_cache)))
-            cached = torch.cat((mat, pts), dim=1).to(dtype=dtype, device=device)
             self._grid_cache[key] = cached
         return cached[:, :-2], cached[:, -2:]
 
