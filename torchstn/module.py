@@ -86,13 +86,17 @@ class SpatialTransformer(nn.Module):
     ) -> None:
         super().__init__()
         try:
-            c, h, w = (int(v) for v in in_shape)
+            c, h, w = in_shape
+            if isinstance(c, bool) or float(c) != int(c):
+                raise ValueError
         except (TypeError, ValueError):
-            raise InvalidInputError(f"in_shape: expected (C, H, W), got {in_shape!r}") from None
+            raise InvalidInputError(
+                f"in_shape: expected (C, H, W) integers, got {in_shape!r}"
+            ) from None
         if c < 1:
             raise InvalidInputError(f"in_shape: expected at least one channel, got {in_shape!r}")
-        check_size((h, w), "in_shape")
-        self.in_shape = (c, h, w)
+        h, w = check_size((h, w), "in_shape")
+        self.in_shape = (int(c), h, w)
         self.out_size = (h, w) if out_size is None else check_size(out_size, "out_size")
         self.transform = get(transform, **dict(transform_options or {}))
         self.mode = check_choice(mode, "mode", SAMPLER_MODES)
