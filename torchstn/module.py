@@ -89,6 +89,7 @@ class SpatialTransformer(nn.Module):
             c, h, w = in_shape
             if isinstance(c, bool) or float(c) != int(c):
                 raise ValueError
+            c = int(c)
         except (TypeError, ValueError):
             raise InvalidInputError(
                 f"in_shape: expected (C, H, W) integers, got {in_shape!r}"
@@ -96,7 +97,7 @@ class SpatialTransformer(nn.Module):
         if c < 1:
             raise InvalidInputError(f"in_shape: expected at least one channel, got {in_shape!r}")
         h, w = check_size((h, w), "in_shape")
-        self.in_shape = (int(c), h, w)
+        self.in_shape = (c, h, w)
         self.out_size = (h, w) if out_size is None else check_size(out_size, "out_size")
         self.transform = get(transform, **dict(transform_options or {}))
         self.mode = check_choice(mode, "mode", SAMPLER_MODES)
