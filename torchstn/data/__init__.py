@@ -1,14 +1,32 @@
-"""Data sets: MNIST read offline from the original files, verified against their checksums.
+"""Data sets: MNIST read offline from the original files, and the paper's task generators
+(distorted, cluttered, addition, co-localisation).
 
 >>> from torchstn import data
->>> images, labels = data.load_mnist("test")
->>> images.shape, labels.dtype
-(torch.Size([10000, 28, 28]), torch.int64)
+>>> task = data.get_task("rts")
+>>> task.in_shape, task.num_classes
+((1, 42, 42), 10)
+>>> s = task.generate("val", num=8, seed=0)
+>>> s.x.shape, s.y.dtype, s.boxes.shape
+(torch.Size([8, 1, 42, 42]), torch.int64, torch.Size([8, 4]))
 """
 
 from __future__ import annotations
 
 from .idx import read_idx
 from .mnist import load_mnist
+from .sample import Sample
+from .seeding import epoch_seed
+from .tasks import VALIDATION_SIZE, Task
+from .tasks import get as get_task
+from .tasks import names as task_names
 
-__all__ = ["load_mnist", "read_idx"]
+__all__ = [
+    "VALIDATION_SIZE",
+    "Sample",
+    "Task",
+    "epoch_seed",
+    "get_task",
+    "load_mnist",
+    "read_idx",
+    "task_names",
+]
