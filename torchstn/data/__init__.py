@@ -1,5 +1,5 @@
-"""Data sets: MNIST read offline from the original files, and the paper's task generators
-(distorted, cluttered, addition, co-localisation).
+"""Data sets: MNIST read offline from the original files, the paper's task generators (distorted,
+cluttered, addition, co-localisation), and user data (``.npz`` files, image folders).
 
 >>> from torchstn import data
 >>> task = data.get_task("rts")
@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+from .folder import load_image_folder
 from .idx import read_idx
 from .mnist import load_mnist
+from .npz import load_npz, save_npz
 from .sample import Sample
 from .seeding import epoch_seed
 from .tasks import VALIDATION_SIZE, Task
@@ -26,7 +28,10 @@ __all__ = [
     "Task",
     "epoch_seed",
     "get_task",
+    "load_image_folder",
     "load_mnist",
+    "load_npz",
     "read_idx",
+    "save_npz",
     "task_names",
 ]

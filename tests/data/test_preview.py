@@ -1,0 +1,45 @@
+"""Preview grids: a PNG with the samples, their labels and boxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchstn import data
+from torchstn.data.preview import sample_titles, save_preview, to_rgb
+from torchstn.errors import InvalidInputError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class TestPreview:
+    @pytest.mark.parametrize("name", ["rts", "addition"])
+    def test_writes_png(self, tmp_path: Path, name: str) -> None:
+        s = data.get_task(name).generate("test", num=10, seed=0)
+        path = save_preview(s, tmp_path / "p.png", ncols=4, title=name)
+        assert path.read_bytes().startswith(PNG) and path.stat().st_size > 5000
+        assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+    def test_titles(self) -> None:
+        s = data.get_task("addition").generate("test", num=2, seed=0)
+        a, b = s.params["digits"][0].tolist()
+        assert sample_titles(s)[0] == f"{a}+{b}={a + b}"
+        r = data.get_task("rotated", angle=[30, 30]).generate("test", num=1, seed=0)
+        assert sample_titles(r, class_names=[f"c{i}" for i in range(10)]) == [
+            f"c{int(r.y[0])} +30°"
+        ]
+
+    def test_to_rgb(self) -> None:
+        x = torch.rand(2, 2, 3, 3)
+        rgb = to_rgb(x)
+        assert rgb.shape == (2, 3, 3, 3)
+        assert torch.equal(rgb[..., 0], x[:, 0]) and torch.equal(rgb[..., 2], x[:, 1])
+        assert to_rgb(torch.rand(1, 1, 2, 2)).shape == (1, 2, 2, 3)
+        assert to_rgb(torch.rand(1, 5, 2, 2)).shape == (1, 2, 2, 3)
+
+    def test_empty(self, tmp_path: Path) -> None:
+        s = data.get_task("rotated").generate("test", num=2, seed=0)
+        with pytest.raises(InvalidInputError, match="empty"):
+            save_preview(s[torch.tensor([], dtype=torch.long)], tmp_path / "e.png")

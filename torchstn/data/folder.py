@@ -1,0 +1,112 @@
+"""User data: a folder of images with one sub-folder per class (read with Pillow, imported lazily)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._checks import check_size
+from ..errors import DataError, TorchSTNError
+from .sample import Sample, full_boxes
+
+__all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
+
+#: file name endings read as images (case-insensitive).
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".pgm",
+    ".ppm",
+)
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P_GRAY"}
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise TorchSTNError(
+            "load_image_folder needs Pillow: pip install 'torchstn[plot]' (or pillow)"
+        ) from None
+    return Image
+
+
+def load_image_folder(
+    path: str | os.PathLike[str],
+    size: int | tuple[int, int] | None = None,
+    grayscale: bool | None = None,
+) -> tuple[Sample, list[str]]:
+    """Read ``path/CLASS/IMAGE`` files into a :class:`Sample`.
+
+    Args:
+        path: the root folder; each sub-folder is a class, labelled by its index in the sorted
+            list of sub-folder names. Files with other endings than :data:`IMAGE_EXTENSIONS` and
+            hidden files are skipped.
+        size: resize every image to ``(H, W)`` (or ``size x size``) with bilinear filtering;
+            ``None`` requires all images to share one size.
+        grayscale: ``True`` gives 1 channel, ``False`` 3 (RGB); ``None`` picks 1 if every image is
+            grayscale, else 3.
+
+    Returns:
+        The sample (``x`` ``(N, C, H, W)`` float32 in ``[0, 1]``, ``y`` ``(N,)`` int64, ``boxes``
+        the whole image, no params), in class order then file-name order, and the class names.
+
+    Raises:
+        DataError: the folder is missing or has no class with images, an image cannot be read,
+            or sizes differ without ``size``; the message names the file.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    target = None if size is None else check_size(size, "size")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append((f, label))
+    if not files:
+        raise DataError(
+            f"{root}: no images found (expected {root}/CLASS_NAME/IMAGE with one of "
+            f"{', '.join(IMAGE_EXTENSIONS)})"
+        )
+    image_mod = _pil()
+    images = []
+    for f, _ in files:
+        try:
+            with image_mod.open(f) as img:
+                img.load()
+                images.append(img.copy())
+        except (OSError, ValueError, SyntaxError) as err:
+            raise DataError(f"{f}: cannot read image ({err})") from None
+    if grayscale is None:
+        grayscale = all(img.mode in _GRAY_MODES for img in images)
+    mode = "L" if grayscale else "RGB"
+    arrays = []
+    first = None
+    for (f, _), img in zip(files, images):
+        img = img.convert(mode)
+        if target is not None:
+            img = img.resize((target[1], target[0]), image_mod.BILINEAR)
+        elif first is None:
+            first = (f, img.size)
+        elif img.size != first[1]:
+            raise DataError(
+                f"{f}: size {img.size[0]}x{img.size[1]} differs from {first[0]} "
+                f"({first[1][0]}x{first[1][1]}); pass size=(H, W) to resize"
+            )
+        arr = np.asarray(img, dtype=np.uint8)
+        arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    x = torch.from_numpy(np.stack(arrays).astype(np.float32) / 255.0)
+    y = torch.tensor([label for _, label in files], dtype=torch.int64)
+    return Sample(x, y, full_boxes(len(files), x.shape[2], x.shape[3])), classes
