@@ -100,11 +100,11 @@ def plot_transformations(
     outs = [st(x, return_params=True) for st in sts]
     model.train(was)
     n = x.shape[0]
-    cols = 1 + len(sts)
-    fig, axes = plt.subplots(n, cols, figsize=(2.0 * cols, 2.0 * n), squeeze=False)
+    rows = 1 + len(sts)
+    fig, axes = plt.subplots(rows, n, figsize=(1.6 * n, 1.75 * rows), squeeze=False)
     img = x.detach().float().cpu()
     for i in range(n):
-        ax = axes[i, 0]
+        ax = axes[0, i]
         ax.imshow(_display(img[i]).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         for j, (st, (_, params)) in enumerate(zip(sts, outs)):
             mesh = sampling_mesh(st, params[i : i + 1]).cpu()[0].numpy()
@@ -126,20 +126,24 @@ def plot_transformations(
             text.append(f"label {int(labels[i])}")
         if predictions is not None:
             text.append(f"pred {int(predictions[i])}")
-        ax.set_title(", ".join(text), fontsize=8)
+        ax.set_title(", ".join(text), fontsize=7)
         for j, (y, _) in enumerate(outs):
-            axes[i, 1 + j].imshow(
-                _display(y[i].float().cpu()), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+            axes[1 + j, i].imshow(
+                _display(y[i].float().cpu()).numpy(),
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
             )
-            if i == 0:
-                axes[i, 1 + j].set_title(
-                    f"ST {j + 1} output" if len(sts) > 1 else "ST output", fontsize=8
-                )
+    axes[0, 0].set_ylabel("input + grid", fontsize=8)
+    for j in range(len(sts)):
+        axes[1 + j, 0].set_ylabel(f"ST {j + 1} output" if len(sts) > 1 else "ST output", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return _save(fig, out)
 
 
