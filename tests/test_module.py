@@ -1,0 +1,369 @@
+"""``SpatialTransformer``: construction, identity at initialisation, gradients, the identity
+penalty, errors, TorchScript tracing and ``torch.compile``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from torchstn import (
+    InvalidInputError,
+    SpatialTransformer,
+    UnknownNameError,
+    identity_penalty,
+    transforms,
+)
+from torchstn.functional import kernel_sample
+from torchstn.localization import ConvLocalization, FCLocalization
+
+NAMES = transforms.names()
+BOUNDED = [
+    ("attention", {"scale_range": (0.2, 2.0)}),
+    ("attention", {"scale_range": (0.2, 2.0), "max_translation": 0.5}),
+    ("similarity", {"scale_range": (0.5, 1.5), "max_translation": 1.0}),
+    ("affine", {"max_translation": 0.3}),
+    ("projective", {"max_translation": 0.3}),
+    ("tps", {"max_translation": 0.2}),
+    ("tps", {"grid_size": 3, "reg": 0.1}),
+    ("tps", {"grid_size": (2, 5)}),
+]
+
+
+def _perturb(st: SpatialTransformer, scale: float = 0.1) -> SpatialTransformer:
+    """Move the head off the identity so that outputs depend on the input and the params."""
+    with torch.no_grad():
+        st.head.weight.normal_(0, 0.01)
+        st.head.bias.add_(scale * torch.randn_like(st.head.bias))
+    return st
+
+
+class TestConstruction:
+    def test_smoke_shapes(self) -> None:
+        st = SpatialTransformer((3, 12, 10), "affine", out_size=(6, 5))
+        x = torch.rand(4, 3, 12, 10)
+        y, params = st(x, return_params=True)
+        assert y.shape == (4, 3, 6, 5) and params.shape == (4, 6)
+        assert st.localize(x).shape == (4, 6)
+        assert st.out_shape == (3, 6, 5)
+        assert SpatialTransformer((1, 8, 8)).out_size == (8, 8)
+        assert SpatialTransformer((1, 8, 8), out_size=4).out_size == (4, 4)
+
+    def test_default_localization_depends_on_size(self) -> None:
+        assert isinstance(SpatialTransformer((1, 12, 12)).localization, FCLocalization)
+        assert isinstance(SpatialTransformer((1, 28, 28)).localization, ConvLocalization)
+
+    @pytest.mark.parametrize("name", NAMES)
+    def test_head_starts_at_the_identity(self, name: str) -> None:
+        st = SpatialTransformer((1, 8, 8), name)
+        assert bool((st.head.weight == 0).all())
+        torch.testing.assert_close(st.head.bias.detach(), st.transform.raw_identity())
+        assert st.head.out_features == st.transform.num_params
+
+    def test_custom_localization(self) -> None:
+        loc = nn.Sequential(nn.Flatten(), nn.Linear(2 * 6 * 6, 7), nn.Tanh())
+        st = SpatialTransformer((2, 6, 6), "attention", localization=loc)
+        assert st.localization is loc and st.head.in_features == 7
+        assert st(torch.rand(3, 2, 6, 6)).shape == (3, 2, 6, 6)
+
+    def test_probe_keeps_the_training_mode(self) -> None:
+        loc = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.Dropout(0.5))
+        assert SpatialTransformer((1, 4, 4), localization=loc).localization.training
+        loc.eval()
+        assert not SpatialTransformer((1, 4, 4), localization=loc).localization.training
+
+    def test_transform_instance_and_options(self) -> None:
+        t = transforms.get("tps", grid_size=3)
+        assert SpatialTransformer((1, 8, 8), t).transform is t
+        st = SpatialTransformer((1, 8, 8), "tps", transform_options={"grid_size": 5})
+        assert st.transform.num_params == 50
+
+    def test_extra_repr(self) -> None:
+        text = repr(
+            SpatialTransformer(
+                (1, 8, 8), "attention", out_size=(4, 4), mode="bicubic", align_corners=True
+            )
+        )
+        for part in (
+            "in_shape=(1, 8, 8)",
+            "Attention",
+            "out_size=(4, 4)",
+            "'bicubic'",
+            "align_corners=True",
+        ):
+            assert part in text
+
+
+class TestIdentityAtInitialisation:
+    @pytest.mark.parametrize("name", NAMES)
+    @pytest.mark.parametrize("shape", [(1, 9, 7), (3, 28, 28)])
+    def test_every_family(
+        self, name: str, shape: tuple[int, int, int], align_corners: bool
+    ) -> None:
+        st = SpatialTransformer(shape, name, align_corners=align_corners)
+        x = torch.rand(2, *shape)
+        torch.testing.assert_close(st(x), x, rtol=0, atol=1e-5)
+        torch.testing.assert_close(st.localize(x), st.transform.identity_params().expand(2, -1))
+
+    @pytest.mark.parametrize(("name", "options"), BOUNDED, ids=[f"{n}-{o}" for n, o in BOUNDED])
+    def test_bounded_params(self, name: str, options: dict, align_corners: bool) -> None:
+        st = SpatialTransformer(
+            (2, 10, 10), name, align_corners=align_corners, transform_options=options
+        )
+        x = torch.rand(3, 2, 10, 10)
+        torch.testing.assert_close(st(x), x, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            st.localize(x), st.transform.identity_params().expand(3, -1), rtol=0, atol=1e-6
+        )
+
+    @pytest.mark.parametrize("mode", ["nearest", "bicubic"])
+    def test_other_samplers(self, mode: str, align_corners: bool) -> None:
+        st = SpatialTransformer((1, 9, 7), "affine", mode=mode, align_corners=align_corners)
+        x = torch.rand(2, 1, 9, 7)
+        torch.testing.assert_close(st(x), x, rtol=0, atol=1e-4)
+
+    def test_reset_head_restores_the_identity(self) -> None:
+        st = _perturb(SpatialTransformer((1, 8, 8), "projective"), 0.3)
+        x = torch.rand(2, 1, 8, 8)
+        assert (st(x) - x).abs().max() > 1e-2
+        st.reset_head()
+        torch.testing.assert_close(st(x), x)
+
+
+class TestForward:
+    def test_gradients_reach_the_input_and_the_head(self) -> None:
+        st = SpatialTransformer((1, 10, 10), "affine")
+        x = torch.rand(2, 1, 10, 10, requires_grad=True)
+        (st(x) * torch.randn(2, 1, 10, 10)).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+        assert st.head.weight.grad is not None and st.head.weight.grad.abs().sum() > 0
+        assert st.head.bias.grad is not None and st.head.bias.grad.abs().sum() > 0
+
+    def test_gradients_reach_the_localization_once_off_identity(self) -> None:
+        st = _perturb(SpatialTransformer((1, 10, 10), "affine"))
+        x = torch.rand(2, 1, 10, 10)
+        (st(x) * torch.randn(2, 1, 10, 10)).sum().backward()
+        first = next(st.localization.parameters())
+        assert first.grad is not None and first.grad.abs().sum() > 0
+
+    def test_transform_input_uses_the_given_params(self, align_corners: bool) -> None:
+        st = SpatialTransformer((1, 8, 8), "translation", align_corners=align_corners)
+        x = torch.rand(1, 1, 8, 8)
+        step = 2 / 7 if align_corners else 2 / 8  # one pixel in normalised units
+        out = st.transform_input(x, torch.tensor([[step, 0.0]]))
+        torch.testing.assert_close(out[..., :-1], x[..., 1:])  # reads one pixel to the right
+        torch.testing.assert_close(out[..., -1], torch.zeros(1, 1, 8), rtol=0, atol=1e-5)
+
+    def test_gaussian_mode_is_the_kernel_sampler(self) -> None:
+        st = _perturb(
+            SpatialTransformer((1, 8, 8), "affine", mode="gaussian", sigma=0.7, out_size=(5, 6))
+        )
+        x = torch.rand(2, 1, 8, 8)
+        y, params = st(x, return_params=True)
+        grid = st.transform.grid(params, (5, 6))
+        torch.testing.assert_close(y, kernel_sample(x, grid, "gaussian", 0.7))
+
+    @pytest.mark.parametrize("padding_mode", ["border", "reflection"])
+    def test_padding_mode_is_used(self, padding_mode: str) -> None:
+        st = SpatialTransformer((1, 8, 8), "attention", padding_mode=padding_mode)
+        x = torch.rand(1, 1, 8, 8) + 1
+        y = st.transform_input(x, torch.tensor([[2.0, 0.0, 0.0]]))  # zoom out: reads outside
+        assert bool((y > 0).all())
+
+    def test_autocast_keeps_full_precision_grids(self) -> None:
+        st = _perturb(SpatialTransformer((1, 28, 28), "affine"))
+        x = torch.rand(2, 1, 28, 28)
+        ref = st(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = st(x)
+        assert y.dtype == x.dtype
+        # the head runs in bfloat16 (about 3 significant digits), the grid and sampler do not
+        torch.testing.assert_close(y, ref, rtol=0, atol=0.05)
+
+
+class TestPenalty:
+    @pytest.mark.parametrize("name", NAMES)
+    def test_zero_at_identity_positive_elsewhere(self, name: str) -> None:
+        t = transforms.get(name)
+        ident = t.identity_params().expand(3, -1)
+        assert identity_penalty(ident, t).item() == 0
+        moved = ident.clone()
+        moved[1, 0] += 0.1
+        assert identity_penalty(moved, t).item() > 0
+
+    def test_value_is_the_mean_squared_distance(self) -> None:
+        t = transforms.get("translation")
+        params = torch.tensor([[0.3, 0.4], [0.0, 0.0]])
+        torch.testing.assert_close(identity_penalty(params, t), torch.tensor((0.09 + 0.16) / 2))
+
+    def test_module_penalty_is_weighted(self) -> None:
+        st = SpatialTransformer((1, 8, 8), "affine", penalty_weight=2.5)
+        _, params = st(torch.rand(2, 1, 8, 8), return_params=True)
+        assert st.penalty(params).item() == 0
+        moved = (params + 0.1).detach().requires_grad_()
+        torch.testing.assert_close(st.penalty(moved), 2.5 * identity_penalty(moved, st.transform))
+        st.penalty(moved).backward()
+        assert moved.grad is not None and moved.grad.abs().sum() > 0
+
+
+class TestExceptions:
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            (1, 8),
+            (1, 8, 8, 8),
+            (0, 8, 8),
+            (1, 0, 8),
+            (1, 8, -2),
+            (1, 8.5, 8),
+            (1.5, 8, 8),
+            "abc",
+            None,
+            8,
+        ],
+    )
+    def test_bad_in_shape(self, bad: object) -> None:
+        with pytest.raises(InvalidInputError, match="in_shape"):
+            SpatialTransformer(bad)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("bad", [0, -3, (0, 4), (4,), (4, 4, 4), (2.5, 4), "4", True])
+    def test_bad_out_size(self, bad: object) -> None:
+        with pytest.raises(InvalidInputError, match="out_size"):
+            SpatialTransformer((1, 8, 8), out_size=bad)  # type: ignore[arg-type]
+
+    def test_unknown_names_list_the_valid_ones(self) -> None:
+        with pytest.raises(UnknownNameError, match="affine, attention, projective"):
+            SpatialTransformer((1, 8, 8), "perspective")
+        with pytest.raises(UnknownNameError, match="bicubic, bilinear, gaussian, nearest"):
+            SpatialTransformer((1, 8, 8), mode="area")
+        with pytest.raises(UnknownNameError, match="border, reflection, zeros"):
+            SpatialTransformer((1, 8, 8), padding_mode="circular")
+
+    def test_bad_settings(self) -> None:
+        with pytest.raises(InvalidInputError, match="padding_mode"):
+            SpatialTransformer((1, 8, 8), mode="gaussian", padding_mode="border")
+        for sigma in (0, -1.0, float("nan"), float("inf")):
+            with pytest.raises(InvalidInputError, match="sigma"):
+                SpatialTransformer((1, 8, 8), mode="gaussian", sigma=sigma)
+        for weight in (-0.1, float("nan"), float("inf")):
+            with pytest.raises(InvalidInputError, match="penalty_weight"):
+                SpatialTransformer((1, 8, 8), penalty_weight=weight)
+        with pytest.raises(InvalidInputError, match="scale_range"):
+            SpatialTransformer((1, 8, 8), "affine", transform_options={"scale_range": (0.5, 2.0)})
+        with pytest.raises(InvalidInputError, match="grid_size"):
+            SpatialTransformer((1, 8, 8), "tps", transform_options={"grid_size": 1})
+
+    def test_bad_localization(self) -> None:
+        with pytest.raises(InvalidInputError, match=r"localization: expected an nn\.Module"):
+            SpatialTransformer((1, 8, 8), localization=lambda x: x.flatten(1))  # type: ignore[arg-type]
+        with pytest.raises(
+            InvalidInputError, match=r"localization: failed on an input of shape \(2, 1, 8, 8\)"
+        ):
+            SpatialTransformer((1, 8, 8), localization=nn.Linear(10, 4))
+        with pytest.raises(
+            InvalidInputError, match=r"localization: expected \(B, features\) output"
+        ):
+            SpatialTransformer((1, 8, 8), localization=nn.Identity())
+
+    def test_bad_input_to_forward(self) -> None:
+        st = SpatialTransformer((1, 8, 8))
+        with pytest.raises(
+            InvalidInputError, match=r"x: expected \(B, 1, 8, 8\), got \(2, 1, 9, 8\)"
+        ):
+            st(torch.rand(2, 1, 9, 8))
+        with pytest.raises(
+            InvalidInputError, match=r"x: expected \(B, 1, 8, 8\), got \(2, 3, 8, 8\)"
+        ):
+            st(torch.rand(2, 3, 8, 8))
+        with pytest.raises(InvalidInputError, match="x: expected 4 dims"):
+            st(torch.rand(1, 8, 8))
+        with pytest.raises(InvalidInputError, match="x: expected a floating-point"):
+            st(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+        with pytest.raises(InvalidInputError, match="x is on meta but the transformer is on cpu"):
+            st(torch.rand(2, 1, 8, 8, device="meta"))
+        with pytest.raises(InvalidInputError, match="dtype"):
+            st(torch.rand(2, 1, 8, 8, dtype=torch.float64))
+
+    def test_bad_params_to_transform_input(self) -> None:
+        st = SpatialTransformer((1, 8, 8))
+        with pytest.raises(InvalidInputError, match="takes 6 params"):
+            st.transform_input(torch.rand(2, 1, 8, 8), torch.zeros(2, 4))
+        with pytest.raises(InvalidInputError, match="batch size mismatch"):
+            st.transform_input(torch.rand(2, 1, 8, 8), st.transform.identity_params().expand(3, -1))
+        with pytest.raises(InvalidInputError, match="NaN or Inf"):
+            st.transform_input(
+                torch.rand(1, 1, 8, 8), torch.tensor([[1.0, 0.0, float("nan"), 0.0, 1.0, 0.0]])
+            )
+
+
+# torch.jit is deprecated in favour of torch.export/compile, but tracing is still supported
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace.* is deprecated:DeprecationWarning")
+class TestJitTrace:
+    @pytest.mark.parametrize("name", NAMES)
+    @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+    def test_same_output_as_eager(self, name: str) -> None:
+        st = _perturb(SpatialTransformer((1, 10, 10), name, out_size=(6, 7))).eval()
+        x = torch.rand(2, 1, 10, 10)
+        traced = torch.jit.trace(st, x)
+        torch.testing.assert_close(traced(x), st(x))
+        x3 = torch.rand(3, 1, 10, 10)  # another batch size
+        torch.testing.assert_close(traced(x3), st(x3))
+
+    @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+    def test_bounded_and_conv_localization(self) -> None:
+        st = _perturb(
+            SpatialTransformer(
+                (1, 28, 28), "attention", transform_options={"scale_range": (0.2, 2.0)}
+            )
+        )
+        x = torch.rand(2, 1, 28, 28)
+        torch.testing.assert_close(torch.jit.trace(st.eval(), x)(x), st(x))
+
+
+def _compile_and_compare(
+    st: SpatialTransformer, x: torch.Tensor, backend: str = "aot_eager"
+) -> None:
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend(backend)
+    compiled = torch.compile(st, backend=counter, fullgraph=True)
+    xr = x.clone().requires_grad_()
+    y = compiled(xr)
+    assert counter.frame_count >= 1  # really compiled, in one graph
+    ref_x = x.clone().requires_grad_()
+    ref = st(ref_x)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(ref)
+    (gy,) = torch.autograd.grad(y, xr, upstream)
+    (gref,) = torch.autograd.grad(ref, ref_x, upstream)
+    torch.testing.assert_close(gy, gref, rtol=1e-5, atol=1e-5)
+
+
+class TestCompile:
+    @pytest.mark.parametrize(
+        ("name", "options"),
+        [
+            ("affine", {}),
+            ("projective", {}),
+            ("tps", {}),
+            ("attention", {"scale_range": (0.2, 2.0), "max_translation": 0.5}),
+        ],
+    )
+    def test_aot_eager_same_as_eager(self, name: str, options: dict) -> None:
+        # a fresh module: the TPS caches are filled inside the compiled region
+        st = _perturb(
+            SpatialTransformer((1, 10, 10), name, out_size=(6, 7), transform_options=options)
+        )
+        _compile_and_compare(st, torch.rand(2, 1, 10, 10))
+
+    def test_aot_eager_gaussian_sampler(self) -> None:
+        st = _perturb(SpatialTransformer((1, 8, 8), "similarity", mode="gaussian", sigma=0.8))
+        _compile_and_compare(st, torch.rand(2, 1, 8, 8))
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("name", ["affine", "tps"])
+    def test_inductor_same_as_eager(self, name: str) -> None:
+        st = _perturb(SpatialTransformer((1, 10, 10), name, out_size=(6, 7)))
+        _compile_and_compare(st, torch.rand(2, 1, 10, 10), backend="inductor")
