@@ -86,8 +86,15 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
 
     Booleans, strings, NaN and Inf are refused. Returns ``value`` as a float.
     """
-    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
-    if number is None or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+    number = (
+        float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+    )
+    if (
+        number is None
+        or not math.isfinite(number)
+        or number < 0
+        or (number == 0 and not allow_zero)
+    ):
         want = "a finite number >= 0" if allow_zero else "a finite positive number"
         raise InvalidInputError(f"{name}: expected {want}, got {value!r}")
     return number

@@ -36,7 +36,9 @@ class ParallelTransformers(nn.Module):
         if not heads or not all(isinstance(h, SpatialTransformer) for h in heads):
             raise InvalidInputError("heads: expected a non-empty sequence of SpatialTransformer")
         if combine not in _COMBINE:
-            raise InvalidInputError(f"combine: expected one of {', '.join(_COMBINE)}, got {combine!r}")
+            raise InvalidInputError(
+                f"combine: expected one of {', '.join(_COMBINE)}, got {combine!r}"
+            )
         shapes = {h.in_shape for h in heads}
         if len(shapes) > 1:
             raise InvalidInputError(f"heads: all must take the same in_shape, got {sorted(shapes)}")
@@ -46,7 +48,9 @@ class ParallelTransformers(nn.Module):
         self.combine = combine
 
     @classmethod
-    def replicate(cls, n: int, *args: Any, combine: str = "concat", **kwargs: Any) -> ParallelTransformers:
+    def replicate(
+        cls, n: int, *args: Any, combine: str = "concat", **kwargs: Any
+    ) -> ParallelTransformers:
         """``n`` independent heads built with ``SpatialTransformer(*args, **kwargs)``."""
         if not (isinstance(n, int) and n >= 1):
             raise InvalidInputError(f"n: expected a positive int, got {n!r}")

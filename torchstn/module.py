@@ -123,7 +123,9 @@ class SpatialTransformer(nn.Module):
         self.sigma = check_positive(sigma, "sigma")
         self.penalty_weight = check_positive(penalty_weight, "penalty_weight", allow_zero=True)
 
-        self.localization = default_localization(self.in_shape) if localization is None else localization
+        self.localization = (
+            default_localization(self.in_shape) if localization is None else localization
+        )
         if not isinstance(self.localization, nn.Module):
             raise InvalidInputError(
                 f"localization: expected an nn.Module, got {type(self.localization).__name__}"
@@ -140,7 +142,8 @@ class SpatialTransformer(nn.Module):
             with torch.no_grad():
                 ref = next(self.localization.parameters(), None)
                 probe = torch.zeros(
-                    2, *self.in_shape,
+                    2,
+                    *self.in_shape,
                     dtype=ref.dtype if ref is not None else None,
                     device=ref.device if ref is not None else None,
                 )
@@ -160,7 +163,9 @@ class SpatialTransformer(nn.Module):
         """Re-initialise the final layer to the identity transform (zero weight, identity bias)."""
         with torch.no_grad():
             self.head.weight.zero_()
-            self.head.bias.copy_(self.transform.raw_identity(self.head.bias.dtype, self.head.bias.device))
+            self.head.bias.copy_(
+                self.transform.raw_identity(self.head.bias.dtype, self.head.bias.device)
+            )
 
     def _check_input(self, x: torch.Tensor) -> None:
         check_tensor(x, "x", ndim=4)

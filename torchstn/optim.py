@@ -22,7 +22,9 @@ def localization_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(seen.values())
 
 
-def param_groups(model: nn.Module, lr: float, loc_lr_scale: float = 0.1, **options: Any) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, lr: float, loc_lr_scale: float = 0.1, **options: Any
+) -> list[dict[str, Any]]:
     """Optimizer parameter groups: the localisation nets at ``lr * loc_lr_scale``, the rest at ``lr``.
 
     The paper trains its SVHN localisation nets at a tenth of the base rate; a smaller rate keeps

@@ -169,7 +169,9 @@ def pixel_matrix_to_normalized(
         last = matrix.new_tensor([0.0, 0.0, 1.0]).expand(matrix.shape[0], 1, 3)
         matrix = torch.cat((matrix, last), dim=1)
     elif matrix.shape[1:] != (3, 3):
-        raise InvalidInputError(f"matrix: expected (B, 2, 3) or (B, 3, 3), got {tuple(matrix.shape)}")
+        raise InvalidInputError(
+            f"matrix: expected (B, 2, 3) or (B, 3, 3), got {tuple(matrix.shape)}"
+        )
     out_size = in_size if out_size is None else out_size
     to_in = _pixel_to_normalized_matrix(in_size, align_corners, matrix.dtype, matrix.device)
     to_out = _pixel_to_normalized_matrix(out_size, align_corners, matrix.dtype, matrix.device)

@@ -86,7 +86,9 @@ class TPS(Transform):
         super().__init__(max_translation=max_translation)
         gh, gw = check_size(grid_size, "grid_size")
         if gh < 2 or gw < 2:
-            raise InvalidInputError(f"grid_size: expected at least 2 points per side, got {grid_size!r}")
+            raise InvalidInputError(
+                f"grid_size: expected at least 2 points per side, got {grid_size!r}"
+            )
         reg = check_positive(reg, "reg", allow_zero=True)
         self.grid_size = (gh, gw)
         self.reg = float(reg)
@@ -120,7 +122,9 @@ class TPS(Transform):
         inv = self._inverse_cache.get(key)
         if inv is None:
             k = self._centres.shape[0]
-            kernel = _radial(self._centres, self._centres) + self.reg * torch.eye(k, dtype=torch.float64)
+            kernel = _radial(self._centres, self._centres) + self.reg * torch.eye(
+                k, dtype=torch.float64
+            )
             p = torch.cat((torch.ones(k, 1, dtype=torch.float64), self._centres), dim=1)  # (K, 3)
             system = torch.zeros(k + 3, k + 3, dtype=torch.float64)
             system[:k, :k] = kernel

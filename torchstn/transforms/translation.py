@@ -25,7 +25,9 @@ class Translation(MatrixTransform):
         self.check_params(params)
         tx, ty = params.unbind(-1)
         zero, one = torch.zeros_like(tx), torch.ones_like(tx)
-        return torch.stack((one, zero, tx, zero, one, ty, zero, zero, one), dim=-1).reshape(-1, 3, 3)
+        return torch.stack((one, zero, tx, zero, one, ty, zero, zero, one), dim=-1).reshape(
+            -1, 3, 3
+        )
 
     def from_matrix(self, matrix: torch.Tensor) -> torch.Tensor:
         matrix = matrix / matrix[:, 2:3, 2:3]
