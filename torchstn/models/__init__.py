@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (used by the doctest)
 
+from . import encoder  # noqa: F401  (registers st_attention_encoder)
 from .classifiers import CNN, FCN, PoolCNN
 from .registry import count_params, create_model, model_names, register_model
 from .st_models import STClassifier
