@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from torchstn import data
 from torchstn.data.tasks import VALIDATION_SIZE, cycle_indices, source_digits
-from torchstn.data.tasks.canvas import INK_THRESHOLD, ink_boxes
+from torchstn.data.tasks.canvas import ink_boxes
 from torchstn.errors import InvalidInputError, UnknownNameError
 
 NAMES = data.task_names()
@@ -351,7 +350,3 @@ class TestAddition:
     def test_labels_cover_all_sums(self) -> None:
         s = data.get_task("addition").generate("test", num=2000, seed=0)
         assert set(s.y.tolist()) == set(range(19))
-
-
-def test_ink_threshold_documented() -> None:
-    assert 0 < INK_THRESHOLD < 0.5 and math.isfinite(INK_THRESHOLD)
