@@ -14,7 +14,7 @@ from .canvas import (
     similarity_frame_boxes,
     union_boxes,
 )
-from .rts import draw_rts, resolve_rts
+from .rts import RTS, draw_rts, resolve_rts
 
 __all__ = ["Addition"]
 
@@ -43,12 +43,7 @@ class Addition(Task):
 
     name = "addition"
     num_classes = 19
-    defaults: ClassVar[dict[str, Any]] = {
-        "angle": [-45.0, 45.0],
-        "scale": [0.7, 1.2],
-        "translation": None,
-        "canvas_size": 42,
-    }
+    defaults: ClassVar[dict[str, Any]] = dict(RTS.defaults)
 
     def _resolve(self, options: dict[str, Any]) -> dict[str, Any]:
         return resolve_rts(options)
