@@ -64,6 +64,6 @@ def evaluate_localization(
         )
     iou = box_iou(predict_boxes(model, x), boxes.float().cpu())
     return {
-        "localised": 100.0 * float((iou > threshold).float().mean()),
+        "localised": 100.0 * int((iou > threshold).sum()) / max(iou.numel(), 1),
         "mean_iou": float(iou.mean()),
     }
