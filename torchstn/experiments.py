@@ -16,7 +16,15 @@ from typing import Any
 
 from ._checks import check_choice
 
-__all__ = ["TABLES", "Table", "default_config_dir", "get_table", "render_results"]
+__all__ = [
+    "COLOCALIZATION",
+    "TABLES",
+    "Table",
+    "default_config_dir",
+    "get_table",
+    "render_results",
+    "table_names",
+]
 
 
 @dataclass(frozen=True)
@@ -101,8 +109,32 @@ TABLES: dict[str, Table] = {
 }
 
 
+#: co-localisation is scored, not classified: % of images localised (IoU > 0.5), per column.
+COLOCALIZATION = Table(
+    "colocalization",
+    "Co-localisation (28x28 digit in 84x84; TC: 16 distractors)",
+    {"T": "colocalization/t.yaml", "TC": "colocalization/tc.yaml"},
+    ("st_attention_encoder",),
+    {},
+    metric="% of images localised (IoU > 0.5), mean over the digits 0-9",
+    notes=(
+        "Paper: T 100%, TC 75-93%. The transformer learns only from the random-crop term of the "
+        "triplet loss (the positive distance is computed on detached crops), the localiser is a "
+        "soft-argmax score map starting from a centred window, and the crop scale is bounded to "
+        "[0.3, 0.36]; see configs/colocalization/ and torchstn/colocalization/."
+    ),
+)
+PAPER_COLOCALIZATION = {"T": "100", "TC": "75-93"}
+
+
+def table_names() -> tuple[str, ...]:
+    return (*TABLES, COLOCALIZATION.name)
+
+
 def get_table(name: str) -> Table:
-    return TABLES[check_choice(name, "table", TABLES)]
+    if name == COLOCALIZATION.name:
+        return COLOCALIZATION
+    return TABLES[check_choice(name, "table", table_names())]
 
 
 def default_config_dir() -> Path:
@@ -162,6 +194,45 @@ def _render_table(table: Table, record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _render_colocalization(record: dict[str, Any]) -> str:
+    table = COLOCALIZATION
+    runs = record.get("runs", [])
+    lines = [f"## {table.title}", ""]
+    lines.append(f"Command: `{record.get('command', 'torchstn reproduce colocalization')}`  ")
+    lines.append(
+        f"Hardware: {record.get('hardware', '?')}; versions: "
+        + ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
+        + f"; wall time {record.get('wall_seconds', 0) / 60:.1f} min; "
+        f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}."
+    )
+    lines += ["", f"Metric: {table.metric}.", ""]
+    digits = sorted({r["digit"] for r in runs})
+    lines.append(
+        "| column | ours | paper | mean IoU | at start | "
+        + " | ".join(str(d) for d in digits)
+        + " |"
+    )
+    lines.append("|" + "---|" * (5 + len(digits)))
+    for column in table.columns:
+        mine = [r for r in runs if r["column"] == column]
+        if not mine:
+            continue
+        per_digit = []
+        for d in digits:
+            vals = [r["localised"] for r in mine if r["digit"] == d]
+            per_digit.append(_fmt(vals) if vals else "–")
+        lines.append(
+            f"| {column} | {statistics.mean(r['localised'] for r in mine):.1f} | "
+            f"{PAPER_COLOCALIZATION[column]} | {statistics.mean(r['mean_iou'] for r in mine):.2f} | "
+            f"{statistics.mean(r['start_localised'] for r in mine):.1f} | "
+            + " | ".join(per_digit)
+            + " |"
+        )
+    total = sum(r["train_seconds"] for r in runs)
+    lines += ["", f"Training: {len(runs)} runs, {total / 60:.1f} min in all.", "", table.notes]
+    return "\n".join(lines) + "\n"
+
+
 def render_results(results_dir: str | Path) -> str:
     """RESULTS.md text from every ``results/<table>.json``."""
     results_dir = Path(results_dir)
@@ -181,6 +252,10 @@ def render_results(results_dir: str | Path) -> str:
         if path.is_file():
             found = True
             parts.append(_render_table(table, json.loads(path.read_text())))
+    coloc = results_dir / f"{COLOCALIZATION.name}.json"
+    if coloc.is_file():
+        found = True
+        parts.append(_render_colocalization(json.loads(coloc.read_text())))
     if not found:
         parts.append("No results yet: run `torchstn reproduce TABLE`.\n")
     return "\n".join(parts)

@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
         description="Train every model of a table on every selected column, then write "
         "results/TABLE.json and regenerate RESULTS.md. Completed runs are reused unless --force.",
     )
-    p.add_argument("table", help="table1, cluttered or addition")
+    p.add_argument("table", help="table1, cluttered, addition or colocalization")
     p.add_argument("--columns", help="comma-separated subset of the columns (table1: R,RTS,P,E)")
     p.add_argument("--models", help="comma-separated subset of the models")
     p.add_argument(
@@ -63,13 +63,73 @@ def _subset(value: str | None, allowed: tuple[str, ...], what: str) -> tuple[str
     return chosen
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    from ..errors import ConfigError
+
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+
+
+def _write_record(args: argparse.Namespace, name: str, record: dict[str, Any]) -> Path:
+    from ..experiments import render_results
+    from ..train import atomic_write_text
+
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(args.results_md, render_results(results_dir))
+    return path
+
+
+def _command(name: str) -> str:
+    invoked = sys.argv[1:2] == ["reproduce"]
+    return "torchstn " + shlex.join(sys.argv[1:]) if invoked else f"torchstn reproduce {name}"
+
+
+def _colocalization(args: argparse.Namespace, columns: tuple[str, ...]) -> int:
+    import torch
+
+    from ..colocalization import run_colocalization_table
+    from ..errors import ConfigError
+
+    if args.models or args.epochs or args.set:
+        raise ConfigError("colocalization takes no --models, --epochs or --set (edit its configs)")
+    start = time.perf_counter()
+    runs = run_colocalization_table(
+        columns=columns,
+        seeds=_seeds(args.seeds),
+        budget_minutes=args.budget_minutes,
+        runs_dir=args.runs_dir,
+        device=args.device,
+        config_dir=args.configs,
+        log=lambda line: print(line, flush=True),
+    )
+    record = {
+        "table": "colocalization",
+        "command": _command("colocalization"),
+        "runs": runs,
+        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "wall_seconds": time.perf_counter() - start,
+        "date": datetime.date.today().isoformat(),
+    }
+    path = _write_record(args, "colocalization", record)
+    print(f"wrote {path} and {args.results_md}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..experiments import default_config_dir, get_table, render_results
-    from ..train import Trainer, apply_overrides, atomic_write_text, config_from_dict, load_config
+    from ..experiments import default_config_dir, get_table
+    from ..train import Trainer, apply_overrides, config_from_dict, load_config
 
     table = get_table(args.table)
     columns = _subset(args.columns, tuple(table.columns), "column")
+    if table.name == "colocalization":
+        return _colocalization(args, columns)
     models = _subset(args.models, table.models, "model")
     try:
         seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -167,8 +227,6 @@ def run(args: argparse.Namespace) -> int:
                 "date": datetime.date.today().isoformat(),
             }
         )
-        results_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        atomic_write_text(args.results_md, render_results(results_dir))
+        _write_record(args, table.name, record)
     print(f"wrote {record_path} and {args.results_md}")
     return 0
