@@ -1,0 +1,67 @@
+"""`torchstn reproduce` end to end on tiny configs: runs, results/TABLE.json, RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from torchstn.cli import main
+from torchstn.experiments import render_results
+
+
+def _tiny_configs(root: Path, tiny: dict) -> Path:
+    folder = root / "configs" / "cluttered"
+    folder.mkdir(parents=True)
+    for model, options in (
+        ("cnn", {"channels": [4, 8]}),
+        ("st_cnn_affine", tiny["model"]["options"]),
+    ):
+        values = json.loads(json.dumps(tiny))
+        values["model"] = {"name": model, "options": options}
+        values["run"]["epochs"] = 1
+        (folder / f"{model}.yaml").write_text(yaml.safe_dump(values))
+    return root / "configs"
+
+
+def test_reproduce_writes_results_beside_the_paper(tmp_path, tiny_values, capsys):
+    configs = _tiny_configs(tmp_path, tiny_values)
+    argv = [
+        "reproduce",
+        "cluttered",
+        "--models",
+        "cnn,st_cnn_affine",
+        "--configs",
+        str(configs),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--results-md",
+        str(tmp_path / "RESULTS.md"),
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "results" / "cluttered.json").read_text())
+    assert sorted(r["model"] for r in record["runs"]) == ["cnn", "st_cnn_affine"]
+    for r in record["runs"]:
+        result = json.loads((Path(r["run_dir"]) / "result.json").read_text())
+        assert r["test_error"] == result["test_error"]
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert md == render_results(tmp_path / "results")
+    st = next(r for r in record["runs"] if r["model"] == "st_cnn_affine")
+    row = next(line for line in md.splitlines() if line.startswith("| st_cnn_affine |"))
+    assert f"{st['test_error']:.2f}" in row and "| 1.7 |" in row  # ours beside the paper's
+
+    capsys.readouterr()
+    assert main(argv) == 0  # a second call reuses the finished runs
+    assert capsys.readouterr().out.count("reusing") == 2
+
+
+def test_reproduce_rejects_unknown_columns_and_models(tmp_path, capsys):
+    assert main(["reproduce", "table1", "--columns", "R,XX"]) == 2
+    assert "XX" in capsys.readouterr().err
+    assert main(["reproduce", "cluttered", "--models", "vgg"]) == 2
+    assert "st_cnn_affine" in capsys.readouterr().err
