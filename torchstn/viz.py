@@ -186,6 +186,10 @@ def plot_curves(
         a2.plot(epochs, [r[f"{key}_error"] for r in metrics], style, label=key)
     a1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     a2.set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    a2.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    a2.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.legend()
