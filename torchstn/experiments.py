@@ -154,11 +154,15 @@ def _fmt(values: list[float]) -> str:
 def _render_table(table: Table, record: dict[str, Any]) -> str:
     runs = record.get("runs", [])
     lines = [f"## {table.title}", ""]
-    lines.append(f"Command: `{record.get('command', 'torchstn reproduce ' + table.name)}`  ")
+    default = record.get("command", f"torchstn reproduce {table.name}")
+    commands = sorted({r.get("command") or default for r in runs})
+    hardware = sorted({r.get("hardware") or record.get("hardware", "?") for r in runs})
+    wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs)
+    lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")
     lines.append(
-        f"Hardware: {record.get('hardware', '?')}; versions: "
+        f"Hardware: {'; '.join(hardware)}; versions: "
         + ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
-        + f"; wall time {record.get('wall_seconds', 0) / 60:.1f} min; "
+        + f"; wall time {wall / 60:.1f} min; "
         f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}."
     )
     lines.append("")

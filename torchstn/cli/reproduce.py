@@ -155,8 +155,6 @@ def run(args: argparse.Namespace) -> int:
 
     results_dir = Path(args.results_dir)
     record_path = results_dir / f"{table.name}.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {"runs": []}
-    start = time.perf_counter()
     hardware = versions = None
     invoked = sys.argv[1:2] == ["reproduce"]
     command = (
@@ -174,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             values["run"]["epochs"] = args.epochs
         cfg = config_from_dict(values)
         result_file = run_dir / "result.json"
+        run_start = time.perf_counter()
         if result_file.is_file() and not args.force:
             result = json.loads(result_file.read_text())
             print(
@@ -210,20 +209,31 @@ def run(args: argparse.Namespace) -> int:
             f"{entry['epochs']} epochs, {entry['train_seconds'] / 60:.1f} min, {entry['params']:,} params",
             flush=True,
         )
-        record["runs"] = [
+        # re-read the record just before writing: several reproduce commands may share it
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {"runs": []}
+        old = [
             r
             for r in record["runs"]
-            if (r["column"], r["model"], r["seed"]) != (column, model, seed)
+            if (r["column"], r["model"], r["seed"]) == (column, model, seed)
         ]
-        record["runs"].append(entry)
+        if old and result_file.is_file() and "wall_seconds" in old[0] and not args.force:
+            entry.update(
+                {k: old[0][k] for k in ("wall_seconds", "command", "hardware") if k in old[0]}
+            )
+        else:
+            entry.update(
+                {
+                    "wall_seconds": time.perf_counter() - run_start,
+                    "command": command,
+                    "hardware": hardware,
+                }
+            )
+        record["runs"] = [r for r in record["runs"] if r not in old] + [entry]
         record.update(
             {
                 "table": table.name,
-                "command": command,
-                "hardware": hardware,
                 "versions": versions,
                 "platform": platform.platform(),
-                "wall_seconds": time.perf_counter() - start,
                 "date": datetime.date.today().isoformat(),
             }
         )
