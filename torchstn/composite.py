@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,7 +80,7 @@ class SequentialTransformers(nn.Sequential):
     def __init__(self, *transformers: SpatialTransformer) -> None:
         if not transformers or not all(isinstance(t, SpatialTransformer) for t in transformers):
             raise InvalidInputError("expected one or more SpatialTransformer modules")
-        for i, (prev, nxt) in enumerate(zip(transformers, transformers[1:])):
+        for i, (prev, nxt) in enumerate(itertools.pairwise(transformers)):
             if prev.out_shape != nxt.in_shape:
                 raise InvalidInputError(
                     f"transformer {i + 1} takes {nxt.in_shape} but transformer {i} gives {prev.out_shape}"
