@@ -8,8 +8,6 @@ beside the transformer's output.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._atomic import atomic_path
 from .errors import TorchSTNError
 from .functional.coords import normalized_to_pixel
 from .module import SpatialTransformer
@@ -39,14 +38,10 @@ def _plt() -> Any:
 
 def _save(fig: Any, out: str | Path) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix or ".png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
     finally:
-        Path(tmp).unlink(missing_ok=True)
         _plt().close(fig)
     return out
 

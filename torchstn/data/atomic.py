@@ -1,42 +1,7 @@
-"""Writing files atomically: write to a temporary file in the same folder, then ``os.replace``."""
+"""Atomic writes for the data commands (the shared helper of :mod:`torchstn._atomic`)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
-from ..errors import DataError
+from .._atomic import atomic_path
 
 __all__ = ["atomic_path"]
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on any error it is
-    deleted, so ``path`` is never left half-written.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> out = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
-        >>> with atomic_path(out) as tmp:
-        ...     _ = tmp.write_text("done")
-        >>> out.read_text()
-        'done'
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise DataError(f"{path}: cannot write ({err.strerror or err})") from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
