@@ -21,6 +21,20 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _train_one_epoch(capsys, config: Path, run: Path) -> int:
+    return _run(
+        capsys,
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--no-progress",
+    )[0]
+
+
 def _last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
@@ -196,20 +210,7 @@ class TestErrors:
 
     def test_truncated_checkpoint(self, tmp_path, tiny_config, capsys):
         run = tmp_path / "r"
-        assert (
-            _run(
-                capsys,
-                "train",
-                "--config",
-                str(tiny_config),
-                "--out",
-                str(run),
-                "--epochs",
-                "1",
-                "--no-progress",
-            )[0]
-            == 0
-        )
+        assert _train_one_epoch(capsys, tiny_config, run) == 0
         data = (run / "checkpoint.pt").read_bytes()
         (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
         code, _, err = _run(capsys, "eval", str(run))
@@ -221,20 +222,7 @@ class TestErrors:
             capsys, "train", "--config", str(tiny_config), "--out", str(run), "--resume"
         )
         self._check_one_line(code, err, "no checkpoint")
-        assert (
-            _run(
-                capsys,
-                "train",
-                "--config",
-                str(tiny_config),
-                "--out",
-                str(run),
-                "--epochs",
-                "1",
-                "--no-progress",
-            )[0]
-            == 0
-        )
+        assert _train_one_epoch(capsys, tiny_config, run) == 0
         code, _, err = _run(capsys, "train", "--config", str(tiny_config), "--out", str(run))
         self._check_one_line(code, err, "already holds a run")
 

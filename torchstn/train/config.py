@@ -116,6 +116,10 @@ def _positive(name: str, value: Any) -> None:
         raise ConfigError(f"{name}: expected a positive number, got {value!r}")
 
 
+#: the nested sections of :class:`Config`, by the annotation string of their field.
+_SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, OptimConfig, RunConfig)}
+
+
 def _build(cls: Any, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
@@ -128,12 +132,7 @@ def _build(cls: Any, values: Any, where: str) -> Any:
     kwargs = {}
     for name, value in values.items():
         sub = fields[name].type
-        nested = {
-            "DataConfig": DataConfig,
-            "ModelConfig": ModelConfig,
-            "OptimConfig": OptimConfig,
-            "RunConfig": RunConfig,
-        }.get(str(sub))
+        nested = _SECTIONS.get(str(sub))
         path = f"{where}.{name}" if where else name
         kwargs[name] = _build(nested, value, path) if nested else _coerce(value, str(sub), path)
     return cls(**kwargs)
