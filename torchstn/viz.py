@@ -20,7 +20,13 @@ from .errors import TorchSTNError
 from .functional.coords import normalized_to_pixel
 from .module import SpatialTransformer
 
-__all__ = ["plot_curves", "plot_transformations", "read_metrics", "sampling_mesh"]
+__all__ = [
+    "plot_curves",
+    "plot_predictions",
+    "plot_transformations",
+    "read_metrics",
+    "sampling_mesh",
+]
 
 _COLOURS = ("#e4572e", "#29bf12", "#4f9dde", "#f3a712")
 
@@ -140,6 +146,19 @@ def plot_transformations(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, out)
+
+
+@torch.no_grad()
+def plot_predictions(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: str | Path, title: str | None = None
+) -> Path:
+    """Classify ``x`` with ``model`` (in eval mode) and draw :func:`plot_transformations` with the
+    labels ``y`` and the predictions."""
+    was = model.training
+    model.eval()
+    pred = model(x).argmax(1)
+    model.train(was)
+    return plot_transformations(model, x, out, y.tolist(), pred.tolist(), title=title)
 
 
 def _display(img: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..experiments import default_config_dir
     from ..train import Trainer, config_from_dict, load_config
-    from ..viz import plot_curves, plot_transformations, read_metrics
+    from ..viz import plot_curves, plot_predictions, read_metrics
 
     values = load_config(args.config or default_config_dir() / "demo.yaml")
     values.setdefault("run", {})["minutes"] = args.minutes
@@ -48,15 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if trainer.best["model"] is not None:
         model.load_state_dict(trainer.best["model"])
     test = trainer.data.eval_split("test")
-    x, y = test.x[:8], test.y[:8]
-    model.eval()
-    pred = model(x).argmax(1)
-    picture = plot_transformations(
+    picture = plot_predictions(
         model,
-        x,
+        test.x[:8],
+        test.y[:8],
         out / "stn.png",
-        y.tolist(),
-        pred.tolist(),
         title=f"{cfg.model.name}: test error {result['test_error']:.2f}%",
     )
     rows = read_metrics(out)

@@ -28,21 +28,18 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
-    from ..viz import plot_curves, plot_transformations, read_metrics
+    from ..viz import plot_curves, plot_predictions, read_metrics
     from .eval import load_trained
 
     if args.num < 1:
         raise InvalidInputError(f"--num: expected a positive number, got {args.num}")
     model, data, cfg, state = load_trained(args.checkpoint, args.weights, "cpu")
     split = data.eval_split(args.split)
-    x, y = split.x[: args.num], split.y[: args.num]
-    pred = model(x).argmax(1)
-    out = plot_transformations(
+    out = plot_predictions(
         model,
-        x,
+        split.x[: args.num],
+        split.y[: args.num],
         args.out,
-        labels=y.tolist(),
-        predictions=pred.tolist(),
         title=f"{cfg.model.name} on {data.name}, epoch {state['epoch']} ({args.split} images)",
     )
     print(f"wrote {out}")
