@@ -76,9 +76,6 @@ def run(args: argparse.Namespace) -> int:
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
     trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
-    out.mkdir(parents=True, exist_ok=True)
-    # metrics.jsonl mirrors the checkpoint's history (drops epochs logged after the last save)
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
     print(
         f"torchstn train: {trainer.cfg.model.name} ({trainer.params:,} params) on "
         f"{trainer.data.name} {trainer.data.in_shape}, device {trainer.device}, run folder {out}",

@@ -335,6 +335,10 @@ class Trainer:
             atomic_write_text(
                 self.run_dir / "config.json", json.dumps(config_to_dict(self.cfg), indent=2) + "\n"
             )
+            # metrics.jsonl mirrors the checkpoint's history (drops epochs logged after the last save)
+            atomic_write_text(
+                self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history)
+            )
         self.net.train()
         previous = _catch_sigint(self)
         try:
