@@ -151,9 +151,30 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _budget_order(budget: str) -> tuple[int, float]:
+    """Time budgets first, longest first; then epoch budgets, longest first."""
+    number, _, unit = budget.partition(" ")
+    try:
+        value = float(number)
+    except ValueError:
+        return (2, 0.0)
+    return (0 if unit == "min" else 1, -value)
+
+
 def _render_table(table: Table, record: dict[str, Any]) -> str:
     runs = record.get("runs", [])
+    budgets = sorted({r.get("budget", "?") for r in runs}, key=_budget_order)
     lines = [f"## {table.title}", ""]
+    for budget in budgets:
+        lines += _render_budget(table, record, [r for r in runs if r.get("budget", "?") == budget])
+    if table.notes:
+        lines += [table.notes, ""]
+    return "\n".join(lines)
+
+
+def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    budget = runs[0].get("budget", "?")
+    lines = [f"### Budget: {budget} of training per run", ""]
     default = record.get("command", f"torchstn reproduce {table.name}")
     commands = sorted({r.get("command") or default for r in runs})
     hardware = sorted({r.get("hardware") or record.get("hardware", "?") for r in runs})
@@ -184,18 +205,18 @@ def _render_table(table: Table, record: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append(
-        "Training per run (epochs completed / minutes of training / best epoch on validation):"
+        "Training per run (epochs completed / minutes of training / learning-rate schedule / best "
+        "epoch on validation):"
     )
     lines.append("")
     for r in runs:
         lines.append(
             f"- {r['model']} on {r['column']} (seed {r['seed']}): {r['epochs']} epochs, "
-            f"{r['train_seconds'] / 60:.1f} min, best epoch {r.get('best_epoch')}, "
+            f"{r['train_seconds'] / 60:.1f} min, {r.get('schedule', '?')} schedule, "
+            f"best epoch {r.get('best_epoch')}, "
             f"val {r['val_error']:.2f}%, test {r['test_error']:.2f}%"
         )
-    if table.notes:
-        lines += ["", table.notes]
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
 
 
 def _render_colocalization(record: dict[str, Any]) -> str:

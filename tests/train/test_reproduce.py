@@ -65,3 +65,34 @@ def test_reproduce_rejects_unknown_columns_and_models(tmp_path, capsys):
     assert "XX" in capsys.readouterr().err
     assert main(["reproduce", "cluttered", "--models", "vgg"]) == 2
     assert "st_cnn_affine" in capsys.readouterr().err
+
+
+def test_runs_at_different_budgets_are_kept_side_by_side(tmp_path, tiny_values, capsys):
+    configs = _tiny_configs(tmp_path, tiny_values)
+    common = [
+        "reproduce",
+        "cluttered",
+        "--models",
+        "cnn",
+        "--configs",
+        str(configs),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--results-md",
+        str(tmp_path / "RESULTS.md"),
+        "--device",
+        "cpu",
+    ]
+    assert main(common) == 0  # the config's 1 epoch
+    assert main([*common, "--epochs", "2"]) == 0
+    record = json.loads((tmp_path / "results" / "cluttered.json").read_text())
+    by_budget = {r["budget"]: r for r in record["runs"]}
+    assert set(by_budget) == {"1 epochs", "2 epochs"}
+    assert by_budget["1 epochs"]["epochs"] == 1 and by_budget["2 epochs"]["epochs"] == 2
+    assert by_budget["1 epochs"]["run_dir"] != by_budget["2 epochs"]["run_dir"]
+    md = (tmp_path / "RESULTS.md").read_text()
+    # one sub-table per budget, the longer budget first, each with its own row
+    assert md.index("### Budget: 2 epochs") < md.index("### Budget: 1 epochs")
+    assert md.count("| cnn |") == 2

@@ -161,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
         "torchstn " + shlex.join(sys.argv[1:]) if invoked else f"torchstn reproduce {table.name}"
     )
     for i, (column, model, seed, path) in enumerate(plan, 1):
-        run_dir = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}"
         values = apply_overrides(load_config(path), args.set)
         values["seed"], values["device"] = seed, args.device
         values.setdefault("run", {})
@@ -171,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.epochs:
             values["run"]["epochs"] = args.epochs
         cfg = config_from_dict(values)
+        # runs of one table at different budgets are kept (and reported) side by side
+        budget = f"{minutes:g} min" if minutes is not None else f"{cfg.run.epochs} epochs"
+        slug = budget.replace(" min", "min").replace(" epochs", "ep")
+        run_dir = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}-{slug}"
         result_file = run_dir / "result.json"
         run_start = time.perf_counter()
         if result_file.is_file() and not args.force:
@@ -190,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
             "column": column,
             "model": model,
             "seed": seed,
+            "budget": budget,
+            "schedule": cfg.optim.schedule,
             "config": str(path),
             "run_dir": str(run_dir),
             **{
@@ -214,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
         old = [
             r
             for r in record["runs"]
-            if (r["column"], r["model"], r["seed"]) == (column, model, seed)
+            if (r["column"], r["model"], r["seed"], r.get("budget"))
+            == (column, model, seed, budget)
         ]
         if old and result_file.is_file() and "wall_seconds" in old[0] and not args.force:
             entry.update(

@@ -84,12 +84,21 @@ def evaluate(
     return {"loss": loss_sum / n, "error": 100.0 * wrong / n}
 
 
-def _lr_factor(cfg: Config, epoch: int) -> float:
+def _lr_factor(cfg: Config, epoch: float, elapsed: float = 0.0) -> float:
+    """Learning-rate factor at (fractional) ``epoch`` after ``elapsed`` seconds of training.
+
+    ``step`` decays by ``gamma`` every ``step_epochs``. ``cosine`` anneals from 1 to 0 over the
+    run: its progress is the fraction of ``run.epochs`` done or, when ``run.minutes`` is set, of
+    the time budget spent, whichever is further, so a run cut by its budget still ends annealed.
+    """
     o = cfg.optim
     if o.schedule == "step":
-        return o.gamma ** (epoch // o.step_epochs)
+        return float(o.gamma ** (int(epoch) // o.step_epochs))
     if o.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * epoch / cfg.run.epochs))
+        progress = epoch / cfg.run.epochs
+        if cfg.run.minutes is not None:
+            progress = max(progress, elapsed / (cfg.run.minutes * 60))
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return 1.0
 
 
@@ -254,9 +263,6 @@ class Trainer:
     def _run_epoch(self) -> bool:
         """Train the rest of the current epoch; False if the time budget ran out inside it."""
         split = self.data.train(self.epoch)
-        factor = _lr_factor(self.cfg, self.epoch)
-        for g in self.opt.param_groups:
-            g["lr"] = g["base_lr"] * factor
         batches = list(self._batches(split.y.shape[0], self.epoch))
         bar = self._bar(len(batches))
         if bar is not None:
@@ -264,6 +270,14 @@ class Trainer:
         start = time.perf_counter()
         try:
             for idx in batches[self.step :]:
+                # the rate follows the schedule step by step (cosine also follows the time budget)
+                factor = _lr_factor(
+                    self.cfg,
+                    self.epoch + self.step / len(batches),
+                    self.elapsed + (time.perf_counter() - start),
+                )
+                for g in self.opt.param_groups:
+                    g["lr"] = g["base_lr"] * factor
                 loss = self._step(split.x[idx].to(self.device), split.y[idx].to(self.device))
                 self.step += 1
                 if bar is not None:
