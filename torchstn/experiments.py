@@ -183,7 +183,7 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
     lines.append(
         f"Hardware: {'; '.join(hardware)}; versions: "
         + ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
-        + f"; wall time {wall / 60:.1f} min; "
+        + f"; run time {wall / 60:.1f} min summed over runs; "
         f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}."
     )
     lines.append("")

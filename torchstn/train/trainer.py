@@ -381,11 +381,14 @@ class Trainer:
         else:  # stopped inside the first epoch: no validation yet, use the current weights
             model = self.model
         bs = self.cfg.run.eval_batch_size
-        val = evaluate(model, self.data.eval_split("val"), bs, self.device)
+        if self.best["model"] is not None:  # measured when the best epoch ended
+            val_error = float(self.best["val_error"])
+        else:
+            val_error = evaluate(model, self.data.eval_split("val"), bs, self.device)["error"]
         test = evaluate(model, self.data.eval_split("test"), bs, self.device)
         result = {
             "test_error": test["error"],
-            "val_error": val["error"],
+            "val_error": val_error,
             "test_loss": test["loss"],
             "best_epoch": self.best["epoch"],
             "epochs": self.epoch,
