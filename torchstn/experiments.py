@@ -77,6 +77,12 @@ TABLES: dict[str, Table] = {
                 [0.7, 0.5, 0.8, 1.1],
             ],
         ),
+        notes=(
+            "Every sub-table compares its models at an equal wall-clock budget, not an equal "
+            "number of epochs: a model that is slower per epoch (the plain CNN, which convolves "
+            "the full-size input) sees fewer epochs. Runs with `run.num_threads=1` ran two at a "
+            "time, one per core."
+        ),
     ),
     "cluttered": Table(
         "cluttered",
@@ -268,7 +274,9 @@ def render_results(results_dir: str | Path) -> str:
         "here was written by `torchstn reproduce TABLE` from the run files in `results/`; rerun "
         "the command shown under each table to regenerate it. Model selection uses the validation "
         "split; the test split is evaluated once, on the best-on-validation weights. Our runs train "
-        "for minutes on a CPU, the paper's for 150k iterations on a GPU: compare with that in mind.",
+        "for minutes on a CPU, the paper's for 150k iterations on a GPU: compare with that in mind. "
+        "A budget counts training steps and validation; generating each epoch's fresh distortions "
+        "is not counted (each run's `wall_seconds` in `results/` includes it).",
         "",
     ]
     found = False

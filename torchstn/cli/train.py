@@ -22,7 +22,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--out", required=True, help="run folder for checkpoint, metrics and result")
     p.add_argument("--epochs", type=int, help="number of epochs (run.epochs)")
-    p.add_argument("--minutes", type=float, help="wall-clock budget of training (run.minutes)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="time budget: minutes of training steps and validation (run.minutes)",
+    )
     p.add_argument("--seed", type=int, help="seed of initialisation and data order")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--model", help="model name (model.name)")

@@ -66,7 +66,8 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     epochs: int = 10
-    minutes: float | None = None  #: wall-clock budget of the training loop
+    #: budget in minutes of training steps + validation (data generation is not counted)
+    minutes: float | None = None
     eval_batch_size: int = 1000
     num_threads: int | None = None  #: torch CPU threads (None: PyTorch's default)
 
