@@ -25,24 +25,28 @@ def _tiny_configs(root: Path, tiny: dict) -> Path:
     return root / "configs"
 
 
-def test_reproduce_writes_results_beside_the_paper(tmp_path, tiny_values, capsys):
-    configs = _tiny_configs(tmp_path, tiny_values)
-    argv = [
+def _argv(root: Path, configs: Path, models: str) -> list[str]:
+    """``torchstn reproduce cluttered`` on the tiny configs, writing everything under ``root``."""
+    return [
         "reproduce",
         "cluttered",
         "--models",
-        "cnn,st_cnn_affine",
+        models,
         "--configs",
         str(configs),
         "--runs-dir",
-        str(tmp_path / "runs"),
+        str(root / "runs"),
         "--results-dir",
-        str(tmp_path / "results"),
+        str(root / "results"),
         "--results-md",
-        str(tmp_path / "RESULTS.md"),
+        str(root / "RESULTS.md"),
         "--device",
         "cpu",
     ]
+
+
+def test_reproduce_writes_results_beside_the_paper(tmp_path, tiny_values, capsys):
+    argv = _argv(tmp_path, _tiny_configs(tmp_path, tiny_values), "cnn,st_cnn_affine")
     assert main(argv) == 0
     record = json.loads((tmp_path / "results" / "cluttered.json").read_text())
     assert sorted(r["model"] for r in record["runs"]) == ["cnn", "st_cnn_affine"]
@@ -68,23 +72,7 @@ def test_reproduce_rejects_unknown_columns_and_models(tmp_path, capsys):
 
 
 def test_runs_at_different_budgets_are_kept_side_by_side(tmp_path, tiny_values, capsys):
-    configs = _tiny_configs(tmp_path, tiny_values)
-    common = [
-        "reproduce",
-        "cluttered",
-        "--models",
-        "cnn",
-        "--configs",
-        str(configs),
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--results-dir",
-        str(tmp_path / "results"),
-        "--results-md",
-        str(tmp_path / "RESULTS.md"),
-        "--device",
-        "cpu",
-    ]
+    common = _argv(tmp_path, _tiny_configs(tmp_path, tiny_values), "cnn")
     assert main(common) == 0  # the config's 1 epoch
     assert main([*common, "--epochs", "2"]) == 0
     record = json.loads((tmp_path / "results" / "cluttered.json").read_text())
@@ -96,3 +84,23 @@ def test_runs_at_different_budgets_are_kept_side_by_side(tmp_path, tiny_values, 
     # one sub-table per budget, the longer budget first, each with its own row
     assert md.index("### Budget: 2 epochs") < md.index("### Budget: 1 epochs")
     assert md.count("| cnn |") == 2
+
+
+def test_a_fresh_run_does_not_inherit_a_stale_record(tmp_path, tiny_values):
+    argv = _argv(tmp_path, _tiny_configs(tmp_path, tiny_values), "cnn")
+    assert main(argv) == 0
+    path = tmp_path / "results" / "cluttered.json"
+    record = json.loads(path.read_text())
+    (run,) = record["runs"]
+    run["command"], run["wall_seconds"] = "torchstn reproduce (stale)", 1e6
+    path.write_text(json.dumps(record))
+    (Path(run["run_dir"]) / "result.json").unlink()  # the run must be trained again
+    assert main(argv) == 0
+    (fresh,) = json.loads(path.read_text())["runs"]
+    assert fresh["command"] != "torchstn reproduce (stale)" and fresh["wall_seconds"] < 1e6
+    # a reused run keeps what its record says about how it was made
+    record = json.loads(path.read_text())
+    record["runs"][0]["command"] = "torchstn reproduce (original)"
+    path.write_text(json.dumps(record))
+    assert main(argv) == 0
+    assert json.loads(path.read_text())["runs"][0]["command"] == "torchstn reproduce (original)"

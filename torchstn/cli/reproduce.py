@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}-{slug}"
         result_file = run_dir / "result.json"
         run_start = time.perf_counter()
-        if result_file.is_file() and not args.force:
+        reused = result_file.is_file() and not args.force
+        if reused:
             result = json.loads(result_file.read_text())
             print(
                 f"[{i}/{len(plan)}] {model} on {column} seed {seed}: reusing {result_file}",
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             if (r["column"], r["model"], r["seed"], r.get("budget"))
             == (column, model, seed, budget)
         ]
-        if old and result_file.is_file() and "wall_seconds" in old[0] and not args.force:
+        if reused and old and "wall_seconds" in old[0]:  # keep how the reused run was made
             entry.update(
                 {k: old[0][k] for k in ("wall_seconds", "command", "hardware") if k in old[0]}
             )
