@@ -256,9 +256,13 @@ class Trainer:
         self.epoch_stats["seen"] += int(y.shape[0])
         return loss_value
 
+    def _spent(self, start: float) -> float:
+        """Seconds of training so far, counting the part of the current epoch since ``start``."""
+        return self.elapsed + (time.perf_counter() - start)
+
     def _out_of_time(self, start: float) -> bool:
         minutes = self.cfg.run.minutes
-        return minutes is not None and self.elapsed + (time.perf_counter() - start) >= minutes * 60
+        return minutes is not None and self._spent(start) >= minutes * 60
 
     def _run_epoch(self) -> bool:
         """Train the rest of the current epoch; False if the time budget ran out inside it."""
@@ -272,9 +276,7 @@ class Trainer:
             for idx in batches[self.step :]:
                 # the rate follows the schedule step by step (cosine also follows the time budget)
                 factor = _lr_factor(
-                    self.cfg,
-                    self.epoch + self.step / len(batches),
-                    self.elapsed + (time.perf_counter() - start),
+                    self.cfg, self.epoch + self.step / len(batches), self._spent(start)
                 )
                 for g in self.opt.param_groups:
                     g["lr"] = g["base_lr"] * factor
