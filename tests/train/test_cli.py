@@ -125,8 +125,8 @@ class TestResume:
         original = Trainer._step
         calls = {"n": 0}
 
-        def step_then_interrupt(self, x, y):
-            loss = original(self, x, y)
+        def step_then_interrupt(self, *args):
+            loss = original(self, *args)
             calls["n"] += 1
             if calls["n"] == 8:  # mid-way through epoch 2 (6 steps per epoch)
                 self.interrupted = True

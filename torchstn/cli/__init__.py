@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("RANK") or 0)
+    except ValueError:
+        return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     parser = build_parser()
@@ -49,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TorchSTNError as err:
-        print(f"torchstn {args.command}: error: {err}", file=sys.stderr)
+        if _rank() == 0:  # under torchrun every rank fails alike: one line, from rank 0
+            print(f"torchstn {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"torchstn {args.command}: interrupted", file=sys.stderr)

@@ -31,6 +31,23 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--model", help="model name (model.name)")
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        help="run.precision: fp32, bf16 autocast, or fp16 autocast with a gradient scaler",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="STEPS",
+        help="also save the checkpoint every STEPS steps inside an epoch (run.checkpoint_every)",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="PyTorch's deterministic algorithms (run.deterministic)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -55,6 +72,9 @@ def resolve_config(args: argparse.Namespace) -> Any:
         ("seed",): args.seed,
         ("device",): args.device,
         ("model", "name"): getattr(args, "model", None),
+        ("run", "precision"): getattr(args, "precision", None),
+        ("run", "checkpoint_every"): getattr(args, "checkpoint_every", None),
+        ("run", "deterministic"): getattr(args, "deterministic", None),
     }
     for path, value in flags.items():
         if value is None:
@@ -68,10 +88,15 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..train import Trainer
+    from ..train.distributed import restart_count, shutdown
 
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
     cfg = resolve_config(args)
+    if restart_count() > 0 and ckpt.is_file():
+        # torchrun restarted the group after a failure (--max-restarts): carry on from the last
+        # checkpoint this run wrote
+        args.resume = True
     if args.resume:
         if not ckpt.is_file():
             raise ConfigError(f"--resume: no checkpoint in {out}")
@@ -79,12 +104,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
-    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
-    print(
-        f"torchstn train: {trainer.cfg.model.name} ({trainer.params:,} params) on "
-        f"{trainer.data.name} {trainer.data.in_shape}, device {trainer.device}, run folder {out}",
-        flush=True,
-    )
-    result = trainer.fit()
-    print(json.dumps(result))
+    try:
+        trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
+        if trainer.rank == 0:
+            world = f", {trainer.world.size} processes" if trainer.world.distributed else ""
+            resumed = (
+                f", resumed at epoch {trainer.epoch + 1} step {trainer.step}" if args.resume else ""
+            )
+            print(
+                f"torchstn train: {trainer.cfg.model.name} ({trainer.params:,} params) on "
+                f"{trainer.data.name} {trainer.data.in_shape}, device {trainer.device}{world}, "
+                f"run folder {out}{resumed}",
+                flush=True,
+            )
+        result = trainer.fit()
+        if trainer.rank == 0:
+            print(json.dumps(result))
+    finally:
+        shutdown()
     return 0

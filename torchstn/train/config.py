@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 
 __all__ = [
+    "PRECISIONS",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -24,6 +25,10 @@ __all__ = [
     "config_to_dict",
     "load_config",
 ]
+
+
+#: values of ``run.precision``.
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -70,6 +75,14 @@ class RunConfig:
     minutes: float | None = None
     eval_batch_size: int = 1000
     num_threads: int | None = None  #: torch CPU threads (None: PyTorch's default)
+    #: also save the checkpoint every this many steps inside an epoch (None: at epoch ends only);
+    #: bounds the work a killed or restarted run redoes
+    checkpoint_every: int | None = None
+    #: ``fp32``, ``bf16`` (autocast to bfloat16, CPU and CUDA) or ``fp16`` (autocast to float16
+    #: with a gradient scaler; meant for CUDA, slow on the CPU)
+    precision: str = "fp32"
+    #: PyTorch's deterministic algorithms (see the README for what CUDA cannot make deterministic)
+    deterministic: bool = False
 
 
 @dataclass
@@ -107,6 +120,19 @@ class Config:
         _positive("run.eval_batch_size", r.eval_batch_size)
         if r.minutes is not None:
             _positive("run.minutes", r.minutes)
+        if r.checkpoint_every is not None:
+            if isinstance(r.checkpoint_every, bool) or not isinstance(r.checkpoint_every, int):
+                raise ConfigError(
+                    f"run.checkpoint_every: expected a positive integer (steps), got "
+                    f"{r.checkpoint_every!r}"
+                )
+            _positive("run.checkpoint_every", r.checkpoint_every)
+        if r.precision not in PRECISIONS:
+            raise ConfigError(
+                f"run.precision: expected {', '.join(PRECISIONS)}, got {r.precision!r}"
+            )
+        if not isinstance(r.deterministic, bool):
+            raise ConfigError(f"run.deterministic: expected true or false, got {r.deterministic!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         return self

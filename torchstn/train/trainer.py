@@ -3,19 +3,25 @@
 Reads top to bottom: ``Trainer.fit`` -> ``_run_epoch`` -> ``_step``. Everything random comes from
 seeds (the model's initialisation from ``seed``, each epoch's data and order from
 ``epoch_seed(seed, epoch)``), so the same seed gives the same numbers and a resumed run ends with
-the weights of an uninterrupted one. Ready for ``torchrun``: each rank takes its share of every
-batch order, gradients are averaged by DDP, only rank 0 writes files.
+the weights of an uninterrupted one.
+
+Under ``torchrun`` (see :mod:`torchstn.train.distributed`) the config's batch size is the global
+batch: each rank takes an equal slice of every batch, DDP averages the gradients, validation and
+test are evaluated on shards and summed, and every decision that ends the loop or sets the
+learning rate comes from values all ranks agree on. Only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import signal
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +37,26 @@ from ..optim import param_groups
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict
 from .datamodule import DataModule, Split
+from .distributed import (
+    World,
+    agree,
+    all_reduce_sum,
+    init_from_env,
+    launched_world_size,
+    split_batch,
+)
 
 __all__ = [
     "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",
     "build_model",
+    "autocast_context",
     "evaluate",
     "resolve_device",
 ]
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingDiverged(TorchSTNError):
@@ -65,23 +82,44 @@ def build_model(cfg: Config, in_shape: tuple[int, ...], num_classes: int) -> nn.
     return create_model(cfg.model.name, in_shape, num_classes, **cfg.model.options)
 
 
+def autocast_context(precision: str, device: torch.device) -> AbstractContextManager[Any]:
+    """Autocast for ``run.precision`` (``bf16`` or ``fp16``) on ``device``; a no-op for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, split: Split, batch_size: int, device: torch.device
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    world: World | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    """Mean cross-entropy and error rate (%) of ``model`` on ``split``."""
+    """Mean cross-entropy and error rate (%) of ``model`` on ``split``.
+
+    With a ``world`` of several processes each rank evaluates a contiguous shard and the sums are
+    reduced, so every rank returns the numbers one process would (up to float summation order).
+    """
+    world = world or World()
     was_training = model.training
     model.eval()
     loss_sum, wrong = 0.0, 0
     n = split.y.shape[0]
-    for i in range(0, n, batch_size):
-        x = split.x[i : i + batch_size].to(device, non_blocking=True)
-        y = split.y[i : i + batch_size].to(device, non_blocking=True)
-        logits = model(x)
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+    lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
+    for i in range(lo, hi, batch_size):
+        x = split.x[i : min(i + batch_size, hi)].to(device, non_blocking=True)
+        y = split.y[i : min(i + batch_size, hi)].to(device, non_blocking=True)
+        with autocast_context(precision, device):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum").double())
         wrong += int((logits.argmax(1) != y).sum())
     model.train(was_training)
-    return {"loss": loss_sum / n, "error": 100.0 * wrong / n}
+    loss_sum, wrong_f = all_reduce_sum([loss_sum, float(wrong)], world, device)
+    return {"loss": loss_sum / n, "error": 100.0 * int(wrong_f) / n}
 
 
 def _lr_factor(cfg: Config, epoch: float, elapsed: float = 0.0) -> float:
@@ -118,11 +156,14 @@ def _penalty(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
 class Trainer:
     """Train ``cfg`` into ``run_dir`` (``metrics.jsonl``, ``checkpoint.pt``, ``result.json``).
 
+    Started by ``torchrun``, the trainer joins the process group of the launcher's environment
+    (:func:`torchstn.train.distributed.init_from_env`) and trains with DDP.
+
     Args:
         cfg: the resolved configuration.
         run_dir: output folder (created).
         resume: continue from ``run_dir/checkpoint.pt`` (its saved config is used).
-        progress: show a progress bar per epoch (tqdm, when installed).
+        progress: show a progress bar per epoch (tqdm, when installed; rank 0 only).
     """
 
     def __init__(
@@ -140,13 +181,31 @@ class Trainer:
             cfg = saved
         self.cfg = cfg
         self.progress = progress
-        self.rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        self.world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        # the config's batch is the global batch: each rank takes an equal share of it (checked
+        # before joining the process group, so a bad batch size fails fast on every rank)
+        split_batch(cfg.optim.batch_size, launched_world_size())
+        self.world, device = init_from_env(cfg.device)
+        self.rank = self.world.rank
+        self.local_batch = split_batch(cfg.optim.batch_size, self.world.size)
         if cfg.run.num_threads:
             torch.set_num_threads(int(cfg.run.num_threads))
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(device)
+        if cfg.run.precision == "fp16" and self.device.type == "cpu" and self.rank == 0:
+            print(
+                "torchstn: run.precision fp16 on the CPU is slow; bf16 is the CPU's half format",
+                file=sys.stderr,
+            )
+        if cfg.run.deterministic:
+            _make_deterministic(self.device)
         self.data = DataModule(cfg.data, cfg.seed)
         self.model = build_model(cfg, self.data.in_shape, self.data.num_classes).to(self.device)
+        if self.world.distributed and any(
+            isinstance(m, SpatialTransformer) and m.penalty_weight > 0 for m in self.model.modules()
+        ):
+            raise TorchSTNError(
+                "penalty_weight > 0 is not supported under torchrun yet (the penalty re-runs the "
+                "localisation net outside DDP's forward); train it in one process"
+            )
         self.params = count_params(self.model)
         groups = param_groups(
             self.model, cfg.optim.lr, cfg.optim.loc_lr_scale, weight_decay=cfg.optim.weight_decay
@@ -159,15 +218,25 @@ class Trainer:
             )
         else:
             self.opt = torch.optim.Adam(groups, lr=cfg.optim.lr)
+        # fp16 needs a loss scale against underflowing gradients; bf16 has float32's range
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=cfg.run.precision == "fp16"
+        )
         self.net: nn.Module = self.model
-        if self.world > 1:
-            self.net = nn.parallel.DistributedDataParallel(self.model)
+        if self.world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         # progress of the run
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        # training statistics of the current epoch, summed over ranks (identical on every rank);
+        # each rank adds its own steps to _local until the next _flush_stats
         self.epoch_stats = {"loss_sum": 0.0, "wrong": 0, "seen": 0}
+        self._local = [0.0, 0.0, 0.0]
         self.best: dict[str, Any] = {"val_error": None, "epoch": None, "model": None}
         self.history: list[dict[str, Any]] = []
         self.interrupted = False  # set by SIGINT; checked between steps
+        # what the ranks agreed on at the last step: time spent (the slowest rank's), stop
+        self._agreed_spent, self._agreed_stop = self.elapsed, False
         if self.state is not None:
             self._restore(self.state)
 
@@ -175,6 +244,8 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.elapsed = (
             int(state["epoch"]),
             int(state["step"]),
@@ -189,12 +260,14 @@ class Trainer:
             "config": config_to_dict(self.cfg),
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch,
             "step": self.step,
             "elapsed": self.elapsed,
             "epoch_stats": dict(self.epoch_stats),
             "best": dict(self.best),
             "history": list(self.history),
+            "world_size": self.world.size,
             "data_info": {
                 "in_shape": list(self.data.in_shape),
                 "num_classes": self.data.num_classes,
@@ -204,7 +277,19 @@ class Trainer:
             "torchstn_version": __version__,
         }
 
+    def _flush_stats(self) -> None:
+        """Add every rank's statistics since the last flush to ``epoch_stats`` (collective)."""
+        loss_sum, wrong, seen = all_reduce_sum(self._local, self.world, self.device)
+        self.epoch_stats = {
+            "loss_sum": self.epoch_stats["loss_sum"] + loss_sum,
+            "wrong": self.epoch_stats["wrong"] + round(wrong),
+            "seen": self.epoch_stats["seen"] + round(seen),
+        }
+        self._local = [0.0, 0.0, 0.0]
+
     def save(self) -> None:
+        """Write the checkpoint (every rank must call it: it gathers the epoch's statistics)."""
+        self._flush_stats()
         if self.rank == 0:
             save_checkpoint(self.ckpt_path, self._snapshot())
 
@@ -215,14 +300,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _batches(self, n: int, epoch: int) -> Iterator[torch.Tensor]:
-        """Index batches of ``epoch`` in a seeded order; this rank's share of each."""
+        """Index batches of ``epoch`` in a seeded order; this rank's equal slice of each.
+
+        Global batches of ``optim.batch_size``; the last incomplete one is dropped. A data set
+        smaller than one batch gives one batch of all samples (rounded down to a multiple of the
+        number of processes).
+        """
         from ..data import epoch_seed
 
         gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch) + 1)
         order = torch.randperm(n, generator=gen)
-        bs = self.cfg.optim.batch_size
-        for i in range(0, n - bs + 1 if n >= bs else 1, bs):
-            yield order[i : i + bs][self.rank :: self.world]
+        bs, world = self.cfg.optim.batch_size, self.world
+        if n < bs:
+            bs = n - n % world.size
+            if bs == 0:
+                raise TorchSTNError(
+                    f"{n} training samples cannot be shared by {world.size} processes"
+                )
+        share = bs // world.size
+        for i in range(0, n - bs + 1, bs):
+            yield order[i + world.rank * share : i + (world.rank + 1) * share]
 
     def _diverged(self, what: str) -> TrainingDiverged:
         kept = (
@@ -235,34 +332,50 @@ class Trainer:
             f"(try a lower optim.lr, optim.loc_lr_scale < 1 or a bounded transform)"
         )
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, progress: float, start: float) -> float:
+        """One optimisation step at ``progress`` (fractional epoch); returns this rank's loss.
+
+        The forward pass is followed by the step's one collective decision (:func:`agree`): did
+        any rank see a non-finite loss, how much time has the slowest rank spent, was any rank
+        interrupted. The learning rate and the stop are then the same on every rank.
+        """
         try:
-            logits = self.net(x)
-            loss = F.cross_entropy(logits, y)
-            penalty = _penalty(self.model, x)
-        except NonFiniteError as err:  # the transformer's params went NaN/Inf
+            with autocast_context(self.cfg.run.precision, self.device):
+                logits = self.net(x)
+                loss = F.cross_entropy(logits.float(), y)
+                penalty = _penalty(self.model, x)
+        except NonFiniteError as err:  # the transformer's params went NaN/Inf (one process)
             raise self._diverged(f"training diverged ({err})") from None
         total = loss if penalty is None else loss + penalty
-        if not torch.isfinite(total):
-            raise self._diverged(f"loss became {float(total.detach())}")
-        self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        if self.cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        self.opt.step()
         loss_value = float(loss.detach())
-        self.epoch_stats["loss_sum"] += loss_value * y.shape[0]
-        self.epoch_stats["wrong"] += int((logits.argmax(1) != y).sum())
-        self.epoch_stats["seen"] += int(y.shape[0])
+        bad = 0.0 if math.isfinite(float(total.detach())) else 1.0
+        bad, spent, stop = agree(
+            [bad, self._spent(start), float(self.interrupted)], self.world, self.device
+        )
+        self._agreed_spent, self._agreed_stop = spent, bool(stop)
+        if bad:
+            what = f"loss became {loss_value}" if not math.isfinite(loss_value) else "loss"
+            raise self._diverged(
+                what if not self.world.distributed else "loss became NaN or Inf on some rank"
+            )
+        factor = _lr_factor(self.cfg, progress, spent)
+        for g in self.opt.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self._local[0] += loss_value * y.shape[0]
+        self._local[1] += float((logits.argmax(1) != y).sum())
+        self._local[2] += float(y.shape[0])
         return loss_value
 
     def _spent(self, start: float) -> float:
         """Seconds of training so far, counting the part of the current epoch since ``start``."""
         return self.elapsed + (time.perf_counter() - start)
-
-    def _out_of_time(self, start: float) -> bool:
-        minutes = self.cfg.run.minutes
-        return minutes is not None and self._spent(start) >= minutes * 60
 
     def _run_epoch(self) -> bool:
         """Train the rest of the current epoch; False if the time budget ran out inside it."""
@@ -272,26 +385,38 @@ class Trainer:
         if bar is not None:
             bar.update(self.step)
         start = time.perf_counter()
+        every = self.cfg.run.checkpoint_every
+        minutes = self.cfg.run.minutes
         try:
             for idx in batches[self.step :]:
                 # the rate follows the schedule step by step (cosine also follows the time budget)
-                factor = _lr_factor(
-                    self.cfg, self.epoch + self.step / len(batches), self._spent(start)
+                loss = self._step(
+                    split.x[idx].to(self.device),
+                    split.y[idx].to(self.device),
+                    self.epoch + self.step / len(batches),
+                    start,
                 )
-                for g in self.opt.param_groups:
-                    g["lr"] = g["base_lr"] * factor
-                loss = self._step(split.x[idx].to(self.device), split.y[idx].to(self.device))
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}")
-                if self._out_of_time(start) or self.interrupted:
+                out_of_time = minutes is not None and self._agreed_spent >= minutes * 60
+                # one process stops at once; several stop together at the next agreed step
+                stop = self._agreed_stop or (self.interrupted and not self.world.distributed)
+                if out_of_time or stop:
                     return False
+                if every and self.step % every == 0 and self.step < len(batches):
+                    self._pause_clock(start)
+                    start = time.perf_counter()
+                    self.save()
             return True
         finally:
-            self.elapsed += time.perf_counter() - start
+            self._pause_clock(start)
             if bar is not None:
                 bar.close()
+
+    def _pause_clock(self, start: float) -> None:
+        self.elapsed += time.perf_counter() - start
 
     def _bar(self, total: int) -> Any:
         if not self.progress or self.rank != 0:
@@ -308,12 +433,21 @@ class Trainer:
             dynamic_ncols=True,
         )
 
+    def _evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        return evaluate(
+            model,
+            self.data.eval_split(split),
+            self.cfg.run.eval_batch_size,
+            self.device,
+            self.world,
+            self.cfg.run.precision,
+        )
+
     def _end_epoch(self) -> None:
+        self._flush_stats()
         s = self.epoch_stats
         start = time.perf_counter()
-        val = evaluate(
-            self.model, self.data.eval_split("val"), self.cfg.run.eval_batch_size, self.device
-        )
+        val = self._evaluate(self.model, "val")
         self.elapsed += time.perf_counter() - start
         record = {
             "epoch": self.epoch + 1,
@@ -346,10 +480,14 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train until ``run.epochs`` or ``run.minutes``; write and return the result."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(
-                self.run_dir / "config.json", json.dumps(config_to_dict(self.cfg), indent=2) + "\n"
+                self.run_dir / "config.json",
+                json.dumps(
+                    {**config_to_dict(self.cfg), "world_size": self.world.size}, indent=2
+                )
+                + "\n",
             )
             # metrics.jsonl mirrors the checkpoint's history (drops epochs logged after the last save)
             atomic_write_text(
@@ -382,12 +520,11 @@ class Trainer:
             model.load_state_dict(self.best["model"])
         else:  # stopped inside the first epoch: no validation yet, use the current weights
             model = self.model
-        bs = self.cfg.run.eval_batch_size
         if self.best["model"] is not None:  # measured when the best epoch ended
             val_error = float(self.best["val_error"])
         else:
-            val_error = evaluate(model, self.data.eval_split("val"), bs, self.device)["error"]
-        test = evaluate(model, self.data.eval_split("test"), bs, self.device)
+            val_error = self._evaluate(model, "val")["error"]
+        test = self._evaluate(model, "test")
         result = {
             "test_error": test["error"],
             "val_error": val_error,
@@ -402,6 +539,9 @@ class Trainer:
             "test_is_val": self.data.test_is_val,
             "seed": self.cfg.seed,
             "device": str(self.device),
+            "world_size": self.world.size,
+            "batch_size": self.cfg.optim.batch_size,
+            "precision": self.cfg.run.precision,
             "hardware": _hardware(self.device),
             "versions": {
                 "torchstn": __version__,
@@ -412,6 +552,15 @@ class Trainer:
         if self.rank == 0:
             atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2) + "\n")
         return result
+
+
+def _make_deterministic(device: torch.device) -> None:
+    """PyTorch's deterministic algorithms. On CUDA only a warning for ops without a deterministic
+    kernel (``grid_sample``'s backward accumulates with atomic adds, so it has none)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def _catch_sigint(trainer: Trainer) -> Any:
