@@ -190,12 +190,20 @@ class SpatialTransformer(nn.Module):
     def transform_input(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Warp ``x`` ``(B, C, H, W)`` with given params ``(B, P)``: ``(B, C, Ho, Wo)``.
 
-        The grid is built in the dtype of ``x`` and outside autocast: a half-precision grid
-        misplaces samples by about a pixel at 256 px, so under mixed precision only the
-        localisation net runs in reduced precision.
+        The params are checked for NaN and Inf here, once per forward (see
+        :class:`torchstn.set_finite_checks`). Grid and sampler run outside autocast, in the dtype
+        of ``x``, or, inside autocast, in float32 at least (``x`` and the params are cast; the
+        output is then float32): a half-precision grid misplaces samples by about a pixel at
+        256 px, so under mixed precision only the localisation net runs in reduced precision.
+        A model converted with ``.half()`` or ``.to(torch.bfloat16)`` samples in that dtype;
+        its grid is finite (see :mod:`torchstn.transforms.base`, "Precision").
         """
+        dtype = x.dtype
+        if _autocast_enabled(x.device.type):
+            dtype = torch.promote_types(dtype, torch.float32)
         with _autocast_off(x.device.type):
-            grid = self.transform.grid(params.to(x.dtype), self.out_size, self.align_corners)
+            x = x.to(dtype)
+            grid = self.transform(params.to(dtype), self.out_size, self.align_corners)
             if self.mode == "gaussian":
                 return kernel_sample(x, grid, "gaussian", self.sigma, self.align_corners)
             return sample(x, grid, self.mode, self.padding_mode, self.align_corners)
@@ -218,7 +226,7 @@ class SpatialTransformer(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"in_shape={self.in_shape}, transform={self.transform!r}, out_size={self.out_size}, "
+            f"in_shape={self.in_shape}, out_size={self.out_size}, "
             f"mode={self.mode!r}, padding_mode={self.padding_mode!r}, "
             f"align_corners={self.align_corners}"
         )

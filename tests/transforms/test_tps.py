@@ -190,8 +190,8 @@ class TestTPSWarp:
         assert residuals[-1] < 0.5 * residuals[0]
 
 
-class TestTPSCache:
-    def test_system_inverse_is_solved_once_per_device_and_dtype(
+class TestTPSConstants:
+    def test_system_is_solved_once_when_built_never_per_call(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         calls: list[tuple[int, ...]] = []
@@ -203,36 +203,50 @@ class TestTPSCache:
 
         monkeypatch.setattr(torch.linalg, "inv", counting_inv)
         t = TPS(4)
-        for b, size, align in [
-            (1, (5, 5), False),
-            (3, (5, 5), False),
-            (7, (8, 6), True),
-            (2, (5, 5), True),
-        ]:
-            t.grid(t.identity_params()[None].expand(b, -1) + 0.01, size, align)
         assert calls == [(19, 19)]  # one solve of the (K + 3) x (K + 3) system
-        for b in (1, 4):
-            t.map_points(t.identity_params()[None].expand(b, -1), torch.rand(b, 5, 2))
-            t.map_points(
-                t.identity_params(torch.float64)[None].expand(b, -1),
-                torch.rand(b, 5, 2, dtype=torch.float64),
-            )
-        inv32 = t.system_inverse(torch.float32, torch.device("cpu"))
-        assert t.system_inverse(torch.float32, torch.device("cpu")) is inv32
-        assert inv32.dtype == torch.float32
-        assert t.system_inverse(torch.float64, torch.device("cpu")).dtype == torch.float64
-        assert calls == [(19, 19)]  # other dtypes and devices convert the float64 solution
+        for b, size, align in [(1, (5, 5), False), (7, (8, 6), True)]:
+            t.grid(t.identity_params()[None].expand(b, -1) + 0.01, size, align)
+        for dtype in (torch.float32, torch.float64):
+            t.map_points(t.identity_params(dtype)[None], torch.rand(1, 5, 2, dtype=dtype))
+        assert t.system_inverse(torch.float32).dtype == torch.float32
+        assert calls == [(19, 19)]
 
-    def test_caches_are_per_instance_and_configuration(self) -> None:
+    def test_constants_are_float64_non_persistent_buffers(self) -> None:
+        t = TPS((3, 4), reg=0.2)
+        buffers = dict(t.named_buffers())
+        assert set(buffers) == {"centres", "system_inv"}
+        assert buffers["centres"].shape == (12, 2) and buffers["system_inv"].shape == (15, 15)
+        assert all(b.dtype == torch.float64 for b in buffers.values())
+        assert t.state_dict() == {}  # derived from the configuration, not saved
+        assert list(t.parameters()) == []
+        torch.testing.assert_close(t.control_points(torch.float64), buffers["centres"])
+
+    def test_system_inverse_inverts_the_system(self) -> None:
+        t = TPS(3, reg=0.5)
+        cp = t.control_points(torch.float64)
+        k = len(cp)
+        d2 = torch.cdist(cp, cp) ** 2
+        u = torch.where(d2 > 0, d2 * torch.log(d2), torch.zeros_like(d2))
+        lhs = torch.zeros(k + 3, k + 3, dtype=torch.float64)
+        lhs[:k, :k] = u + 0.5 * torch.eye(k, dtype=torch.float64)
+        lhs[:k, k] = lhs[k, :k] = 1
+        lhs[:k, k + 1 :] = cp
+        lhs[k + 1 :, :k] = cp.T
+        torch.testing.assert_close(
+            t.system_inverse() @ lhs, torch.eye(k + 3, dtype=torch.float64), rtol=0, atol=1e-10
+        )
+
+    def test_constants_are_per_instance_and_configuration(self) -> None:
         a, b = TPS(3), TPS(3, reg=1.0)
-        ia = a.system_inverse(torch.float64, torch.device("cpu"))
-        ib = b.system_inverse(torch.float64, torch.device("cpu"))
-        assert not torch.allclose(ia, ib)
+        assert not torch.allclose(a.system_inverse(), b.system_inverse())
 
-    def test_many_grid_sizes_do_not_grow_the_cache_without_bound(self) -> None:
+    def test_any_number_of_grid_sizes_keeps_no_state(self) -> None:
         t = TPS(2)
         ident = t.identity_params()[None]
+        before = {k: v.clone() for k, v in t.named_buffers()}
         for n in range(1, 40):
             t.grid(ident, (n, 2))
-        assert len(t._grid_cache) <= 32
+        assert not [k for k in vars(t) if "cache" in k]
+        for k, v in t.named_buffers():
+            assert torch.equal(v, before[k])
         torch.testing.assert_close(t.grid(ident, (3, 2)), base_grid((3, 2))[None])

@@ -26,8 +26,7 @@ class Affine(MatrixTransform):
     num_params = 6
     translation_indices = (2, 5)
 
-    def to_matrix(self, params: torch.Tensor) -> torch.Tensor:
-        self.check_params(params)
+    def _to_matrix(self, params: torch.Tensor) -> torch.Tensor:
         last = params.new_tensor([0.0, 0.0, 1.0]).expand(params.shape[0], 1, 3)
         return torch.cat((params.reshape(-1, 2, 3), last), dim=1)
 

@@ -27,8 +27,7 @@ class Attention(MatrixTransform):
     translation_indices = (1, 2)
     scale_index = 0
 
-    def to_matrix(self, params: torch.Tensor) -> torch.Tensor:
-        self.check_params(params)
+    def _to_matrix(self, params: torch.Tensor) -> torch.Tensor:
         s, tx, ty = params.unbind(-1)
         zero, one = torch.zeros_like(s), torch.ones_like(s)
         rows = (s, zero, tx, zero, s, ty, zero, zero, one)

@@ -11,6 +11,20 @@ maps raw values to params. Without bounds the two are the same; with ``max_trans
 translation is ``identity + max_translation * tanh(raw - identity)``, and with ``scale_range=(lo,
 hi)`` the scale is ``lo + (hi - lo) * sigmoid(raw)``, so a drifting localisation net can never zoom
 out of the image or blow up.
+
+Transforms are :class:`torch.nn.Module` s without parameters: constant tensors (the TPS system)
+are buffers, so ``.to()``, ``torch.compile``, ``torch.jit.trace`` and ``torch.export`` see them,
+and ``forward`` is :meth:`Transform.grid`.
+
+Precision:
+    Grids and mapped points are finite for finite params in every floating dtype. float16 and
+    bfloat16 params are promoted to float32 for the arithmetic, and the result is clamped to
+    ``+-coordinate_limit(dtype)`` before it is cast back: ``finfo(dtype).max / 2**12``, 16 for
+    float16 (so that the sampler's pixel coordinates ``((x + 1) W - 1) / 2`` stay finite in
+    float16 for images up to 4096 pixels a side; a point that far out reads the padding, as it
+    would further out), about 8e34 for bfloat16 (overflow only). float32 and float64 run in their
+    own dtype, unclamped. The homogeneous denominator of a projective map is floored at
+    ``MatrixTransform.eps`` (1e-6) in magnitude, whatever the dtype.
 """
 
 from __future__ import annotations
@@ -19,19 +33,57 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from .._checks import check_finite, check_positive, check_size, check_tensor
 from ..errors import InvalidInputError
 from ..functional.coords import base_grid
 
-__all__ = ["MatrixTransform", "Transform"]
+__all__ = [
+    "DENOMINATOR_EPS",
+    "MatrixTransform",
+    "Transform",
+    "compute_dtype",
+    "coordinate_limit",
+    "safe_denominator",
+]
+
+#: dtypes whose grid arithmetic runs in float32 (see "Precision" above).
+_REDUCED = (torch.float16, torch.bfloat16)
 
 
-class Transform:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype grid arithmetic runs in for params of ``dtype``: float32 for float16 and
+    bfloat16, ``dtype`` itself otherwise."""
+    return torch.float32 if dtype in _REDUCED else dtype
+
+
+def coordinate_limit(dtype: torch.dtype) -> float:
+    """Largest coordinate magnitude a float16 or bfloat16 grid holds: ``finfo(dtype).max / 2**12``.
+
+    Example:
+        >>> coordinate_limit(torch.float16)
+        15.9921875
+    """
+    return torch.finfo(dtype).max / 2**12
+
+
+def _cast_coordinates(coords: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast coordinates computed in :func:`compute_dtype` back to ``dtype`` (clamped if reduced)."""
+    if coords.dtype == dtype:
+        return coords
+    limit = coordinate_limit(dtype)
+    return coords.clamp(-limit, limit).to(dtype)
+
+
+class Transform(nn.Module):
     """A family of spatial transformations with ``num_params`` parameters.
 
-    Subclasses set ``name``, ``num_params``, implement ``identity_params`` and ``map_points``, and
-    may override ``grid`` for speed.
+    An :class:`torch.nn.Module` with no learnable parameters; ``forward`` is :meth:`grid`.
+
+    Subclasses set ``name``, ``num_params``, implement ``identity_params`` and ``_map_points``
+    (the maths of :meth:`map_points` on validated inputs, float32 or float64), and may override
+    ``_grid`` (the same for :meth:`grid`) for speed. Constant tensors belong in buffers.
 
     Args:
         max_translation: if given, bound the translation parameters to ``identity +- max_translation``
@@ -52,6 +104,7 @@ class Transform:
         max_translation: float | None = None,
         scale_range: tuple[float, float] | None = None,
     ) -> None:
+        nn.Module.__init__(self)
         if max_translation is not None:
             max_translation = check_positive(max_translation, "max_translation")
         if scale_range is not None:
@@ -108,7 +161,8 @@ class Transform:
         return raw
 
     def check_params(self, params: torch.Tensor, name: str = "params") -> torch.Tensor:
-        """Validate a ``(B, P)`` batch of params (shape, dtype, finiteness)."""
+        """Validate a ``(B, P)`` batch of params (shape, dtype and, unless switched off with
+        :class:`torchstn.set_finite_checks`, finiteness)."""
         check_tensor(params, name, ndim=2)
         if params.shape[1] != self.num_params:
             raise InvalidInputError(
@@ -120,24 +174,55 @@ class Transform:
 
     # ----------------------------------------------------------------- geometry
     def map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, N, 2)`` normalised output-frame points to the input frame."""
-        raise NotImplementedError
+        """Map normalised output-frame points to the input frame.
+
+        Args:
+            params: ``(B, P)`` params.
+            points: ``(B, N, 2)`` points, same dtype and device as ``params``.
+
+        Returns:
+            ``(B, N, 2)`` source points, in the dtype of ``params``.
+        """
+        self._check_points(params, points)
+        work = compute_dtype(params.dtype)
+        return _cast_coordinates(self._map_points(params.to(work), points.to(work)), params.dtype)
 
     def grid(
         self, params: torch.Tensor, out_size: Sequence[int] | int, align_corners: bool = False
     ) -> torch.Tensor:
-        """Sampling grid: normalised source coordinates ``(B, H, W, 2)`` of every output pixel.
+        """Sampling grid: normalised source coordinates of every output pixel.
 
         Args:
             params: ``(B, P)`` params.
             out_size: output size ``(H, W)``.
             align_corners: the convention of :func:`torch.nn.functional.grid_sample`.
+
+        Returns:
+            ``(B, H, W, 2)`` grid in the dtype of ``params``.
         """
         self.check_params(params)
-        h, w = check_size(out_size, "out_size")
+        size = check_size(out_size, "out_size")
+        work = compute_dtype(params.dtype)
+        return _cast_coordinates(self._grid(params.to(work), size, align_corners), params.dtype)
+
+    def forward(
+        self, params: torch.Tensor, out_size: Sequence[int] | int, align_corners: bool = False
+    ) -> torch.Tensor:
+        """:meth:`grid`: ``(B, P)`` params to the ``(B, H, W, 2)`` sampling grid."""
+        return self.grid(params, out_size, align_corners)
+
+    def _map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """:meth:`map_points` on validated ``(B, P)`` params and ``(B, N, 2)`` points."""
+        raise NotImplementedError
+
+    def _grid(
+        self, params: torch.Tensor, size: tuple[int, int], align_corners: bool
+    ) -> torch.Tensor:
+        """:meth:`grid` on validated ``(B, P)`` params: ``(B, H, W, 2)``."""
+        h, w = size
         pts = base_grid((h, w), align_corners, dtype=params.dtype, device=params.device)
         pts = pts.reshape(1, h * w, 2).expand(params.shape[0], -1, -1)
-        return self.map_points(params, pts).reshape(-1, h, w, 2)
+        return self._map_points(params, pts).reshape(-1, h, w, 2)
 
     def _check_points(self, params: torch.Tensor, points: torch.Tensor) -> None:
         self.check_params(params)
@@ -153,26 +238,60 @@ class Transform:
                 f"({params.dtype}, {params.device})"
             )
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
         extra = []
         if self.max_translation is not None:
             extra.append(f"max_translation={self.max_translation}")
         if self.scale_range is not None:
             extra.append(f"scale_range={self.scale_range}")
-        return f"{type(self).__name__}({', '.join(extra)})"
+        return ", ".join(extra)
+
+
+#: smallest magnitude of the homogeneous denominator of a projective map.
+DENOMINATOR_EPS = 1e-6
+
+
+def safe_denominator(w: torch.Tensor, eps: float = DENOMINATOR_EPS) -> torch.Tensor:
+    """Clamp ``w`` away from zero keeping its sign (0 counts as positive): ``|w| >= eps``.
+
+    Points on or near the projective horizon thus map far away (and sample zeros) instead of
+    producing Inf or NaN.
+
+    Args:
+        w: any shape.
+        eps: the floor of ``|w|``.
+
+    Returns:
+        a tensor of the shape and dtype of ``w``.
+
+    Example:
+        >>> safe_denominator(torch.tensor([-1e-9, 0.0, 2.0]))
+        tensor([-1.0000e-06,  1.0000e-06,  2.0000e+00])
+    """
+    sign = torch.where(w < 0, -torch.ones_like(w), torch.ones_like(w))
+    return sign * w.abs().clamp_min(eps)
 
 
 class MatrixTransform(Transform):
     """A family given by a 3x3 matrix acting on homogeneous points (all families but TPS).
 
-    Subclasses implement ``to_matrix`` and ``from_matrix`` (the projection of a matrix of the
-    family back to its params). ``is_affine`` families skip the perspective division.
+    Subclasses implement ``_to_matrix`` (``(B, P)`` params to ``(B, 3, 3)`` matrices, on
+    validated params) and ``from_matrix`` (the projection of a matrix of the family back to its
+    params). ``is_affine`` families skip the perspective division; the others floor the
+    denominator ``|w|`` at ``eps``.
     """
 
     is_affine: bool = True
+    #: floor of ``|w|`` in ``(u / w, v / w)`` for the families that are not affine.
+    eps: float = DENOMINATOR_EPS
 
     def to_matrix(self, params: torch.Tensor) -> torch.Tensor:
         """``(B, P)`` params to ``(B, 3, 3)`` matrices."""
+        self.check_params(params)
+        return self._to_matrix(params)
+
+    def _to_matrix(self, params: torch.Tensor) -> torch.Tensor:
+        """:meth:`to_matrix` on validated params."""
         raise NotImplementedError
 
     def from_matrix(self, matrix: torch.Tensor) -> torch.Tensor:
@@ -188,7 +307,8 @@ class MatrixTransform(Transform):
     def inverse_params(self, params: torch.Tensor) -> torch.Tensor:
         """Params of the inverse transform (maps input-frame points back to the output frame)."""
         self.check_params(params)
-        return self.from_matrix(torch.linalg.inv(self.to_matrix(params)))
+        matrix = self._to_matrix(params.to(compute_dtype(params.dtype)))
+        return self.from_matrix(torch.linalg.inv(matrix)).to(params.dtype)
 
     def compose(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Params of ``first o second``: ``map_points(compose(a, b), p) == map_points(a,
@@ -204,22 +324,22 @@ class MatrixTransform(Transform):
             raise InvalidInputError(
                 f"batch size mismatch: first has {first.shape[0]} rows, second {second.shape[0]}"
             )
-        return self.from_matrix(self.to_matrix(first) @ self.to_matrix(second))
+        work = compute_dtype(first.dtype)
+        product = self._to_matrix(first.to(work)) @ self._to_matrix(second.to(work))
+        return self.from_matrix(product).to(first.dtype)
 
-    def map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        self._check_points(params, points)
-        return self._apply(self.to_matrix(params), points)
+    def _map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        return self._transform_points(self._to_matrix(params), points)
 
-    def grid(
-        self, params: torch.Tensor, out_size: Sequence[int] | int, align_corners: bool = False
+    def _grid(
+        self, params: torch.Tensor, size: tuple[int, int], align_corners: bool
     ) -> torch.Tensor:
-        self.check_params(params)
-        h, w = check_size(out_size, "out_size")
+        h, w = size
         pts = base_grid((h, w), align_corners, dtype=params.dtype, device=params.device)
         pts = pts.reshape(1, h * w, 2)
-        return self._apply(self.to_matrix(params), pts).reshape(-1, h, w, 2)
+        return self._transform_points(self._to_matrix(params), pts).reshape(-1, h, w, 2)
 
-    def _apply(self, matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def _transform_points(self, matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Apply ``(B, 3, 3)`` matrices to ``(B or 1, N, 2)`` points (same arithmetic as
         ``affine_grid``: homogeneous points times the transposed matrix)."""
         ones = torch.ones_like(points[..., :1])
@@ -227,18 +347,4 @@ class MatrixTransform(Transform):
         if self.is_affine:
             return homo @ matrix[:, :2, :].transpose(1, 2)
         out = homo @ matrix.transpose(1, 2)  # (B, N, 3)
-        return out[..., :2] / safe_denominator(out[..., 2:])
-
-
-#: smallest magnitude of the homogeneous denominator of a projective map.
-DENOMINATOR_EPS = 1e-6
-
-
-def safe_denominator(w: torch.Tensor, eps: float = DENOMINATOR_EPS) -> torch.Tensor:
-    """Clamp ``w`` away from zero keeping its sign (0 counts as positive): ``|w| >= eps``.
-
-    Points on or near the projective horizon thus map far away (and sample zeros) instead of
-    producing Inf or NaN.
-    """
-    sign = torch.where(w < 0, -torch.ones_like(w), torch.ones_like(w))
-    return sign * w.abs().clamp_min(eps)
+        return out[..., :2] / safe_denominator(out[..., 2:], self.eps)

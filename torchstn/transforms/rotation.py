@@ -22,8 +22,7 @@ class Rotation(MatrixTransform):
     name = "rotation"
     num_params = 1
 
-    def to_matrix(self, params: torch.Tensor) -> torch.Tensor:
-        self.check_params(params)
+    def _to_matrix(self, params: torch.Tensor) -> torch.Tensor:
         a = params[:, 0]
         c, s = torch.cos(a), torch.sin(a)
         zero, one = torch.zeros_like(a), torch.ones_like(a)

@@ -25,8 +25,7 @@ class Similarity(MatrixTransform):
     translation_indices = (2, 3)
     scale_index = 1
 
-    def to_matrix(self, params: torch.Tensor) -> torch.Tensor:
-        self.check_params(params)
+    def _to_matrix(self, params: torch.Tensor) -> torch.Tensor:
         a, s, tx, ty = params.unbind(-1)
         c, sn = s * torch.cos(a), s * torch.sin(a)
         zero, one = torch.zeros_like(a), torch.ones_like(a)

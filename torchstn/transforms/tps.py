@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from .._checks import check_positive, check_size
 from ..errors import InvalidInputError
 from ..functional.coords import base_grid
-from .base import Transform
+from .base import Transform, compute_dtype
 
 __all__ = ["TPS"]
-
-_CACHE_LIMIT = 32
-
-
-def _untraced(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """Run ``fn`` (a cache fill) with TorchScript tracing paused.
-
-    A trace then holds the cached tensor as a constant, the same graph whether the cache was
-    cold or warm (``torch.jit.trace`` traces twice and compares), and does not redo the
-    precomputation on every call.
-    """
-    state = torch._C._get_tracing_state()
-    if state is None:
-        return fn()
-    torch._C._set_tracing_state(None)  # type: ignore[attr-defined]
-    try:
-        return fn()
-    finally:
-        torch._C._set_tracing_state(state)  # type: ignore[attr-defined]
 
 
 def _radial(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -45,6 +26,19 @@ def _basis(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return torch.cat((_radial(points, centres), ones, points), dim=-1)
 
 
+def _system_inverse(centres: torch.Tensor, reg: float) -> torch.Tensor:
+    """``L^-1`` of the ``(K + 3, K + 3)`` system ``[[U + reg I, P], [P^T, 0]]`` for ``(K, 2)``
+    float64 centres, ``P = [1, x, y]``."""
+    k = centres.shape[0]
+    kernel = _radial(centres, centres) + reg * torch.eye(k, dtype=centres.dtype)
+    p = torch.cat((torch.ones(k, 1, dtype=centres.dtype), centres), dim=1)  # (K, 3)
+    system = torch.zeros(k + 3, k + 3, dtype=centres.dtype)
+    system[:k, :k] = kernel
+    system[:k, k:] = p
+    system[k:, :k] = p.T
+    return torch.linalg.inv(system)
+
+
 class TPS(Transform):
     """Thin plate spline warp driven by a ``gh x gw`` grid of control points (4x4 by default).
 
@@ -55,9 +49,13 @@ class TPS(Transform):
     bending energy (or, with ``reg > 0``, a smoothed approximant: the regulariser ``lambda`` is
     added to the kernel diagonal).
 
-    The control-point system depends only on the configuration, so its inverse is computed once
-    (in float64) and cached per device and dtype; a grid of a given size is then one ``(H W, K)``
-    matrix, also cached, and each batch costs one matrix product: no per-batch linear solve.
+    The control-point system depends only on the configuration: its inverse is solved once, in
+    float64, when the transform is built, and kept with the control points as non-persistent
+    buffers (``centres`` ``(K, 2)`` and ``system_inv`` ``(K + 3, K + 3)``): they follow
+    ``.to()``, are constants to ``torch.jit.trace``, ``torch.compile`` and ``torch.export``, and
+    stay out of ``state_dict``. Each :meth:`grid` call builds the ``(H W, K)`` matrix taking
+    control-point displacements to grid displacements from them (in the buffers' dtype, float32
+    at least), then applies it to the batch in the params' dtype: no linear solve per call.
 
     Args:
         grid_size: control points per side, an int or ``(gh, gw)``, each at least 2.
@@ -75,6 +73,8 @@ class TPS(Transform):
 
     name = "tps"
     scale_index = None
+    centres: torch.Tensor
+    system_inv: torch.Tensor
 
     def __init__(
         self,
@@ -95,65 +95,33 @@ class TPS(Transform):
         self.num_params = 2 * gh * gw
         self.translation_indices = tuple(range(self.num_params))
         # control points on the output frame, row-major, (x, y) order: (K, 2) float64
-        self._centres = base_grid((gh, gw), align_corners=True, dtype=torch.float64)
-        self._centres = self._centres.reshape(-1, 2)
-        self._inverse_cache: dict[tuple[str, torch.dtype], torch.Tensor] = {}
-        self._grid_cache: dict[tuple[int, int, bool, str, torch.dtype], torch.Tensor] = {}
+        centres = base_grid((gh, gw), align_corners=True, dtype=torch.float64).reshape(-1, 2)
+        self.register_buffer("centres", centres, persistent=False)
+        self.register_buffer("system_inv", _system_inverse(centres, self.reg), persistent=False)
 
-    # ---------------------------------------------------------------- precomputation
+    # ---------------------------------------------------------------- constants
     def control_points(
         self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        """The ``(K, 2)`` control points in the output frame."""
-        return self._centres.to(dtype=dtype or torch.get_default_dtype(), device=device)
+        """The ``(K, 2)`` control points in the output frame (default dtype, and the transform's
+        device, unless given)."""
+        return self.centres.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
-    def system_inverse(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """The inverse ``L^-1`` of the ``(K + 3, K + 3)`` TPS system, cached per device/dtype
-        (solved once, in float64 on the CPU, then converted)."""
-        key = (str(device), dtype)
-        inv = self._inverse_cache.get(key)
-        if inv is None:
-            inv = _untraced(lambda: self._solve().to(dtype=dtype, device=device))
-            self._inverse_cache[key] = inv
-        return inv
+    def system_inverse(
+        self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """The inverse ``L^-1`` of the ``(K + 3, K + 3)`` TPS system (solved in float64 when the
+        transform was built), in ``dtype`` on ``device`` (by default those of the buffer)."""
+        return self.system_inv.to(dtype=dtype, device=device)
 
-    def _solve(self) -> torch.Tensor:
-        key = ("cpu", torch.float64)
-        inv = self._inverse_cache.get(key)
-        if inv is None:
-            k = self._centres.shape[0]
-            kernel = _radial(self._centres, self._centres) + self.reg * torch.eye(
-                k, dtype=torch.float64
-            )
-            p = torch.cat((torch.ones(k, 1, dtype=torch.float64), self._centres), dim=1)  # (K, 3)
-            system = torch.zeros(k + 3, k + 3, dtype=torch.float64)
-            system[:k, :k] = kernel
-            system[:k, k:] = p
-            system[k:, :k] = p.T
-            inv = torch.linalg.inv(system)
-            self._inverse_cache[key] = inv
-        return inv
-
-    def _grid_matrix(
-        self, size: tuple[int, int], align_corners: bool, dtype: torch.dtype, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(H W, K)`` matrix taking control-point displacements to grid displacements, and the
-        ``(H W, 2)`` identity grid."""
-        key = (size[0], size[1], align_corners, str(device), dtype)
-        cached = self._grid_cache.get(key)
-        if cached is None:
-
-            def build() -> torch.Tensor:
-                k = self._centres.shape[0]
-                pts = base_grid(size, align_corners, dtype=torch.float64).reshape(-1, 2)
-                mat = _basis(pts, self._centres) @ self._solve()[:, :k]  # (HW, K)
-                return torch.cat((mat, pts), dim=1).to(dtype=dtype, device=device)
-
-            cached = _untraced(build)
-            if len(self._grid_cache) >= _CACHE_LIMIT:
-                self._grid_cache.pop(next(iter(self._grid_cache)))
-            self._grid_cache[key] = cached
-        return cached[:, :-2], cached[:, -2:]
+    def _constants(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The centres ``(K, 2)`` and ``L^-1[:, :K]`` ``(K + 3, K)`` on the device of ``like``,
+        in the buffers' dtype (float32 at least)."""
+        dtype = compute_dtype(self.centres.dtype)
+        k = self.centres.shape[0]
+        centres = self.centres.to(dtype=dtype, device=like.device)
+        inv = self.system_inv[:, :k].to(dtype=dtype, device=like.device)
+        return centres, inv
 
     # ---------------------------------------------------------------- transform API
     def identity_params(
@@ -161,27 +129,30 @@ class TPS(Transform):
     ) -> torch.Tensor:
         return self.control_points(dtype, device).reshape(-1)
 
-    def grid(
-        self, params: torch.Tensor, out_size: Sequence[int] | int, align_corners: bool = False
+    def _offsets(self, params: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """``(B, K, 2)`` displacements of the control points from their identity positions."""
+        ident = centres.to(params.dtype).reshape(-1)
+        return (params - ident).reshape(params.shape[0], -1, 2)
+
+    def _grid(
+        self, params: torch.Tensor, size: tuple[int, int], align_corners: bool
     ) -> torch.Tensor:
-        self.check_params(params)
-        h, w = check_size(out_size, "out_size")
-        mat, pts = self._grid_matrix((h, w), align_corners, params.dtype, params.device)
-        offsets = params - self.identity_params(params.dtype, params.device)  # (B, 2K)
-        grid = pts + mat @ offsets.reshape(params.shape[0], -1, 2)  # (B, HW, 2)
+        h, w = size
+        centres, inv = self._constants(params)
+        pts = base_grid((h, w), align_corners, dtype=centres.dtype, device=params.device)
+        pts = pts.reshape(-1, 2)  # (HW, 2)
+        mat = (_basis(pts, centres) @ inv).to(params.dtype)  # (HW, K)
+        grid = pts.to(params.dtype) + mat @ self._offsets(params, centres)  # (B, HW, 2)
         return grid.reshape(-1, h, w, 2)
 
-    def map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        self._check_points(params, points)
-        k = self._centres.shape[0]
-        inv = self.system_inverse(params.dtype, params.device)
-        centres = self.control_points(params.dtype, params.device)
-        offsets = (params - centres.reshape(-1)).reshape(params.shape[0], k, 2)
-        coeff = inv[:, :k] @ offsets  # (B, K + 3, 2)
+    def _map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        centres, inv = self._constants(params)
+        centres, inv = centres.to(params.dtype), inv.to(params.dtype)
+        coeff = inv @ self._offsets(params, centres)  # (B, K + 3, 2)
         return points + _basis(points, centres) @ coeff
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
         extra = f"grid_size={self.grid_size}, reg={self.reg}"
         if self.max_translation is not None:
             extra += f", max_translation={self.max_translation}"
-        return f"TPS({extra})"
+        return extra

@@ -21,8 +21,7 @@ class Translation(MatrixTransform):
     num_params = 2
     translation_indices = (0, 1)
 
-    def to_matrix(self, params: torch.Tensor) -> torch.Tensor:
-        self.check_params(params)
+    def _to_matrix(self, params: torch.Tensor) -> torch.Tensor:
         tx, ty = params.unbind(-1)
         zero, one = torch.zeros_like(tx), torch.ones_like(tx)
         return torch.stack((one, zero, tx, zero, one, ty, zero, zero, one), dim=-1).reshape(
