@@ -244,3 +244,67 @@ def test_public_errors_hide_the_internal_traceback() -> None:
     with pytest.raises(InvalidInputError) as err:
         SpatialTransformer("abc")  # type: ignore[arg-type]
     assert err.value.__suppress_context__
+
+
+class TestFiniteChecks:
+    """NaN/Inf params raise ``NonFiniteError``, checked once per forward, with a switch to skip."""
+
+    @staticmethod
+    def _count_isfinite(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+        calls: list[int] = []
+        real = torch.isfinite
+
+        def counting(x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.numel())
+            return real(x)
+
+        monkeypatch.setattr(torch, "isfinite", counting)
+        return calls
+
+    def test_exported_and_on_by_default(self) -> None:
+        assert torchstn.set_finite_checks is torchstn._checks.set_finite_checks
+        assert torchstn._checks.finite_checks_enabled()
+
+    @pytest.mark.parametrize("name", transforms.names())
+    def test_one_check_per_forward(self, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        st = SpatialTransformer((1, 6, 6), name, out_size=(4, 5))
+        x = torch.rand(3, 1, 6, 6)
+        calls = self._count_isfinite(monkeypatch)
+        st(x)
+        assert calls == [3 * st.transform.num_params]  # the (B, P) params, once
+        calls.clear()
+        with torchstn.set_finite_checks(False):
+            st(x)
+        assert calls == []
+
+    def test_scoped_switch_restores_the_previous_state(self) -> None:
+        with torchstn.set_finite_checks(False):
+            assert bool(_affine.grid(_nan, (3, 3)).isnan().any())
+            assert bool(_affine.map_points(_inf, torch.zeros(2, 1, 2)).isnan().any())
+            with torchstn.set_finite_checks(True):
+                with pytest.raises(NonFiniteError):
+                    _affine.grid(_nan, (3, 3))
+            assert not torchstn._checks.finite_checks_enabled()
+        with pytest.raises(NonFiniteError, match="params: contains 1 NaN or Inf"):
+            _affine.grid(_nan, (3, 3))
+
+    def test_restored_when_the_block_raises(self) -> None:
+        with pytest.raises(RuntimeError), torchstn.set_finite_checks(False):
+            raise RuntimeError
+        assert torchstn._checks.finite_checks_enabled()
+
+    def test_call_switches_until_switched_back(self) -> None:
+        try:
+            torchstn.set_finite_checks(False)
+            out = SpatialTransformer((1, 6, 6)).transform_input(_img, _nan)
+            assert bool(out[0].isnan().all()) and bool(out[1].isfinite().all())
+        finally:
+            torchstn.set_finite_checks(True)
+        with pytest.raises(NonFiniteError):
+            SpatialTransformer((1, 6, 6)).transform_input(_img, _nan)
+
+    def test_setting_must_be_a_bool(self) -> None:
+        for bad in (0, 1, "off", None):
+            with pytest.raises(InvalidInputError, match="enabled: expected True or False"):
+                torchstn.set_finite_checks(bad)  # type: ignore[arg-type]
+        assert torchstn._checks.finite_checks_enabled()

@@ -9,6 +9,7 @@ torch.Size([2, 1, 30, 30])
 from __future__ import annotations
 
 from . import functional, transforms
+from ._checks import set_finite_checks as set_finite_checks
 from .composite import ParallelTransformers, SequentialTransformers
 from .errors import (
     ConfigError,

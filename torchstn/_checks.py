@@ -18,8 +18,13 @@ __all__ = [
     "check_same_device",
     "check_size",
     "check_tensor",
+    "finite_checks_enabled",
     "is_scripting_or_tracing",
+    "set_finite_checks",
 ]
+
+#: process-wide switch of :func:`check_finite`; see :class:`set_finite_checks`.
+_finite_checks = True
 
 
 def is_scripting_or_tracing() -> bool:
@@ -63,10 +68,64 @@ def check_tensor(
     return x
 
 
+class set_finite_checks:  # lowercase: used like a function, as torch.set_grad_enabled
+    """Turn the NaN/Inf check of transform params on or off, process-wide (all threads).
+
+    Every :meth:`~torchstn.transforms.Transform.grid` and ``map_points`` call, so every
+    :class:`~torchstn.SpatialTransformer` forward (once), checks that the params are finite and
+    raises :class:`~torchstn.errors.NonFiniteError` otherwise. The check reads one value back
+    from the device, which stalls an asynchronous GPU pipeline; a training loop that already
+    checks its loss every step can switch it off. It is always skipped while tracing, exporting
+    or compiling.
+
+    Like :class:`torch.set_grad_enabled`, a call sets the switch at once, and used as a context
+    manager it restores the previous setting on exit.
+
+    Args:
+        enabled: ``True`` (the default state) to check, ``False`` to skip the check.
+
+    Example:
+        >>> import torch, torchstn
+        >>> from torchstn.transforms import Affine
+        >>> bad = torch.tensor([[1.0, 0.0, float("nan"), 0.0, 1.0, 0.0]])
+        >>> with torchstn.set_finite_checks(False):  # scoped
+        ...     Affine().grid(bad, (2, 2)).isnan().any().item()
+        True
+        >>> Affine().grid(bad, (2, 2))
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.NonFiniteError: params: contains 1 NaN or Inf value(s)
+        >>> _ = torchstn.set_finite_checks(False)  # until switched back on
+        >>> _ = torchstn.set_finite_checks(True)
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        global _finite_checks
+        if not isinstance(enabled, bool):
+            raise InvalidInputError(f"enabled: expected True or False, got {enabled!r}")
+        self.previous = _finite_checks
+        _finite_checks = enabled
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _finite_checks
+        _finite_checks = self.previous
+
+
+def finite_checks_enabled() -> bool:
+    """Whether :func:`check_finite` currently checks (see :class:`set_finite_checks`)."""
+    return _finite_checks
+
+
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raise if ``x`` holds NaN or Inf (skipped under tracing/compiling, where it would sync, and
-    for ``meta`` tensors, which hold no values)."""
-    if is_scripting_or_tracing() or x.device.type == "meta":
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or Inf.
+
+    Skipped when switched off (:class:`set_finite_checks`), under tracing/compiling, where it
+    would sync, and for ``meta`` tensors, which hold no values.
+    """
+    if not _finite_checks or is_scripting_or_tracing() or x.device.type == "meta":
         return
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
