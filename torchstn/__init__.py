@@ -19,6 +19,7 @@ from .errors import (
     TorchSTNError,
     UnknownNameError,
 )
+from .inference import load
 from .localization import ConvLocalization, FCLocalization, default_localization
 from .module import SpatialTransformer, identity_penalty
 from .optim import localization_parameters, param_groups
@@ -41,6 +42,7 @@ __all__ = [
     "default_localization",
     "functional",
     "identity_penalty",
+    "load",
     "localization_parameters",
     "param_groups",
     "transforms",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_parser", "load_trained"]
+if TYPE_CHECKING:
+    from ..inference import ModelInfo
+    from ..train import DataModule
+
+__all__ = ["add_parser", "load_data"]
 
 
 def add_parser(sub: Any) -> None:
@@ -27,44 +31,45 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def load_trained(
-    path: str, weights: str = "best", device: str = "cpu"
-) -> tuple[Any, Any, Any, dict]:
-    """``(model, datamodule, config, state)`` of a checkpoint; the model in eval mode."""
-    from ..train import DataModule, build_model, config_from_dict, load_checkpoint, resolve_device
+def load_data(info: ModelInfo) -> DataModule:
+    """The :class:`~torchstn.train.DataModule` of the run a checkpoint's
+    :class:`~torchstn.inference.ModelInfo` describes (generated or read again), checked against
+    the model's input shape."""
+    from ..errors import DataError
+    from ..train import DataModule
 
-    state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
-    data = DataModule(cfg.data, cfg.seed)
-    model = build_model(cfg, data.in_shape, data.num_classes)
-    sd = (
-        state["best"]["model"]
-        if weights == "best" and state["best"]["model"] is not None
-        else state["model"]
-    )
-    model.load_state_dict(sd)
-    model.to(resolve_device(device)).eval()
-    return model, data, cfg, state
+    data = DataModule(info.config.data, info.config.seed)
+    if tuple(data.in_shape) != info.in_shape:
+        raise DataError(
+            f"{info.path}: the model takes {info.in_shape} images, its data now gives "
+            f"{tuple(data.in_shape)}"
+        )
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference import load_with_info
     from ..train import evaluate, resolve_device
 
-    model, data, cfg, state = load_trained(args.checkpoint, args.weights, args.device)
+    model, info = load_with_info(args.checkpoint, args.weights, args.device)
+    data = load_data(info)  # the model needs no data; its evaluation does
     metrics = evaluate(
-        model, data.eval_split(args.split), cfg.run.eval_batch_size, resolve_device(args.device)
+        model,
+        data.eval_split(args.split),
+        info.config.run.eval_batch_size,
+        resolve_device(args.device),
     )
     print(
         json.dumps(
             {
                 "checkpoint": str(args.checkpoint),
                 "split": args.split,
-                "weights": args.weights,
+                "weights": info.weights,
                 "error": metrics["error"],
                 "loss": metrics["loss"],
-                "model": cfg.model.name,
+                "model": info.model_name,
                 "data": data.name,
-                "epoch": state["epoch"],
+                "epoch": info.epoch,
             }
         )
     )

@@ -28,19 +28,21 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
+    from ..inference import load_with_info
     from ..viz import plot_curves, plot_predictions, read_metrics
-    from .eval import load_trained
+    from .eval import load_data
 
     if args.num < 1:
         raise InvalidInputError(f"--num: expected a positive number, got {args.num}")
-    model, data, cfg, state = load_trained(args.checkpoint, args.weights, "cpu")
+    model, info = load_with_info(args.checkpoint, args.weights, "cpu")
+    data = load_data(info)  # the images to draw
     split = data.eval_split(args.split)
     out = plot_predictions(
         model,
         split.x[: args.num],
         split.y[: args.num],
         args.out,
-        title=f"{cfg.model.name} on {data.name}, epoch {state['epoch']} ({args.split} images)",
+        title=f"{info.model_name} on {data.name}, epoch {info.epoch} ({args.split} images)",
     )
     print(f"wrote {out}")
     ckpt = Path(args.checkpoint)
@@ -49,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
         rows = read_metrics(run_dir)
         if rows:
             curves = Path(args.curves) if args.curves else out.with_name(f"{out.stem}_curves.png")
-            plot_curves(rows, curves, title=f"{cfg.model.name} on {data.name}")
+            plot_curves(rows, curves, title=f"{info.model_name} on {data.name}")
             print(f"wrote {curves}")
     return 0
