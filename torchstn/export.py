@@ -1,0 +1,476 @@
+"""Exporting a model or its spatial transformer to ONNX, TorchScript or a ``torch.export`` program.
+
+Every export takes one input, ``input``: ``(B, C, H, W)`` floats in ``[0, 1]`` with a dynamic
+batch size ``B``, and returns
+
+* ``part="model"``: ``logits`` ``(B, num_classes)`` and, when the model has a spatial transformer
+  that reads its input, ``params`` ``(B, P)``: the parameters of its first one (the localisation
+  runs a second time for them; it is small next to the classifier);
+* ``part="transformer"``: the first transformer alone, ``output`` ``(B, C, Ho, Wo)`` (the
+  rectified image) and ``params`` ``(B, P)``.
+
+Formats: ``"onnx"`` (``torch.onnx.export`` with the dynamo exporter, opset 18 by default, at
+least 16 for ``GridSample``; needs ``pip install 'torchstn[export]'``), ``"torchscript"``
+(``torch.jit.trace``; reload with :func:`torch.jit.load`) and ``"exported-program"``
+(``torch.export.export`` + ``torch.export.save``; reload with :func:`torch.export.load`).
+
+Each file carries its metadata (:func:`read_metadata`): in ONNX as ``metadata_props``, one key
+``torchstn.<name>`` per entry, each value JSON; in the two PyTorch formats as the extra file
+``torchstn.json``. The entries: ``part``, ``in_shape``, ``outputs``, ``transform`` and
+``num_params`` (of the first transformer, or ``null``) and, for a checkpoint's export,
+``num_classes``, ``class_names``, ``model``, ``weights`` and ``config`` (the run's config: enough
+to rebuild the transformer's geometry, which ``torchstn predict`` uses to draw).
+
+The file is written atomically: to a temporary file beside it, checked against the eager model at
+two batch sizes (``verify=True``), then renamed; a failed export leaves nothing behind.
+
+Example:
+    >>> import tempfile, torch, torchstn
+    >>> from torchstn.export import export, load_exported
+    >>> st = torchstn.SpatialTransformer((1, 28, 28), "affine", out_size=(14, 14))
+    >>> result = export(st, tempfile.mkdtemp() + "/st.pt", "torchscript", part="transformer")
+    >>> result.outputs
+    ('output', 'params')
+    >>> output, params = load_exported(result.path)(torch.rand(5, 1, 28, 28))
+    >>> output.shape, params.shape
+    (torch.Size([5, 1, 14, 14]), torch.Size([5, 6]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._atomic import atomic_path
+from ._checks import check_choice
+from .errors import DataError, InvalidInputError, TorchSTNError
+from .inference import first_transformer
+from .module import SpatialTransformer
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "FORMATS",
+    "MIN_OPSET",
+    "PARTS",
+    "ClassifierWithParams",
+    "ExportError",
+    "ExportResult",
+    "TransformerWithParams",
+    "export",
+    "export_checkpoint",
+    "exportable",
+    "format_of",
+    "load_exported",
+    "read_metadata",
+    "require",
+]
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+PARTS = ("model", "transformer")
+DEFAULT_OPSET = 18
+MIN_OPSET = 16  # GridSample
+#: the file suffix of each format (``format_of`` reads it back).
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+_META_FILE = "torchstn.json"
+_META_PREFIX = "torchstn."
+_INSTALL_HINT = "pip install 'torchstn[export]'"
+
+
+class ExportError(TorchSTNError):
+    """An export failed, or the exported file disagrees with the eager model."""
+
+
+def require(*modules: str, purpose: str) -> None:
+    """Raise a one-line :class:`TorchSTNError` with the install hint if a module is missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TorchSTNError(f"{purpose} needs {', '.join(missing)}: {_INSTALL_HINT}")
+
+
+class ClassifierWithParams(nn.Module):
+    """``x -> (model(x), transformer.localize(x))``: logits and the first transformer's params."""
+
+    def __init__(self, model: nn.Module, transformer: SpatialTransformer) -> None:
+        super().__init__()
+        self.model = model
+        self.transformer = transformer
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(x), self.transformer.localize(x)
+
+
+class TransformerWithParams(nn.Module):
+    """``x -> transformer(x, return_params=True)``: the rectified image and the params."""
+
+    def __init__(self, transformer: SpatialTransformer) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, params = self.transformer(x, return_params=True)
+        return y, params
+
+
+def exportable(
+    model: nn.Module, in_shape: Sequence[int], part: str = "model"
+) -> tuple[nn.Module, tuple[str, ...], SpatialTransformer | None]:
+    """The module an export traces, its output names and the transformer whose params it returns.
+
+    Args:
+        model: a classifier (any module taking ``(B, *in_shape)``) or a spatial transformer.
+        in_shape: ``(C, H, W)`` of the inputs.
+        part: ``"model"`` or ``"transformer"`` (see the module docstring).
+    """
+    check_choice(part, "part", PARTS)
+    st = first_transformer(model)
+    if st is not None and st.in_shape != tuple(in_shape):
+        st = None  # a transformer inside the network (it does not read the input): no params
+    if part == "transformer" or isinstance(model, SpatialTransformer):
+        if st is None:
+            raise InvalidInputError(
+                "part: the model has no spatial transformer reading its input; "
+                "export --part model instead"
+            )
+        return TransformerWithParams(st).eval(), ("output", "params"), st
+    if st is None:
+        return model, ("logits",), None
+    return ClassifierWithParams(model, st).eval(), ("logits", "params"), st
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote."""
+
+    path: Path
+    format: str
+    part: str
+    outputs: tuple[str, ...]
+    in_shape: tuple[int, int, int]
+    opset: int | None
+    seconds: float  #: time spent exporting (verification not included)
+    max_abs_diff: float | None  #: largest difference from the eager model (None: not verified)
+    metadata: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "part": self.part,
+            "outputs": list(self.outputs),
+            "in_shape": list(self.in_shape),
+            "dynamic_batch": True,
+            "opset": self.opset,
+            "seconds": round(self.seconds, 3),
+            "max_abs_diff": self.max_abs_diff,
+        }
+
+
+def format_of(path: str | Path) -> str:
+    """The format of an export file from its suffix (``.onnx``, ``.pt``/``.ts``, ``.pt2``)."""
+    suffix = Path(path).suffix.lower()
+    for fmt, ext in (*SUFFIXES.items(), ("torchscript", ".ts")):
+        if suffix == ext:
+            return fmt
+    raise InvalidInputError(
+        f"format: cannot tell it from the suffix {suffix or '(none)'!r} of {path}; "
+        f"give one of {', '.join(FORMATS)}"
+    )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporters' progress prints, warnings and log messages."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _write(
+    module: nn.Module,
+    example: torch.Tensor,
+    tmp: Path,
+    fmt: str,
+    outputs: tuple[str, ...],
+    opset: int,
+    metadata: Mapping[str, Any],
+) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    if fmt == "onnx":
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            dynamic_shapes=({0: batch},),
+            input_names=["input"],
+            output_names=list(outputs),
+            verbose=False,
+        )
+        if program is None:  # pragma: no cover - the dynamo exporter always returns one
+            raise ExportError("torch.onnx.export returned no program")
+        for key, value in metadata.items():
+            program.model.metadata_props[_META_PREFIX + key] = json.dumps(value)
+        program.save(tmp, external_data=False)
+    elif fmt == "torchscript":
+        traced = torch.jit.trace(module, example, check_trace=False)
+        torch.jit.save(traced, str(tmp), _extra_files={_META_FILE: json.dumps(metadata)})
+    else:
+        exported = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+        with open(tmp, "wb") as fh:  # a file object: torch.export wants a .pt2 name otherwise
+            torch.export.save(exported, fh, extra_files={_META_FILE: json.dumps(metadata)})
+
+
+def _verify(
+    module: nn.Module,
+    in_shape: tuple[int, int, int],
+    run: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+) -> float:
+    """Largest difference between ``run`` and ``module`` on random inputs of batch 1 and 3,
+    relative to the size of the outputs when they exceed 1."""
+    gen = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for b in (1, 3):
+        x = torch.rand(b, *in_shape, generator=gen)
+        with torch.no_grad():
+            ref = module(x)
+        ref = ref if isinstance(ref, tuple) else (ref,)
+        got = run(x)
+        if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref)):
+            raise ExportError(
+                f"the exported file gives outputs of shapes {[tuple(g.shape) for g in got]} "
+                f"at batch {b}, the model {[tuple(r.shape) for r in ref]}"
+            )
+        for g, r in zip(got, ref):
+            diff = float((g - r).abs().max()) / max(1.0, float(r.abs().max()))
+            worst = max(worst, diff)
+    return worst
+
+
+def export(
+    model: nn.Module,
+    path: str | Path,
+    format: str | None = None,
+    *,
+    in_shape: Sequence[int] | None = None,
+    part: str = "model",
+    opset: int = DEFAULT_OPSET,
+    metadata: Mapping[str, Any] | None = None,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+) -> ExportResult:
+    """Export ``model`` (or its first spatial transformer) to ``path`` with a dynamic batch size.
+
+    Args:
+        model: a classifier or a :class:`SpatialTransformer`, used in eval mode on the CPU.
+        path: the file to write (atomically).
+        format: ``"onnx"``, ``"torchscript"`` or ``"exported-program"``; ``None``: from the
+            suffix of ``path`` (:func:`format_of`).
+        in_shape: ``(C, H, W)`` of the inputs; default: that of the first transformer.
+        part: ``"model"`` or ``"transformer"`` (see the module docstring).
+        opset: ONNX opset, at least :data:`MIN_OPSET` (ONNX only).
+        metadata: extra JSON-ready entries stored in the file (see :func:`read_metadata`).
+        verify: run the written file at batch sizes 1 and 3 and compare with the eager model.
+        tolerance: the largest difference ``verify`` accepts (relative to outputs above 1).
+
+    Raises:
+        ExportError: the exporter failed, or the file disagrees with the model.
+        TorchSTNError: ONNX without ``onnx``/``onnxscript``/``onnxruntime`` (with the install hint).
+        InvalidInputError: a bad format, part, opset or shape.
+    """
+    fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
+    if fmt == "onnx":
+        if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+            raise InvalidInputError(
+                f"opset: expected an int >= {MIN_OPSET} (GridSample), got {opset!r}"
+            )
+        require("onnx", "onnxscript", *(("onnxruntime",) if verify else ()), purpose="ONNX export")
+    if in_shape is None:
+        st = first_transformer(model)
+        if st is None:
+            raise InvalidInputError("in_shape: required for a model without a spatial transformer")
+        in_shape = st.in_shape
+    c, h, w = (int(v) for v in in_shape)
+    was_training = model.training
+    if any(t.device.type != "cpu" for t in (*model.parameters(), *model.buffers())):
+        model = copy.deepcopy(model).cpu()  # export on the CPU, leave the caller's model alone
+    module, outputs, st = exportable(model.eval(), (c, h, w), part)
+    meta: dict[str, Any] = {
+        "format_version": 1,
+        "part": part,
+        "in_shape": [c, h, w],
+        "outputs": list(outputs),
+        "transform": None if st is None else st.transform.name,
+        "num_params": None if st is None else st.transform.num_params,
+        **dict(metadata or {}),
+    }
+    path = Path(path)
+    example = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    diff = None
+    try:
+        with atomic_path(path) as tmp:
+            start = time.perf_counter()
+            try:
+                with _quiet():
+                    _write(module, example, tmp, fmt, outputs, opset, meta)
+            except TorchSTNError:
+                raise
+            except Exception as err:
+                raise ExportError(f"{fmt} export failed: {_first_line(err)}") from None
+            seconds = time.perf_counter() - start
+            if verify:
+                diff = _verify(module, (c, h, w), load_exported(tmp, fmt))
+                if diff > tolerance:
+                    raise ExportError(
+                        f"the {fmt} file differs from the model by {diff:.3g} "
+                        f"(tolerance {tolerance:g}); nothing written"
+                    )
+    finally:
+        model.train(was_training)
+    return ExportResult(
+        path=path,
+        format=fmt,
+        part=part,
+        outputs=outputs,
+        in_shape=(c, h, w),
+        opset=opset if fmt == "onnx" else None,
+        seconds=seconds,
+        max_abs_diff=diff,
+        metadata=meta,
+    )
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    path: str | Path,
+    format: str | None = None,
+    *,
+    part: str = "model",
+    weights: str = "best",
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+) -> ExportResult:
+    """Export the trained model of a checkpoint (see :func:`export`); its metadata (class names,
+    config, weights) goes into the file."""
+    from .inference import load_with_info
+    from .train.config import config_to_dict
+
+    model, info = load_with_info(checkpoint, weights, "cpu")
+    metadata = {
+        "model": info.model_name,
+        "num_classes": info.num_classes,
+        "class_names": None if info.class_names is None else list(info.class_names),
+        "data": info.data_name,
+        "weights": info.weights,
+        "config": config_to_dict(info.config),
+    }
+    return export(
+        model,
+        path,
+        format,
+        in_shape=info.in_shape,
+        part=part,
+        opset=opset,
+        metadata=metadata,
+        verify=verify,
+    )
+
+
+def load_exported(
+    path: str | Path, format: str | None = None
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """A function running an exported file: ``(B, C, H, W)`` tensor -> tuple of output tensors.
+
+    ONNX files run on onnxruntime (CPU), the others with PyTorch.
+    """
+    fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"export file not found: {path}")
+    try:
+        if fmt == "onnx":
+            require("onnxruntime", purpose="running an ONNX file")
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+            def run_onnx(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                outs = session.run(None, {"input": x.detach().cpu().float().numpy()})
+                return tuple(torch.from_numpy(o) for o in outs)
+
+            return run_onnx
+        if fmt == "torchscript":
+            with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module: Any = torch.jit.load(str(path), map_location="cpu")
+        else:
+            with open(path, "rb") as fh:
+                module = torch.export.load(fh).module()
+    except TorchSTNError:
+        raise
+    except Exception as err:
+        raise DataError(f"{path}: not a readable {fmt} file ({_first_line(err)})") from None
+
+    def run_torch(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            out = module(x)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    return run_torch
+
+
+def read_metadata(path: str | Path, format: str | None = None) -> dict[str, Any]:
+    """The metadata a torchstn export carries (see the module docstring); ``{}`` for a file that
+    was not written by torchstn."""
+    fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"export file not found: {path}")
+    try:
+        if fmt == "onnx":
+            require("onnx", purpose="reading an ONNX file")
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            return {
+                p.key[len(_META_PREFIX) :]: json.loads(p.value)
+                for p in proto.metadata_props
+                if p.key.startswith(_META_PREFIX)
+            }
+        files = {_META_FILE: ""}
+        if fmt == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        else:
+            with open(path, "rb") as fh:
+                torch.export.load(fh, extra_files=files)
+    except TorchSTNError:
+        raise
+    except Exception as err:
+        raise DataError(f"{path}: not a readable {fmt} file ({_first_line(err)})") from None
+    text = files[_META_FILE]
+    return dict(json.loads(text)) if text else {}
