@@ -17,7 +17,7 @@ from ..errors import TorchSTNError
 __all__ = ["build_parser", "main"]
 
 #: sub-command modules, in the order ``--help`` lists them.
-_COMMANDS = ("train", "eval", "visualize", "reproduce", "data", "demo")
+_COMMANDS = ("train", "eval", "visualize", "predict", "export", "reproduce", "data", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,69 @@
+"""``torchstn predict``: classify image files with a checkpoint or its ONNX export.
+
+Examples::
+
+    torchstn predict runs/tc/checkpoint.pt digit.png photos/ --top-k 3
+    torchstn predict tc.onnx digit.png --out predictions/
+
+Prints one JSON line per image on stdout; an unreadable image gets one line on stderr and the
+exit status 1, the others are still classified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a checkpoint or an ONNX export",
+        description="Print a JSON line per image: path, class, confidence, the top-k classes, "
+        "the params of the first spatial transformer and how the image was fitted to the "
+        "model's input. Folders are searched for image files (PNG, JPEG, BMP, GIF, WebP, TIFF). "
+        "Images of any size and mode are converted to the model's channels (transparency over "
+        "black) and fitted to its size. Exit status 1 if some image could not be read.",
+    )
+    p.add_argument("model", help="checkpoint.pt, its run folder, or a .onnx file from export")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE", help="image files or folders")
+    p.add_argument(
+        "--out", help="folder for STEM_rectified.png (the transformer's output) and STEM_grid.png"
+    )
+    p.add_argument("--top-k", type=int, default=5, help="classes listed per image (default 5)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument(
+        "--fit",
+        default="pad",
+        help="pad (default): keep the aspect ratio, pad with black; stretch: resize each side",
+    )
+    p.add_argument("--weights", default="best", help="best (default) | last (checkpoints)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._checks import check_choice
+    from ..errors import InvalidInputError
+    from ..predict import FITS, Failure, find_images, open_predictor, predict
+
+    if args.top_k < 1:
+        raise InvalidInputError(f"--top-k: expected a positive number, got {args.top_k}")
+    check_choice(args.fit, "fit", FITS)
+    if not args.inputs:
+        raise InvalidInputError("no inputs: give image files or folders")
+    paths = find_images(args.inputs)
+    if not paths:
+        raise InvalidInputError(f"no image files in {', '.join(args.inputs)}")
+    predictor = open_predictor(args.model, weights=args.weights, device=args.device)
+    failed = 0
+    for record in predict(predictor, paths, top_k=args.top_k, fit=args.fit, out_dir=args.out):
+        if isinstance(record, Failure):
+            failed += 1
+            print(f"torchstn predict: {record.message}", file=sys.stderr, flush=True)
+        else:
+            print(json.dumps(record.to_dict()), flush=True)
+    return 1 if failed else 0

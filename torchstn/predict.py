@@ -1,0 +1,522 @@
+"""Classifying image files with a trained model (a checkpoint) or its ONNX export.
+
+Reading an image (any format and mode Pillow opens: PNG, JPEG, BMP, GIF, WebP, TIFF...):
+
+* the EXIF orientation is applied and, for animations and multi-page files, the first frame used;
+* colours: a 1-channel model sees the luma ``0.299 R + 0.587 G + 0.114 B`` (as Pillow's ``"L"``),
+  a 3-channel model RGB (grey images repeated); CMYK, YCbCr, palettes and the like are converted
+  to RGB by Pillow; 16-bit images are divided by 65535 and float images clipped to ``[0, 1]``;
+* transparency is composited over **black**: the models learn bright strokes on a black
+  background (MNIST), so a transparent area reads as background;
+* size (``fit``): ``"pad"`` (default) resizes preserving the aspect ratio until the image fits the
+  model's ``(H, W)`` and centres it on black; ``"stretch"`` resizes each side to the model's,
+  distorting the aspect ratio. Resizing is bilinear with antialiasing (area-weighted when
+  shrinking, like Pillow's).
+
+The JSON record of each image says what was done (:meth:`Fit.to_dict`).
+
+With an ONNX file, inference runs on onnxruntime; the file must come from ``torchstn export``
+(``--part model``), whose metadata gives the input shape, the class names and the config from
+which the transformer's geometry (to draw and to rectify with the predicted params) is rebuilt.
+
+Example:
+    >>> from PIL import Image
+    >>> import numpy as np, tempfile
+    >>> path = tempfile.mkdtemp() + "/wide.png"
+    >>> Image.fromarray(np.full((10, 40, 3), 255, np.uint8)).save(path)
+    >>> x, fit = read_image(path, (1, 28, 28))
+    >>> x.shape, fit.resized, fit.padding  # 10x40 -> 7x28, 10 rows of black above, 11 below
+    (torch.Size([1, 28, 28]), (7, 28), (0, 10, 0, 11))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._atomic import atomic_path
+from ._checks import check_choice
+from .errors import DataError, InvalidInputError
+from .functional.coords import normalized_to_pixel
+from .module import SpatialTransformer
+
+__all__ = [
+    "FITS",
+    "IMAGE_SUFFIXES",
+    "Failure",
+    "Fit",
+    "Prediction",
+    "Predictor",
+    "find_images",
+    "open_predictor",
+    "predict",
+    "read_image",
+]
+
+#: what ``find_images`` collects from folders (files named explicitly are always tried).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+FITS = ("pad", "stretch")
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
+_OUTLINE = (228, 87, 46)
+
+
+# ---------------------------------------------------------------------------------- images
+@dataclass(frozen=True)
+class Fit:
+    """How an image file became a model input.
+
+    Attributes:
+        method: ``"pad"`` or ``"stretch"``.
+        source_size: ``(H, W)`` of the file.
+        source_mode: its Pillow mode (``"RGBA"``, ``"I;16"``, ``"P"``...).
+        conversion: what was done to the colours, e.g. ``"RGBA -> L, alpha over black"``.
+        resized: ``(H', W')`` of the image inside the model input.
+        padding: black pixels added ``(left, top, right, bottom)``.
+        frames: frames in the file (the first is used).
+    """
+
+    method: str
+    source_size: tuple[int, int]
+    source_mode: str
+    conversion: str
+    resized: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    frames: int = 1
+
+    def to_source(self, points: torch.Tensor) -> torch.Tensor:
+        """Map ``(..., 2)`` pixel-centre ``(x, y)`` points of the model input to the file's."""
+        sx = self.resized[1] / self.source_size[1]
+        sy = self.resized[0] / self.source_size[0]
+        shift = torch.tensor([self.padding[0], self.padding[1]], dtype=points.dtype)
+        scale = torch.tensor([sx, sy], dtype=points.dtype)
+        return (points + 0.5 - shift) / scale - 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": self.method,
+            "source_size": list(self.source_size),
+            "source_mode": self.source_mode,
+            "conversion": self.conversion,
+            "resized": list(self.resized),
+            "padding": list(self.padding),
+        }
+        if self.frames > 1:
+            out["frames"] = self.frames
+        return out
+
+
+def _to_array(img: Any, channels: int) -> tuple[np.ndarray, str]:
+    """``(h, w, channels)`` float32 in ``[0, 1]`` and a description of the conversion."""
+    mode = img.mode
+    alpha = None
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)[..., None]
+        arr = np.clip(arr if mode == "F" else arr / 65535.0, 0.0, 1.0)
+    elif mode in ("1", "L", "LA", "La"):
+        la = np.asarray(img.convert("LA"), dtype=np.float32) / 255.0
+        arr, alpha = la[..., :1], (la[..., 1:] if mode in ("LA", "La") else None)
+    else:  # RGB, RGBA, P, PA, CMYK, YCbCr, HSV, LAB...
+        has_alpha = "A" in mode or "a" in mode or "transparency" in img.info
+        rgb = np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+        arr, alpha = rgb[..., :3], (rgb[..., 3:] if has_alpha else None)
+    if alpha is not None:
+        arr = arr * alpha  # over black
+    if arr.shape[-1] == 3 and channels == 1:
+        arr = (arr @ _LUMA)[..., None]
+    elif arr.shape[-1] == 1 and channels == 3:
+        arr = np.repeat(arr, 3, axis=-1)
+    target = "L" if channels == 1 else "RGB"
+    conversion = target if mode == target else f"{mode} -> {target}"
+    if mode.startswith("I;16") or mode == "I":
+        conversion += ", divided by 65535"
+    elif mode == "F":
+        conversion += ", clipped to [0, 1]"
+    if alpha is not None:
+        conversion += ", alpha over black"
+    return np.ascontiguousarray(arr, dtype=np.float32), conversion
+
+
+def read_image(
+    path: str | Path, in_shape: Sequence[int], fit: str = "pad"
+) -> tuple[torch.Tensor, Fit]:
+    """Read an image file as a model input ``(C, H, W)`` in ``[0, 1]`` (see the module docstring).
+
+    Raises:
+        DataError: missing, unreadable or corrupt file (one line naming it).
+    """
+    source, info = _read_source(path, int(in_shape[0]), fit)
+    return _fit(source, info, (int(in_shape[1]), int(in_shape[2])))
+
+
+def _read_source(path: str | Path, channels: int, fit: str) -> tuple[torch.Tensor, Fit]:
+    """The file's pixels ``(C, h, w)`` after the colour conversion, and a :class:`Fit` whose
+    resize :func:`_fit` fills in."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    check_choice(fit, "fit", FITS)
+    if channels not in (1, 3):
+        raise InvalidInputError(f"in_shape: images need 1 or 3 channels, got {channels}")
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            frames = int(getattr(img, "n_frames", 1))
+            img.seek(0)
+            img.load()
+            mode = img.mode
+            arr, conversion = _to_array(ImageOps.exif_transpose(img), channels)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file Pillow can read") from None
+    except Exception as err:  # truncated or corrupt data: OSError, ValueError, SyntaxError...
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: cannot read the image ({text})") from None
+    h, w = arr.shape[:2]
+    info = Fit(fit, (h, w), mode, conversion, (h, w), (0, 0, 0, 0), frames)
+    return torch.from_numpy(arr).permute(2, 0, 1), info
+
+
+def _fit(source: torch.Tensor, info: Fit, size: tuple[int, int]) -> tuple[torch.Tensor, Fit]:
+    """Resize (and pad) ``source`` ``(C, h, w)`` to ``size``: ``(C, H, W)`` and the full fit."""
+    (h, w), (oh, ow) = info.source_size, size
+    if info.method == "stretch":
+        rh, rw = oh, ow
+    else:
+        s = min(oh / h, ow / w)
+        rh, rw = max(1, min(oh, round(h * s))), max(1, min(ow, round(w * s)))
+    x = source[None]
+    if (rh, rw) != (h, w):
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
+    left, top = (ow - rw) // 2, (oh - rh) // 2
+    pad = (left, top, ow - rw - left, oh - rh - top)
+    x = F.pad(x, (pad[0], pad[2], pad[1], pad[3]))  # zeros: black
+    return x[0].clamp_(0.0, 1.0), dataclasses.replace(info, resized=(rh, rw), padding=pad)
+
+
+def find_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files named in ``inputs``, with folders replaced by their image files (recursively, sorted,
+    hidden files skipped). A named file is kept whatever its suffix (and even if missing, so that
+    reading it reports the error)."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+        else:
+            found.append(p)
+    return found
+
+
+# ---------------------------------------------------------------------------------- models
+@dataclass
+class Predictor:
+    """A model ready to classify: a checkpoint's network or an ONNX session.
+
+    Attributes:
+        in_shape: ``(C, H, W)`` of its inputs.
+        num_classes: number of classes.
+        class_names: names of the classes, or ``None``.
+        transformer: the first spatial transformer (for an ONNX file, rebuilt from its config
+            without weights: only its geometry is used), or ``None``.
+        backend: ``"torch"`` or ``"onnxruntime"``.
+        run: ``(B, C, H, W)`` CPU tensor -> ``(logits (B, K), params (B, P) or None)`` on the CPU.
+    """
+
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    class_names: tuple[str, ...] | None
+    transformer: SpatialTransformer | None
+    backend: str
+    run: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]] = field(repr=False)
+
+
+def _torch_predictor(path: Path, weights: str, device: str) -> Predictor:
+    from .inference import first_transformer, load_with_info
+    from .train.trainer import resolve_device
+
+    dev = resolve_device(device)
+    model, info = load_with_info(path, weights, dev)
+    st = first_transformer(model)
+    if st is not None and st.in_shape != info.in_shape:
+        st = None
+
+    @torch.no_grad()
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = x.to(dev)
+        params = None if st is None else st.localize(x).cpu()
+        return model(x).cpu(), params
+
+    return Predictor(info.in_shape, info.num_classes, info.class_names, st, "torch", run)
+
+
+def _onnx_predictor(path: Path, device: str) -> Predictor:
+    from .export import read_metadata, require
+    from .inference import build_untrained, first_transformer
+
+    require("onnxruntime", "onnx", purpose="predict with an ONNX file")
+    import onnxruntime as ort
+
+    meta = read_metadata(path, "onnx")
+    if not meta:
+        raise DataError(f"{path}: no torchstn metadata; write the file with torchstn export")
+    if meta.get("part") != "model":
+        raise DataError(f"{path}: exports the {meta.get('part')} part; predict needs --part model")
+    try:
+        c, h, w = (int(v) for v in meta["in_shape"])
+        outputs = list(meta["outputs"])
+        names = meta.get("class_names")
+        num_classes = int(meta["num_classes"])
+        config = meta.get("config")
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path}: incomplete torchstn metadata ({err})") from None
+    st = None
+    if "params" in outputs and config is not None:
+        model = build_untrained(meta["model"], (c, h, w), num_classes, config["model"]["options"])
+        st = first_transformer(model)
+        if st is None or st.transform.num_params != meta.get("num_params"):
+            raise DataError(f"{path}: its metadata does not describe its transformer")
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") or device == "auto":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        elif device != "auto":
+            raise InvalidInputError(f"device: onnxruntime has no CUDA provider here, got {device}")
+    elif device != "cpu":
+        raise InvalidInputError(f"device: expected auto, cpu or cuda, got {device!r}")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as err:
+        raise DataError(f"{path}: not a readable ONNX file ({str(err).strip()[:200]})") from None
+    with_params = "params" in outputs
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        outs = session.run(None, {"input": x.float().numpy()})
+        logits = torch.from_numpy(outs[outputs.index("logits")])
+        params = torch.from_numpy(outs[outputs.index("params")]) if with_params else None
+        return logits, params
+
+    return Predictor(
+        (c, h, w),
+        num_classes,
+        None if names is None else tuple(names),
+        st,
+        "onnxruntime",
+        run,
+    )
+
+
+def open_predictor(path: str | Path, *, weights: str = "best", device: str = "cpu") -> Predictor:
+    """A :class:`Predictor` for a checkpoint (file or run folder) or a ``.onnx`` export.
+
+    Raises:
+        DataError: missing or unreadable file, or an ONNX file without torchstn's metadata.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        if not path.is_file():
+            raise DataError(f"ONNX file not found: {path}")
+        return _onnx_predictor(path, device)
+    return _torch_predictor(path, weights, device)
+
+
+# ---------------------------------------------------------------------------------- predict
+@dataclass
+class Prediction:
+    """The record of one image (:meth:`to_dict` is its JSON line)."""
+
+    path: Path
+    top_k: list[tuple[int, str | None, float]]  #: ``(class, name, confidence)``, best first
+    transform: str | None
+    params: list[float] | None
+    fit: Fit
+    outputs: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.top_k[0]
+        out: dict[str, Any] = {
+            "path": str(self.path),
+            "class": best[0],
+            "class_name": best[1],
+            "confidence": best[2],
+            "top_k": [{"class": c, "class_name": n, "confidence": p} for c, n, p in self.top_k],
+            "transform": self.transform,
+            "params": self.params,
+            "fit": self.fit.to_dict(),
+        }
+        if self.outputs is not None:
+            out["outputs"] = self.outputs
+        return out
+
+
+@dataclass
+class Failure:
+    """An image that could not be read."""
+
+    path: Path
+    message: str
+
+
+def _outline(st: SpatialTransformer, params: torch.Tensor, per_side: int = 32) -> torch.Tensor:
+    """The border of the output frame mapped into the input: ``(4 per_side + 1, 2)`` model-input
+    pixel-centre coordinates of a closed polygon, for ``params`` ``(1, P)``."""
+    t = torch.linspace(-1, 1, per_side + 1, dtype=params.dtype)[:-1]
+    one = torch.ones_like(t)
+    sides = (
+        torch.stack((t, -one), -1),  # top, left to right
+        torch.stack((one, t), -1),  # right, top to bottom
+        torch.stack((-t, one), -1),  # bottom, right to left
+        torch.stack((-one, -t), -1),  # left, bottom to top
+    )
+    pts = torch.cat((*sides, sides[0][:1]))[None]
+    src = st.transform.map_points(params, pts)[0]
+    return normalized_to_pixel(src, st.in_shape[1:], st.align_corners)
+
+
+def _save_png(img: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def _to_pil(x: torch.Tensor) -> Any:
+    """``(C, H, W)`` in ``[0, 1]`` to an ``L`` or ``RGB`` Pillow image."""
+    from PIL import Image
+
+    arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+def _draw_outline(source: torch.Tensor, polygon: torch.Tensor) -> Any:
+    """The source image as RGB (enlarged to at least 256 px on its long side, by an integer
+    factor) with ``polygon`` (source pixel coordinates) drawn over it."""
+    from PIL import ImageDraw
+
+    img = _to_pil(source.expand(3, -1, -1) if source.shape[0] == 1 else source).convert("RGB")
+    k = max(1, math.ceil(256 / max(img.size)))
+    if k > 1:
+        img = img.resize((img.width * k, img.height * k), resample=0)  # nearest
+    pts = [((float(x) + 0.5) * k, (float(y) + 0.5) * k) for x, y in polygon.tolist()]
+    ImageDraw.Draw(img).line(pts, fill=_OUTLINE, width=max(2, round(max(img.size) / 160)))
+    return img
+
+
+class _Names:
+    """Unique output stems within one run (``a``, ``a-2``, ...)."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, stem: str) -> str:
+        name, i = stem, 1
+        while name in self.used:
+            i += 1
+            name = f"{stem}-{i}"
+        self.used.add(name)
+        return name
+
+
+def predict(
+    predictor: Predictor,
+    paths: Sequence[str | Path],
+    *,
+    top_k: int = 5,
+    fit: str = "pad",
+    out_dir: str | Path | None = None,
+    batch_size: int = 32,
+) -> Iterator[Prediction | Failure]:
+    """Classify image files, in order: one :class:`Prediction` or :class:`Failure` per path.
+
+    Args:
+        predictor: from :func:`open_predictor`.
+        paths: image files (see :func:`find_images` for folders).
+        top_k: classes listed per image (at most ``num_classes``).
+        fit: ``"pad"`` or ``"stretch"`` (see the module docstring).
+        out_dir: if given, write ``STEM_rectified.png`` (the first transformer's output: what the
+            classifier sees, before any pooling) and ``STEM_grid.png`` (the image with the border
+            of the sampled region drawn) for models with a transformer.
+        batch_size: images run at once.
+    """
+    check_choice(fit, "fit", FITS)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InvalidInputError(f"top_k: expected a positive int, got {top_k!r}")
+    k = min(top_k, predictor.num_classes)
+    out = None if out_dir is None else Path(out_dir)
+    names = _Names()
+    size = predictor.in_shape[1:]
+    for start in range(0, len(paths), batch_size):
+        batch: list[tuple[Path, torch.Tensor, torch.Tensor, Fit]] = []
+        results: list[Prediction | Failure | None] = []
+        for p in paths[start : start + batch_size]:
+            try:
+                source, info = _read_source(p, predictor.in_shape[0], fit)
+            except DataError as err:
+                results.append(Failure(Path(p), str(err)))
+                continue
+            x, info = _fit(source, info, size)
+            batch.append((Path(p), source, x, info))
+            results.append(None)
+        preds = iter(_classify(predictor, batch, k, out, names) if batch else [])
+        for r in results:
+            yield next(preds) if r is None else r
+
+
+def _classify(
+    predictor: Predictor,
+    batch: list[tuple[Path, torch.Tensor, torch.Tensor, Fit]],
+    k: int,
+    out: Path | None,
+    names: _Names,
+) -> list[Prediction]:
+    x = torch.stack([b[2] for b in batch])  # (B, C, H, W)
+    logits, params = predictor.run(x)
+    probs = logits.double().softmax(-1)
+    conf, idx = probs.topk(k, dim=-1)
+    st = predictor.transformer
+    rectified = None
+    if out is not None and st is not None and params is not None:
+        with torch.no_grad():
+            rectified = st.transform_input(x, params.to(x.dtype))
+    records = []
+    for i, (path, source, _, info) in enumerate(batch):
+        top = [
+            (int(c), None if predictor.class_names is None else predictor.class_names[int(c)], p)
+            for c, p in zip(idx[i].tolist(), conf[i].tolist())
+        ]
+        outputs = None
+        if out is not None:
+            outputs = {}
+            if rectified is not None and st is not None and params is not None:
+                stem = names(path.stem)
+                files = {
+                    "rectified": out / f"{stem}_rectified.png",
+                    "grid": out / f"{stem}_grid.png",
+                }
+                _save_png(_to_pil(rectified[i]), files["rectified"])
+                with torch.no_grad():
+                    polygon = info.to_source(_outline(st, params[i : i + 1].double()))
+                _save_png(_draw_outline(source, polygon), files["grid"])
+                outputs = {key: str(value) for key, value in files.items()}
+        records.append(
+            Prediction(
+                path=path,
+                top_k=top,
+                transform=None if st is None or params is None else st.transform.name,
+                params=None if params is None else params[i].tolist(),
+                fit=info,
+                outputs=outputs,
+            )
+        )
+    return records
