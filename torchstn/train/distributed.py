@@ -59,7 +59,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"environment variable {name}: expected an integer, got {raw!r}") from None
+        raise ConfigError(
+            f"environment variable {name}: expected an integer, got {raw!r}"
+        ) from None
 
 
 def current() -> World:
@@ -101,7 +103,14 @@ def init_from_env(device: str) -> tuple[World, str]:
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # the launcher's store outlives a restart of the workers (torchrun --max-restarts), and
+        # keys left by the dead group would point the new one at addresses nobody listens on:
+        # each attempt gets its own key prefix
+        store, _, _ = next(dist.rendezvous("env://"))
+        store = dist.PrefixStore(f"torchstn/attempt{restart_count()}", store)
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", store=store, rank=rank, world_size=size
+        )
     return World(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 

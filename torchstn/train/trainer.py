@@ -50,8 +50,8 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",
-    "build_model",
     "autocast_context",
+    "build_model",
     "evaluate",
     "resolve_device",
 ]
@@ -219,9 +219,7 @@ class Trainer:
         else:
             self.opt = torch.optim.Adam(groups, lr=cfg.optim.lr)
         # fp16 needs a loss scale against underflowing gradients; bf16 has float32's range
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=cfg.run.precision == "fp16"
-        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.precision == "fp16")
         self.net: nn.Module = self.model
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -484,9 +482,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(
                 self.run_dir / "config.json",
-                json.dumps(
-                    {**config_to_dict(self.cfg), "world_size": self.world.size}, indent=2
-                )
+                json.dumps({**config_to_dict(self.cfg), "world_size": self.world.size}, indent=2)
                 + "\n",
             )
             # metrics.jsonl mirrors the checkpoint's history (drops epochs logged after the last save)
