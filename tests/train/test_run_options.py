@@ -124,8 +124,10 @@ class TestCheckpointEvery:
         resumed.fit()
         for k, v in ref.model.state_dict().items():
             assert torch.equal(v, resumed.model.state_dict()[k]), k
-        assert resumed.history == ref.history[:1] + resumed.history[1:]
-        assert resumed.history[1]["train_loss"] == pytest.approx(ref.history[1]["train_loss"])
+        # the epoch's training statistics survived the crash (saved with the mid-epoch checkpoint)
+        for a, b in zip(resumed.history, ref.history, strict=True):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+            assert (a["train_error"], a["val_error"]) == (b["train_error"], b["val_error"])
 
 
 class TestDeterministic:
