@@ -250,3 +250,17 @@ class TestTPSConstants:
         for k, v in t.named_buffers():
             assert torch.equal(v, before[k])
         torch.testing.assert_close(t.grid(ident, (3, 2)), base_grid((3, 2))[None])
+
+    @pytest.mark.parametrize("size", [(1, 1), (1, 5), (6, 1), (7, 9)])
+    def test_separable_grid_kernel_is_the_kernel(
+        self, size: tuple[int, int], align_corners: bool
+    ) -> None:
+        """The grid's ``U(|p - c|)`` is built from per-axis squares: the same numbers, bit for bit."""
+        from torchstn.transforms.tps import _radial, _radial_on_grid
+
+        centres = TPS((3, 5)).centres
+        pts = base_grid(size, align_corners, dtype=torch.float64)
+        assert torch.equal(
+            _radial_on_grid(pts[0, :, 0], pts[:, 0, 1], centres),
+            _radial(pts.reshape(-1, 2), centres),
+        )

@@ -20,6 +20,16 @@ def _radial(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return d2 * torch.log(d2.clamp_min(1e-30))
 
 
+def _radial_on_grid(xs: torch.Tensor, ys: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """:func:`_radial` for the ``H W`` points of the grid ``xs`` ``(W,)`` times ``ys`` ``(H,)``,
+    row-major: ``(H W, K)``. Separable (``r^2 = dx^2 + dy^2``), so the same numbers at a fraction
+    of the cost."""
+    dx2 = (xs[:, None] - centres[:, 0]) ** 2  # (W, K)
+    dy2 = (ys[:, None] - centres[:, 1]) ** 2  # (H, K)
+    d2 = (dx2[None, :, :] + dy2[:, None, :]).reshape(-1, centres.shape[0])  # (H W, K)
+    return d2 * torch.log(d2.clamp_min(1e-30))
+
+
 def _basis(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """Rows ``[U(|p - c_1|), ..., U(|p - c_K|), 1, x, y]`` for ``(..., N, 2)`` points."""
     ones = torch.ones_like(points[..., :1])
@@ -140,8 +150,10 @@ class TPS(Transform):
         h, w = size
         centres, inv = self._constants(params)
         pts = base_grid((h, w), align_corners, dtype=centres.dtype, device=params.device)
+        radial = _radial_on_grid(pts[0, :, 0], pts[:, 0, 1], centres)  # (HW, K)
         pts = pts.reshape(-1, 2)  # (HW, 2)
-        mat = (_basis(pts, centres) @ inv).to(params.dtype)  # (HW, K)
+        basis = torch.cat((radial, torch.ones_like(pts[:, :1]), pts), dim=1)  # (HW, K + 3)
+        mat = (basis @ inv).to(params.dtype)  # (HW, K)
         grid = pts.to(params.dtype) + mat @ self._offsets(params, centres)  # (B, HW, 2)
         return grid.reshape(-1, h, w, 2)
 
