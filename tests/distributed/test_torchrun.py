@@ -178,6 +178,34 @@ class TestBudgetAndFaults:
         assert not (tmp_path / "run" / "result.json").exists()
 
 
+class TestReproduce:
+    def test_reproduce_trains_each_run_with_both_processes(self, tmp_path):
+        folder = tmp_path / "configs" / "cluttered"
+        folder.mkdir(parents=True)
+        for model, options in (("cnn", {"channels": [4, 8]}), ("st_cnn_affine", None)):
+            values = copy.deepcopy(TINY)
+            values["run"]["epochs"] = 1
+            if options:
+                values["model"] = {"name": model, "options": options}
+            (folder / f"{model}.yaml").write_text(yaml.safe_dump(values))
+        proc = torchrun(
+            ["reproduce", "cluttered", "--models", "cnn,st_cnn_affine",
+             "--configs", str(tmp_path / "configs"), "--runs-dir", str(tmp_path / "runs"),
+             "--results-dir", str(tmp_path / "results"),
+             "--results-md", str(tmp_path / "RESULTS.md"), "--device", "cpu"]
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("test error") == 2  # rank 0 alone reports
+        record = json.loads((tmp_path / "results" / "cluttered.json").read_text())
+        assert sorted(r["model"] for r in record["runs"]) == ["cnn", "st_cnn_affine"]
+        for r in record["runs"]:
+            assert r["world_size"] == 2
+            result = json.loads((Path(r["run_dir"]) / "result.json").read_text())
+            assert result["world_size"] == 2 and r["test_error"] == result["test_error"]
+            assert len(_metrics(Path(r["run_dir"]))) == 1
+        assert (tmp_path / "RESULTS.md").is_file()
+
+
 class TestErrors:
     def test_batch_that_does_not_split_exits_2_with_one_line(self, tmp_path, monkeypatch, capsys):
         cfg = write_config(tmp_path / "tiny.yaml")

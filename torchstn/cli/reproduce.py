@@ -124,11 +124,13 @@ def _colocalization(args: argparse.Namespace, columns: tuple[str, ...]) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..experiments import default_config_dir, get_table
-    from ..train import Trainer, apply_overrides, config_from_dict, load_config
+    from ..train.distributed import launched_world_size
 
     table = get_table(args.table)
     columns = _subset(args.columns, tuple(table.columns), "column")
     if table.name == "colocalization":
+        if launched_world_size() > 1:
+            raise ConfigError("colocalization runs in one process; start it without torchrun")
         return _colocalization(args, columns)
     models = _subset(args.models, table.models, "model")
     try:
@@ -147,7 +149,38 @@ def run(args: argparse.Namespace) -> int:
             for seed in seeds:
                 plan.append((column, model, seed, path))
     minutes = None if args.budget_minutes is None else args.budget_minutes / len(plan)
-    print(
+    from ..train.distributed import init_from_env, shutdown
+
+    # under torchrun every rank walks the same plan and trains each run together (DDP);
+    # rank 0 alone prints and writes
+    world, _ = init_from_env(args.device)
+    try:
+        return _run_plan(args, table, plan, minutes, world)
+    finally:
+        shutdown()
+
+
+def _shared(world: Any, value: bool) -> bool:
+    """Rank 0's ``value`` on every rank."""
+    if not world.distributed:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def _run_plan(
+    args: argparse.Namespace, table: Any, plan: list, minutes: float | None, world: Any
+) -> int:
+    from ..train import Trainer, apply_overrides, config_from_dict, load_config
+
+    def say(*items: Any, **kw: Any) -> None:  # rank 0 speaks for the group
+        if world.is_main:
+            print(*items, **kw)
+
+    say(
         f"torchstn reproduce {table.name}: {len(plan)} runs"
         + (f", {minutes:.1f} min each" if minutes else ""),
         flush=True,
@@ -176,18 +209,22 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}-{slug}"
         result_file = run_dir / "result.json"
         run_start = time.perf_counter()
-        reused = result_file.is_file() and not args.force
+        reused = _shared(world, result_file.is_file() and not args.force)
         if reused:
             result = json.loads(result_file.read_text())
-            print(
+            say(
                 f"[{i}/{len(plan)}] {model} on {column} seed {seed}: reusing {result_file}",
                 flush=True,
             )
         else:
-            if run_dir.exists():
+            if run_dir.exists() and world.is_main:
                 for name in ("checkpoint.pt", "metrics.jsonl", "result.json", "config.json"):
                     (run_dir / name).unlink(missing_ok=True)
-            print(f"[{i}/{len(plan)}] {model} on {column} seed {seed} -> {run_dir}", flush=True)
+            if world.distributed:
+                import torch.distributed as dist
+
+                dist.barrier()
+            say(f"[{i}/{len(plan)}] {model} on {column} seed {seed} -> {run_dir}", flush=True)
             result = Trainer(cfg, run_dir, progress=False).fit()
         hardware, versions = result["hardware"], result["versions"]
         entry = {
@@ -196,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": seed,
             "budget": budget,
             "schedule": cfg.optim.schedule,
+            "world_size": world.size,
             "config": str(path),
             "run_dir": str(run_dir),
             **{
@@ -210,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             },
         }
-        print(
+        say(
             f"    test error {entry['test_error']:.2f}% (val {entry['val_error']:.2f}%), "
             f"{entry['epochs']} epochs, {entry['train_seconds'] / 60:.1f} min, {entry['params']:,} params",
             flush=True,
@@ -235,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
                     "hardware": hardware,
                 }
             )
+        if not world.is_main:
+            continue
         record["runs"] = [r for r in record["runs"] if r not in old] + [entry]
         record.update(
             {
@@ -245,5 +285,5 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         _write_record(args, table.name, record)
-    print(f"wrote {record_path} and {args.results_md}")
+    say(f"wrote {record_path} and {args.results_md}")
     return 0
