@@ -352,7 +352,7 @@ class TestCompile:
         ],
     )
     def test_aot_eager_same_as_eager(self, name: str, options: dict) -> None:
-        # a fresh module: the TPS caches are filled inside the compiled region
+        # a fresh module: nothing has run eagerly before the compiled region
         st = _perturb(
             SpatialTransformer((1, 10, 10), name, out_size=(6, 7), transform_options=options)
         )

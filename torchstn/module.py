@@ -60,6 +60,13 @@ class SpatialTransformer(nn.Module):
         The transform maps normalised output coordinates to normalised input coordinates
         (:mod:`torchstn.transforms.base`); ``align_corners`` is that of ``grid_sample``.
 
+    The transform is a submodule (``.transform``) without parameters: ``state_dict`` holds the
+    localisation net and the head only. Each forward checks the params for NaN and Inf once
+    (:class:`torchstn.set_finite_checks` switches that off). Under autocast the localisation net
+    runs in reduced precision, grid and sampler in float32; a model converted with ``.half()``
+    or ``.to(torch.bfloat16)`` runs in that dtype throughout, with finite grids (see
+    :meth:`transform_input`).
+
     Args:
         in_shape: ``(C, H, W)`` of the inputs.
         transform: a registered name (``torchstn.transforms.names()``), class or instance.
