@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from torchstn import InvalidInputError, TorchSTNError, UnknownNameError, transforms
+from torchstn import (
+    InvalidInputError,
+    SpatialTransformer,
+    TorchSTNError,
+    UnknownNameError,
+    transforms,
+)
 from torchstn.transforms import MatrixTransform, Transform
 
 NAMES = transforms.names()
@@ -71,6 +77,44 @@ class TestRegistry:
         assert isinstance(transforms.get("shift"), Shift)
         with pytest.raises(InvalidInputError, match="Transform subclass"):
             transforms.register(int)  # type: ignore[arg-type]
+
+    def test_a_new_family_needs_only_the_documented_hooks(self) -> None:
+        """``identity_params`` and ``_map_points`` (or ``_to_matrix`` and ``from_matrix``) are all
+        a family implements; validation, dtypes and ``grid`` come from the base class."""
+
+        class Swirl(transforms.Transform):
+            name, num_params = "swirl", 1
+
+            def identity_params(
+                self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+            ) -> torch.Tensor:
+                return torch.zeros(1, dtype=dtype or torch.get_default_dtype(), device=device)
+
+            def _map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+                a = params[:, None, :] * (1 - points.pow(2).sum(-1, keepdim=True))  # (B, N, 1)
+                c, s = torch.cos(a), torch.sin(a)
+                x, y = points.unbind(-1)
+                return torch.stack(
+                    (c[..., 0] * x - s[..., 0] * y, s[..., 0] * x + c[..., 0] * y), -1
+                )
+
+        class Scale(transforms.MatrixTransform):
+            name, num_params = "scale", 1
+
+            def _to_matrix(self, params: torch.Tensor) -> torch.Tensor:
+                return torch.diag_embed(torch.cat((params, params, torch.ones_like(params)), 1))
+
+            def from_matrix(self, matrix: torch.Tensor) -> torch.Tensor:
+                return matrix[:, :1, 0]
+
+        for family in (Swirl(), Scale()):
+            st = SpatialTransformer((1, 8, 8), family)
+            x = torch.rand(2, 1, 8, 8)
+            torch.testing.assert_close(st(x), x, rtol=0, atol=1e-5)  # starts at the identity
+            params = family.identity_params()[None].expand(2, -1) + 0.3
+            assert family.grid(params.half(), (4, 5)).dtype == torch.float16
+            with pytest.raises(InvalidInputError, match="NaN or Inf"):
+                family.grid(params * float("nan"), (4, 5))
 
 
 @pytest.mark.parametrize("name", NAMES)
