@@ -194,7 +194,7 @@ def _yaml() -> Any:
         import yaml
     except ImportError:  # pragma: no cover - depends on the environment
         raise ConfigError(
-            "reading YAML configs needs PyYAML: pip install 'torchstn[train]'"
+            "reading YAML configs needs PyYAML (a dependency of torchstn): pip install pyyaml"
         ) from None
     return yaml
 

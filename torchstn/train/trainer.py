@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..errors import NonFiniteError, TorchSTNError
+from .._checks import set_finite_checks
+from ..errors import TorchSTNError
 from ..models import count_params, create_model
 from ..module import SpatialTransformer
 from ..optim import param_groups
@@ -337,13 +338,13 @@ class Trainer:
         any rank see a non-finite loss, how much time has the slowest rank spent, was any rank
         interrupted. The learning rate and the stop are then the same on every rank.
         """
-        try:
-            with autocast_context(self.cfg.run.precision, self.device):
-                logits = self.net(x)
-                loss = F.cross_entropy(logits.float(), y)
-                penalty = _penalty(self.model, x)
-        except NonFiniteError as err:  # the transformer's params went NaN/Inf (one process)
-            raise self._diverged(f"training diverged ({err})") from None
+        # the transformers' own NaN/Inf check would sync the device once more per step and, under
+        # torchrun, raise on one rank alone; the loss check below covers it (NaN params give a
+        # NaN loss) and is agreed by all ranks
+        with set_finite_checks(False), autocast_context(self.cfg.run.precision, self.device):
+            logits = self.net(x)
+            loss = F.cross_entropy(logits.float(), y)
+            penalty = _penalty(self.model, x)
         total = loss if penalty is None else loss + penalty
         loss_value = float(loss.detach())
         bad = 0.0 if math.isfinite(float(total.detach())) else 1.0
