@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from torchstn.cli import main
-from torchstn.train import Trainer, config_from_dict, load_checkpoint
+from torchstn.train import Trainer, TrainingInterrupted, config_from_dict, load_checkpoint
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not available"
@@ -119,6 +119,31 @@ class TestTwoProcesses:
         one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert one["error"] == two["test_error"]
         assert one["loss"] == pytest.approx(two["test_loss"], rel=1e-6)
+
+    def test_a_one_process_checkpoint_resumes_on_two(self, reference_2proc, tmp_path):
+        # the checkpoint holds no per-rank state (the batch is global, the order a function of
+        # seed and epoch), so a run can move from one process to two between epochs
+        cfg = write_config(tmp_path / "tiny.yaml", checkpoint_every=5)
+        out = tmp_path / "run"
+        first = Trainer(config_from_dict(yaml.safe_load(cfg.read_text())), out, progress=False)
+        end_epoch = first._end_epoch
+
+        def end_epoch_then_stop():
+            end_epoch()
+            first.interrupted = True  # as Ctrl-C would: saved at (epoch 1, step 0)
+
+        first._end_epoch = end_epoch_then_stop  # type: ignore[method-assign]
+        with pytest.raises(TrainingInterrupted):
+            first.fit()
+        assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+        proc = torchrun(
+            ["train", "--config", str(cfg), "--out", str(out), "--resume", "--no-progress"]
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [r["epoch"] for r in _metrics(out)] == [1, 2]
+        ref = _weights(reference_2proc)
+        for k, v in _weights(out).items():
+            torch.testing.assert_close(v, ref[k], atol=1e-3, rtol=0)
 
 
 class TestBudgetAndFaults:
