@@ -7,7 +7,8 @@ batch size ``B``, and returns
   that reads its input, ``params`` ``(B, P)``: the parameters of its first one (the localisation
   runs a second time for them; it is small next to the classifier);
 * ``part="transformer"``: the first transformer alone, ``output`` ``(B, C, Ho, Wo)`` (the
-  rectified image) and ``params`` ``(B, P)``.
+  rectified image) and ``params`` ``(B, P)`` (a bare :class:`SpatialTransformer` always exports
+  this way).
 
 Formats: ``"onnx"`` (``torch.onnx.export`` with the dynamo exporter, opset 18 by default, at
 least 16 for ``GridSample``; needs ``pip install 'torchstn[export]'``), ``"torchscript"``

@@ -247,10 +247,13 @@ def save_trained(
     class_names: Sequence[str] | None = None,
     data_name: str = "custom",
 ) -> None:
-    """Save ``model`` as a checkpoint that :func:`load` reads (no optimizer state, no history).
+    """Save ``model`` as a checkpoint that :func:`load`, ``torchstn export`` and
+    ``torchstn predict`` read (no optimizer state, no history).
 
-    For models built outside ``torchstn train``: ``model`` must be
-    ``create_model(model_name, in_shape, num_classes, **options)`` with its weights.
+    For models trained outside ``torchstn train``: ``model`` must be
+    ``create_model(model_name, in_shape, num_classes, **options)`` with its weights. The saved
+    config is the default one with this model, so ``torchstn eval`` has no data of its own to
+    evaluate such a checkpoint on.
     """
     from . import __version__
     from .train.checkpoint import save_checkpoint

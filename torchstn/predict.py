@@ -399,18 +399,39 @@ def _to_pil(x: torch.Tensor) -> Any:
     return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
 
 
-def _draw_outline(source: torch.Tensor, polygon: torch.Tensor) -> Any:
-    """The source image as RGB (enlarged to at least 256 px on its long side, by an integer
-    factor) with ``polygon`` (source pixel coordinates) drawn over it."""
-    from PIL import ImageDraw
+def _draw_outline(
+    source: torch.Tensor, fit: Fit, size: Sequence[int], polygon: torch.Tensor
+) -> Any:
+    """The file's image as RGB with ``polygon`` (file pixel coordinates) drawn over it.
 
-    img = _to_pil(source.expand(3, -1, -1) if source.shape[0] == 1 else source).convert("RGB")
-    k = max(1, math.ceil(256 / max(img.size)))
+    The canvas also shows the model's input frame around the image (its padding black) and, in
+    grey, what lies outside that frame but inside the sampled region (up to one frame size on each
+    side). Small images are enlarged by an integer factor to at least 256 px.
+    """
+    from PIL import Image, ImageDraw
+
+    frame = fit.to_source(
+        torch.tensor([[-0.5, -0.5], [size[1] - 0.5, size[0] - 0.5]], dtype=polygon.dtype)
+    )  # (2, 2): the frame's corners in file pixel coordinates
+    lo, hi = frame[0], frame[1]
+    extent = hi - lo
+    lo_all = torch.maximum(torch.minimum(lo, polygon.min(0).values), lo - extent)
+    hi_all = torch.minimum(torch.maximum(hi, polygon.max(0).values), hi + extent)
+    x0, y0 = (math.floor(float(v) + 0.5) for v in lo_all)  # canvas origin, whole file pixels
+    x1, y1 = (math.ceil(float(v) + 0.5) for v in hi_all)
+    canvas = Image.new("RGB", (x1 - x0, y1 - y0), (64, 64, 64))
+    fx0, fy0 = (round(float(v) + 0.5) for v in lo)
+    fx1, fy1 = (round(float(v) + 0.5) for v in hi)
+    canvas.paste((0, 0, 0), (fx0 - x0, fy0 - y0, fx1 - x0, fy1 - y0))
+    image = _to_pil(source.expand(3, -1, -1) if source.shape[0] == 1 else source)
+    canvas.paste(image.convert("RGB"), (-x0, -y0))
+    k = max(1, math.ceil(256 / max(canvas.size)))
     if k > 1:
-        img = img.resize((img.width * k, img.height * k), resample=0)  # nearest
-    pts = [((float(x) + 0.5) * k, (float(y) + 0.5) * k) for x, y in polygon.tolist()]
-    ImageDraw.Draw(img).line(pts, fill=_OUTLINE, width=max(2, round(max(img.size) / 160)))
-    return img
+        canvas = canvas.resize((canvas.width * k, canvas.height * k), resample=0)  # nearest
+    # file pixel-centre coordinates -> the enlarged canvas's (Pillow draws at pixel centres)
+    pts = [((x + 0.5 - x0) * k - 0.5, (y + 0.5 - y0) * k - 0.5) for x, y in polygon.tolist()]
+    ImageDraw.Draw(canvas).line(pts, fill=_OUTLINE, width=max(2, round(max(canvas.size) / 160)))
+    return canvas
 
 
 class _Names:
@@ -446,7 +467,8 @@ def predict(
         fit: ``"pad"`` or ``"stretch"`` (see the module docstring).
         out_dir: if given, write ``STEM_rectified.png`` (the first transformer's output: what the
             classifier sees, before any pooling) and ``STEM_grid.png`` (the image with the border
-            of the sampled region drawn) for models with a transformer.
+            of the sampled region drawn, the model's padding black around it and, in grey, any
+            sampled area beyond the model's input) for models with a transformer.
         batch_size: images run at once.
     """
     check_choice(fit, "fit", FITS)
@@ -507,7 +529,8 @@ def _classify(
                 _save_png(_to_pil(rectified[i]), files["rectified"])
                 with torch.no_grad():
                     polygon = info.to_source(_outline(st, params[i : i + 1].double()))
-                _save_png(_draw_outline(source, polygon), files["grid"])
+                picture = _draw_outline(source, info, predictor.in_shape[1:], polygon)
+                _save_png(picture, files["grid"])
                 outputs = {key: str(value) for key, value in files.items()}
         records.append(
             Prediction(

@@ -25,10 +25,21 @@ from torchstn.models import model_names
 
 FORMATS = ("torchscript", "exported-program", "onnx")
 SUFFIX = {"torchscript": ".pt", "exported-program": ".pt2", "onnx": ".onnx"}
-#: classifiers whose ONNX export runs in CI (one with a TPS transformer, one without any); the
-#: rest of the model x ONNX grid, and each family alone in ONNX, are marked slow (about 4 s per
-#: ONNX export on 2 cores); ``test_every_family_in_one_onnx_file`` covers the families in CI.
-ONNX_IN_CI = ("cnn", "st_cnn_tps")
+#: the model x format cases CI runs: a model without a transformer and one with TPS in every
+#: format, two more layouts in TorchScript. The rest of the grid, and each family alone in ONNX,
+#: are marked slow (on 2 cores an ONNX export takes about 4 s, an exported program 2 s);
+#: ``test_every_family_transformer_alone`` (TorchScript, exported program) and
+#: ``test_every_family_in_one_onnx_file`` cover every family in CI.
+MODELS_IN_CI = {
+    ("cnn", "torchscript"),
+    ("cnn", "exported-program"),
+    ("cnn", "onnx"),
+    ("st_cnn_tps", "torchscript"),
+    ("st_cnn_tps", "exported-program"),
+    ("st_cnn_tps", "onnx"),
+    ("st2_fcn_affine", "torchscript"),
+    ("st_attention_encoder", "torchscript"),
+}
 
 
 def _native(path: Path, fmt: str):
@@ -113,7 +124,7 @@ def _model_cases() -> list:
         pytest.param(
             name,
             fmt,
-            marks=[pytest.mark.slow] if fmt == "onnx" and name not in ONNX_IN_CI else [],
+            marks=[] if (name, fmt) in MODELS_IN_CI else [pytest.mark.slow],
         )
         for name in model_names()
         for fmt in FORMATS

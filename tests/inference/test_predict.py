@@ -259,6 +259,19 @@ class TestReadImage:
         assert poly[:, 1].min() == pytest.approx(-0.5) and poly[:, 1].max() == pytest.approx(27.5)
         torch.testing.assert_close(poly[0], poly[-1])  # closed
 
+    def test_zoomed_outline_through_a_stretch(self):
+        """Half-size window shifted right by a quarter, in a 56 x 56 file stretched to 28 x 28."""
+        from torchstn import SpatialTransformer
+        from torchstn.predict import _outline
+
+        st = SpatialTransformer((1, 28, 28), "affine")
+        params = torch.tensor([[0.5, 0, 0.25, 0, 0.5, 0]], dtype=torch.float64)
+        fit = Fit("stretch", (56, 56), "L", "L", (28, 28), (0, 0, 0, 0))
+        poly = fit.to_source(_outline(st, params))
+        # normalised x in [-0.25, 0.75], y in [-0.5, 0.5]: file pixels (edges) 21..49 and 14..42
+        assert poly[:, 0].min() == pytest.approx(20.5) and poly[:, 0].max() == pytest.approx(48.5)
+        assert poly[:, 1].min() == pytest.approx(13.5) and poly[:, 1].max() == pytest.approx(41.5)
+
     def test_unreadable(self, tmp_path):
         (tmp_path / "t.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
         from torchstn import DataError
