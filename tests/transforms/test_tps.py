@@ -264,3 +264,17 @@ class TestTPSConstants:
             _radial_on_grid(pts[0, :, 0], pts[:, 0, 1], centres),
             _radial(pts.reshape(-1, 2), centres),
         )
+
+    def test_float32_constants_stay_within_a_few_ulps(self, align_corners: bool) -> None:
+        t64, t32 = TPS(4), TPS(4).float()
+        assert t32.centres.dtype == t32.system_inv.dtype == torch.float32
+        params = _perturbed(t64, 3).float()
+        g64, g32 = (
+            t64.grid(params, (40, 37), align_corners),
+            t32.grid(params, (40, 37), align_corners),
+        )
+        torch.testing.assert_close(g32, g64, rtol=0, atol=4e-6)  # float32 ulp at 1: 1.2e-7
+        torch.testing.assert_close(
+            t32.grid(t32.identity_params()[None], (5, 6), align_corners),
+            base_grid((5, 6), align_corners)[None],
+        )

@@ -66,6 +66,9 @@ class TPS(Transform):
     stay out of ``state_dict``. Each :meth:`grid` call builds the ``(H W, K)`` matrix taking
     control-point displacements to grid displacements from them (in the buffers' dtype, float32
     at least), then applies it to the batch in the params' dtype: no linear solve per call.
+    That matrix costs about as much as the batch product for ten images; where the batches are
+    smaller and the grids large, ``.float()`` (on the transform or the whole transformer) makes
+    the constants float32, which builds it about 3x faster, within a few 1e-6 of the float64 grid.
 
     Args:
         grid_size: control points per side, an int or ``(gh, gw)``, each at least 2.
