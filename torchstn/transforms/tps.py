@@ -62,8 +62,8 @@ class TPS(Transform):
     The control-point system depends only on the configuration: its inverse is solved once, in
     float64, when the transform is built, and kept with the control points as non-persistent
     buffers (``centres`` ``(K, 2)`` and ``system_inv`` ``(K + 3, K + 3)``): they follow
-    ``.to()``, are constants to ``torch.jit.trace``, ``torch.compile`` and ``torch.export``, and
-    stay out of ``state_dict``. Each :meth:`grid` call builds the ``(H W, K)`` matrix taking
+    ``.to()``, ``torch.jit.trace``, ``torch.compile`` and ``torch.export`` read them as the
+    module's buffers, and they stay out of ``state_dict``. Each :meth:`grid` call builds the ``(H W, K)`` matrix taking
     control-point displacements to grid displacements from them (in the buffers' dtype, float32
     at least), then applies it to the batch in the params' dtype: no linear solve per call.
     That matrix costs about as much as the batch product for ten images; where the batches are
