@@ -382,7 +382,8 @@ def _outline(st: SpatialTransformer, params: torch.Tensor, per_side: int = 32) -
         torch.stack((-one, -t), -1),  # left, bottom to top
     )
     pts = torch.cat((*sides, sides[0][:1]))[None]
-    src = st.transform.map_points(params, pts)[0]
+    dev = st.head.weight.device  # where the transform's buffers (TPS) live
+    src = st.transform.map_points(params.to(dev), pts.to(dev))[0].cpu()
     return normalized_to_pixel(src, st.in_shape[1:], st.align_corners)
 
 
@@ -510,7 +511,8 @@ def _classify(
     rectified = None
     if out is not None and st is not None and params is not None:
         with torch.no_grad():
-            rectified = st.transform_input(x, params.to(x.dtype))
+            dev = st.head.weight.device
+            rectified = st.transform_input(x.to(dev), params.to(dev, x.dtype)).cpu()
     records = []
     for i, (path, source, _, info) in enumerate(batch):
         top = [
