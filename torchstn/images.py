@@ -1,0 +1,215 @@
+"""Reading image files as model inputs: any format and mode, the model's channels, fitted to its size.
+
+Accepted files: whatever Pillow opens (PNG, JPEG, BMP, GIF, WebP, TIFF...), in any mode:
+
+* the EXIF orientation is applied and, for animations and multi-page files, the first frame used;
+* colours: a 1-channel model sees the luma ``0.299 R + 0.587 G + 0.114 B`` (as Pillow's ``"L"``),
+  a 3-channel model RGB (grey images repeated); CMYK, YCbCr, palettes and the like are converted
+  to RGB by Pillow; 16-bit images are divided by 65535 and float images clipped to ``[0, 1]``;
+* transparency is composited over **black**: the models learn bright strokes on a black
+  background (MNIST), so a transparent area reads as background;
+* size (``fit``): ``"pad"`` (default) resizes preserving the aspect ratio until the image fits the
+  model's ``(H, W)`` and centres it on black; ``"stretch"`` resizes each side to the model's,
+  distorting the aspect ratio. Resizing is bilinear with antialiasing (area-weighted when
+  shrinking, like Pillow's).
+
+Every read returns a :class:`Fit` that records what was done (its :meth:`Fit.to_dict` is the
+``"fit"`` entry of ``torchstn predict``'s JSON lines) and maps model-input pixels back to the
+file's (:meth:`Fit.to_source`). :func:`find_images` expands folders into their image files.
+
+Example:
+    >>> from PIL import Image
+    >>> import numpy as np, tempfile
+    >>> path = tempfile.mkdtemp() + "/wide.png"
+    >>> Image.fromarray(np.full((10, 40, 3), 255, np.uint8)).save(path)
+    >>> x, fit = read_image(path, (1, 28, 28))
+    >>> x.shape, fit.resized, fit.padding  # 10x40 -> 7x28, 10 rows of black above, 11 below
+    (torch.Size([1, 28, 28]), (7, 28), (0, 10, 0, 11))
+    >>> fit.conversion
+    'RGB -> L'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_choice
+from .errors import DataError, InvalidInputError
+
+__all__ = ["FITS", "IMAGE_SUFFIXES", "Fit", "find_images", "read_image"]
+
+#: what ``find_images`` collects from folders (files named explicitly are always tried).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+#: the ways to fit an image to the model's size (see the module docstring).
+FITS = ("pad", "stretch")
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How an image file became a model input.
+
+    Attributes:
+        method: ``"pad"`` or ``"stretch"``.
+        source_size: ``(H, W)`` of the file.
+        source_mode: its Pillow mode (``"RGBA"``, ``"I;16"``, ``"P"``...).
+        conversion: what was done to the colours, e.g. ``"RGBA -> L, alpha over black"``.
+        resized: ``(H', W')`` of the image inside the model input.
+        padding: black pixels added ``(left, top, right, bottom)``.
+        frames: frames in the file (the first is used).
+    """
+
+    method: str
+    source_size: tuple[int, int]
+    source_mode: str
+    conversion: str
+    resized: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    frames: int = 1
+
+    def to_source(self, points: torch.Tensor) -> torch.Tensor:
+        """Map ``(..., 2)`` pixel-centre ``(x, y)`` points of the model input to the file's."""
+        sx = self.resized[1] / self.source_size[1]
+        sy = self.resized[0] / self.source_size[0]
+        shift = torch.tensor([self.padding[0], self.padding[1]], dtype=points.dtype)
+        scale = torch.tensor([sx, sy], dtype=points.dtype)
+        return (points + 0.5 - shift) / scale - 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``frames`` only when the file has several)."""
+        out: dict[str, Any] = {
+            "method": self.method,
+            "source_size": list(self.source_size),
+            "source_mode": self.source_mode,
+            "conversion": self.conversion,
+            "resized": list(self.resized),
+            "padding": list(self.padding),
+        }
+        if self.frames > 1:
+            out["frames"] = self.frames
+        return out
+
+
+def _to_array(img: Any, channels: int) -> tuple[np.ndarray, str]:
+    """``(h, w, channels)`` float32 in ``[0, 1]`` and a description of the conversion."""
+    mode = img.mode
+    alpha = None
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)[..., None]
+        arr = np.clip(arr if mode == "F" else arr / 65535.0, 0.0, 1.0)
+    elif mode in ("1", "L", "LA", "La"):
+        la = np.asarray(img.convert("LA"), dtype=np.float32) / 255.0
+        arr, alpha = la[..., :1], (la[..., 1:] if mode in ("LA", "La") else None)
+    else:  # RGB, RGBA, P, PA, CMYK, YCbCr, HSV, LAB...
+        has_alpha = "A" in mode or "a" in mode or "transparency" in img.info
+        rgb = np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+        arr, alpha = rgb[..., :3], (rgb[..., 3:] if has_alpha else None)
+    if alpha is not None:
+        arr = arr * alpha  # over black
+    if arr.shape[-1] == 3 and channels == 1:
+        arr = (arr @ _LUMA)[..., None]
+    elif arr.shape[-1] == 1 and channels == 3:
+        arr = np.repeat(arr, 3, axis=-1)
+    target = "L" if channels == 1 else "RGB"
+    conversion = target if mode == target else f"{mode} -> {target}"
+    if mode.startswith("I;16") or mode == "I":
+        conversion += ", divided by 65535"
+    elif mode == "F":
+        conversion += ", clipped to [0, 1]"
+    if alpha is not None:
+        conversion += ", alpha over black"
+    return np.ascontiguousarray(arr, dtype=np.float32), conversion
+
+
+def read_image(
+    path: str | Path, in_shape: Sequence[int], fit: str = "pad"
+) -> tuple[torch.Tensor, Fit]:
+    """Read an image file as a model input (see the module docstring).
+
+    Args:
+        path: the image file.
+        in_shape: the model's ``(C, H, W)``; ``C`` must be 1 or 3.
+        fit: ``"pad"`` or ``"stretch"``.
+
+    Returns:
+        The input ``(C, H, W)`` float32 in ``[0, 1]``, and the :class:`Fit` that made it.
+
+    Raises:
+        DataError: missing, unreadable or corrupt file (one line naming it).
+        InvalidInputError: unknown ``fit``, or ``C`` neither 1 nor 3.
+    """
+    source, info = _read_source(path, int(in_shape[0]), fit)
+    return _fit(source, info, (int(in_shape[1]), int(in_shape[2])))
+
+
+def _read_source(path: str | Path, channels: int, fit: str) -> tuple[torch.Tensor, Fit]:
+    """The file's pixels ``(C, h, w)`` after the colour conversion, and a :class:`Fit` whose
+    resize :func:`_fit` fills in."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    check_choice(fit, "fit", FITS)
+    if channels not in (1, 3):
+        raise InvalidInputError(f"in_shape: images need 1 or 3 channels, got {channels}")
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            frames = int(getattr(img, "n_frames", 1))
+            img.seek(0)
+            img.load()
+            mode = img.mode
+            arr, conversion = _to_array(ImageOps.exif_transpose(img), channels)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file Pillow can read") from None
+    except Exception as err:  # truncated or corrupt data: OSError, ValueError, SyntaxError...
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: cannot read the image ({text})") from None
+    h, w = arr.shape[:2]
+    info = Fit(fit, (h, w), mode, conversion, (h, w), (0, 0, 0, 0), frames)
+    return torch.from_numpy(arr).permute(2, 0, 1), info
+
+
+def _fit(source: torch.Tensor, info: Fit, size: tuple[int, int]) -> tuple[torch.Tensor, Fit]:
+    """Resize (and pad) ``source`` ``(C, h, w)`` to ``size``: ``(C, H, W)`` and the full fit."""
+    (h, w), (oh, ow) = info.source_size, size
+    if info.method == "stretch":
+        rh, rw = oh, ow
+    else:
+        s = min(oh / h, ow / w)
+        rh, rw = max(1, min(oh, round(h * s))), max(1, min(ow, round(w * s)))
+    x = source[None]
+    if (rh, rw) != (h, w):
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
+    left, top = (ow - rw) // 2, (oh - rh) // 2
+    pad = (left, top, ow - rw - left, oh - rh - top)
+    x = F.pad(x, (pad[0], pad[2], pad[1], pad[3]))  # zeros: black
+    return x[0].clamp_(0.0, 1.0), dataclasses.replace(info, resized=(rh, rw), padding=pad)
+
+
+def find_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files named in ``inputs``, with folders replaced by their image files (recursively, sorted,
+    hidden files skipped). A named file is kept whatever its suffix (and even if missing, so that
+    reading it reports the error)."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+        else:
+            found.append(p)
+    return found
