@@ -9,7 +9,7 @@ torch.Size([2, 1, 30, 30])
 from __future__ import annotations
 
 from . import functional, transforms
-from ._checks import set_finite_checks as set_finite_checks
+from ._checks import set_finite_checks
 from .composite import ParallelTransformers, SequentialTransformers
 from .errors import (
     ConfigError,
@@ -45,5 +45,6 @@ __all__ = [
     "load",
     "localization_parameters",
     "param_groups",
+    "set_finite_checks",
     "transforms",
 ]

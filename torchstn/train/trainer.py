@@ -415,7 +415,9 @@ class Trainer:
                 bar.close()
 
     def _pause_clock(self, start: float) -> None:
-        self.elapsed += time.perf_counter() - start
+        # never behind the time the ranks agreed on (the slowest rank's), so every rank and the
+        # checkpoint count the same budget
+        self.elapsed = max(self.elapsed + time.perf_counter() - start, self._agreed_spent)
 
     def _bar(self, total: int) -> Any:
         if not self.progress or self.rank != 0:
