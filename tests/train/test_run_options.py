@@ -68,6 +68,11 @@ class TestPrecision:
         assert code == 0
         assert json.loads((out / "result.json").read_text())["precision"] == "bf16"
         assert json.loads((out / "config.json").read_text())["run"]["precision"] == "bf16"
+        capsys.readouterr()
+        assert main(["eval", str(out)]) == 0  # evaluates under the run's precision, as it did
+        line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        result = json.loads((out / "result.json").read_text())
+        assert line["precision"] == "bf16" and line["error"] == result["test_error"]
         with pytest.raises(SystemExit) as exc:
             main(["train", "--config", str(tiny_config), "--out", str(out), "--precision", "fp8"])
         assert exc.value.code == 2

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         data.eval_split(args.split),
         info.config.run.eval_batch_size,
         resolve_device(args.device),
+        precision=info.config.run.precision,  # as the run evaluated itself
     )
     print(
         json.dumps(
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
                 "model": info.model_name,
                 "data": data.name,
                 "epoch": info.epoch,
+                "precision": info.config.run.precision,
             }
         )
     )
