@@ -192,6 +192,24 @@ class TestBudgetAndFaults:
         result = json.loads((out / "result.json").read_text())
         assert result["test_error"] == ref_result["test_error"]
 
+    def test_a_nan_on_one_rank_stops_every_rank_with_one_line(self, tmp_path):
+        # only rank 1's loss is NaN: both ranks must stop at that step (one raising alone would
+        # leave the other in DDP's all-reduce), and the run keeps its last good checkpoint
+        cfg = write_config(tmp_path / "tiny.yaml", checkpoint_every=5)
+        out = tmp_path / "run"
+        proc = torchrun(
+            ["train", "--config", str(cfg), "--out", str(out), "--no-progress"],
+            FAULT_NAN_AT_STEP="8",
+            timeout=180,
+        )
+        assert proc.returncode != 0
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("torchstn train: error")]
+        assert len(lines) == 1, proc.stderr[-3000:]
+        assert "NaN or Inf on some rank" in lines[0] and "last good checkpoint" in lines[0]
+        state = load_checkpoint(out / "checkpoint.pt")
+        assert (state["epoch"], state["step"]) == (0, 5)
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+
     def test_without_restarts_a_killed_worker_fails_the_launch(self, tmp_path):
         cfg = write_config(tmp_path / "tiny.yaml", checkpoint_every=5)
         proc = torchrun(
