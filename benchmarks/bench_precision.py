@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torchstn import __version__
 from torchstn.models import create_model
 from torchstn.train import Trainer, config_from_dict, load_config
-from torchstn.train.trainer import autocast_context
+from torchstn.train.evaluate import autocast_context
 
 ROOT = Path(__file__).resolve().parents[1]
 
