@@ -10,7 +10,10 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..train.distributed import World
 
 __all__ = ["add_parser"]
 
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown()
 
 
-def _shared(world: Any, value: bool) -> bool:
+def _shared(world: World, value: bool) -> bool:
     """Rank 0's ``value`` on every rank."""
     if not world.distributed:
         return value
@@ -172,7 +175,7 @@ def _shared(world: Any, value: bool) -> bool:
 
 
 def _run_plan(
-    args: argparse.Namespace, table: Any, plan: list, minutes: float | None, world: Any
+    args: argparse.Namespace, table: Any, plan: list, minutes: float | None, world: World
 ) -> int:
     from ..train import Trainer, apply_overrides, config_from_dict, load_config
 

@@ -26,7 +26,6 @@ __all__ = [
     "agree",
     "all_reduce_sum",
     "init_from_env",
-    "launched_rank",
     "launched_world_size",
     "restart_count",
     "shutdown",
@@ -125,13 +124,6 @@ def launched_world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return max(_env_int("WORLD_SIZE", 1), 1)
-
-
-def launched_rank() -> int:
-    """This process's rank as the launcher set it (``RANK``; 0 without a launcher)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return _env_int("RANK", 0)
 
 
 def restart_count() -> int:

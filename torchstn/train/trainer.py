@@ -129,7 +129,6 @@ class Trainer:
         split_batch(cfg.optim.batch_size, launched_world_size())
         self.world, device = init_from_env(cfg.device)
         self.rank = self.world.rank
-        self.local_batch = split_batch(cfg.optim.batch_size, self.world.size)
         if cfg.run.num_threads:
             torch.set_num_threads(int(cfg.run.num_threads))
         self.device = resolve_device(device)
@@ -289,15 +288,18 @@ class Trainer:
             penalty = _penalty(self.model, x)
         total = loss if penalty is None else loss + penalty
         loss_value = float(loss.detach())
-        bad = 0.0 if math.isfinite(float(total.detach())) else 1.0
+        total_value = loss_value if penalty is None else float(total.detach())
         bad, spent, stop = agree(
-            [bad, self._spent(start), float(self.interrupted)], self.world, self.device
+            [float(not math.isfinite(total_value)), self._spent(start), float(self.interrupted)],
+            self.world,
+            self.device,
         )
         self._agreed_spent, self._agreed_stop = spent, bool(stop)
         if bad:
-            what = f"loss became {loss_value}" if not math.isfinite(loss_value) else "loss"
             raise self._diverged(
-                what if not self.world.distributed else "loss became NaN or Inf on some rank"
+                "loss became NaN or Inf on some rank"
+                if self.world.distributed
+                else f"loss became {total_value}"
             )
         factor = _lr_factor(self.cfg, progress, spent)
         for g in self.opt.param_groups:
