@@ -400,6 +400,15 @@ def export_checkpoint(
     )
 
 
+def _existing_export(path: str | Path, format: str | None) -> tuple[Path, str]:
+    """``(path, format)`` of an export file that must exist (format from its suffix if None)."""
+    fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"export file not found: {path}")
+    return path, fmt
+
+
 def load_exported(
     path: str | Path, format: str | None = None
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
@@ -407,10 +416,7 @@ def load_exported(
 
     ONNX files run on onnxruntime (CPU), the others with PyTorch.
     """
-    fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"export file not found: {path}")
+    path, fmt = _existing_export(path, format)
     try:
         if fmt == "onnx":
             require("onnxruntime", purpose="running an ONNX file")
@@ -446,10 +452,7 @@ def load_exported(
 def read_metadata(path: str | Path, format: str | None = None) -> dict[str, Any]:
     """The metadata a torchstn export carries (see the module docstring); ``{}`` for a file that
     was not written by torchstn."""
-    fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"export file not found: {path}")
+    path, fmt = _existing_export(path, format)
     try:
         if fmt == "onnx":
             require("onnx", purpose="reading an ONNX file")
