@@ -10,6 +10,10 @@ batch size ``B``, and returns
   rectified image) and ``params`` ``(B, P)`` (a bare :class:`SpatialTransformer` always exports
   this way).
 
+A model trained with ``data.normalize`` (see :mod:`torchstn.preprocess`) still takes ``[0, 1]``
+images: the normalisation is in the exported graph. Its transformer's ``output`` is then in
+normalised units (``(image - mean) / std``), as its classifier sees it.
+
 Formats: ``"onnx"`` (``torch.onnx.export`` with the dynamo exporter, opset 18 by default, at
 least 16 for ``GridSample``; needs ``pip install 'torchstn[export]'``), ``"torchscript"``
 (``torch.jit.trace``; reload with :func:`torch.jit.load`) and ``"exported-program"``
@@ -60,6 +64,7 @@ from ._checks import check_choice
 from .errors import DataError, InvalidInputError, TorchSTNError
 from .inference import first_transformer
 from .module import SpatialTransformer
+from .preprocess import input_normalizer
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -108,20 +113,22 @@ class ClassifierWithParams(nn.Module):
         super().__init__()
         self.model = model
         self.transformer = transformer
+        self.normalize = input_normalizer(model)  # the transformer reads normalised images
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(x), self.transformer.localize(x)
+        return self.model(x), self.transformer.localize(self.normalize(x))
 
 
 class TransformerWithParams(nn.Module):
     """``x -> transformer(x, return_params=True)``: the rectified image and the params."""
 
-    def __init__(self, transformer: SpatialTransformer) -> None:
+    def __init__(self, transformer: SpatialTransformer, normalize: nn.Module | None = None) -> None:
         super().__init__()
         self.transformer = transformer
+        self.normalize = normalize if normalize is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y, params = self.transformer(x, return_params=True)
+        y, params = self.transformer(self.normalize(x), return_params=True)
         return y, params
 
 
@@ -145,7 +152,7 @@ def exportable(
                 "part: the model has no spatial transformer reading its input; "
                 "export --part model instead"
             )
-        return TransformerWithParams(st).eval(), ("output", "params"), st
+        return TransformerWithParams(st, input_normalizer(model)).eval(), ("output", "params"), st
     if st is None:
         return model, ("logits",), None
     return ClassifierWithParams(model, st).eval(), ("logits", "params"), st
@@ -387,6 +394,7 @@ def export_checkpoint(
         "data": info.data_name,
         "weights": info.weights,
         "config": config_to_dict(info.config),
+        "preprocess": info.preprocess.to_dict(),
     }
     return export(
         model,

@@ -34,6 +34,7 @@ from torch import nn
 from ._checks import check_choice
 from .errors import DataError, TorchSTNError
 from .module import SpatialTransformer
+from .preprocess import Preprocess, with_preprocess
 
 if TYPE_CHECKING:
     from .train.config import Config
@@ -73,6 +74,8 @@ class ModelInfo:
         epoch: epochs the run had trained when the checkpoint was written.
         val_error: the validation error (%) of the best weights, if recorded.
         torchstn_version: the version that wrote the checkpoint.
+        preprocess: how the run prepared its inputs (size, fit, channels, normalisation); a
+            checkpoint from before it was recorded gets ``fit="pad"`` and no normalisation.
     """
 
     path: Path
@@ -87,6 +90,7 @@ class ModelInfo:
     epoch: int
     val_error: float | None
     torchstn_version: str | None
+    preprocess: Preprocess
 
     def class_name(self, index: int) -> str | None:
         """The name of class ``index``, or ``None`` without class names."""
@@ -104,6 +108,7 @@ class ModelInfo:
             in_shape=list(self.in_shape),
             class_names=None if self.class_names is None else list(self.class_names),
             config=config_to_dict(self.config),
+            preprocess=self.preprocess.to_dict(),
         )
         return out
 
@@ -119,6 +124,8 @@ def _info(path: Path, state: Mapping[str, Any], weights: str) -> ModelInfo:
         names = data_info.get("class_names")
         epoch = int(state.get("epoch", 0))
         best = state.get("best") or {}
+        saved = data_info.get("preprocess")
+        preprocess = Preprocess((h, w), c) if saved is None else Preprocess.from_dict(dict(saved))
     except KeyError as err:
         raise DataError(f"{path}: not a torchstn training checkpoint (no {err})") from None
     except (TypeError, ValueError) as err:
@@ -138,6 +145,7 @@ def _info(path: Path, state: Mapping[str, Any], weights: str) -> ModelInfo:
         epoch=epoch,
         val_error=None if val_error is None else float(val_error),
         torchstn_version=state.get("torchstn_version"),
+        preprocess=preprocess,
     )
 
 
@@ -199,14 +207,16 @@ def load_with_info(
         raise DataError(
             f"{info.path}: the weights do not fit a {info.model_name} for {info.in_shape} ({first})"
         ) from None
-    return model.to(dev).eval(), info
+    return with_preprocess(model, info.preprocess).to(dev).eval(), info
 
 
 def load(path: str | Path, weights: str = "best", device: str | torch.device = "cpu") -> nn.Module:
     """The trained model of a checkpoint, in eval mode; no data is generated or read.
 
     The model takes ``(B, C, H, W)`` floats in ``[0, 1]`` (``C, H, W`` as in
-    :attr:`ModelInfo.in_shape`) and returns ``(B, num_classes)`` logits.
+    :attr:`ModelInfo.in_shape`) and returns ``(B, num_classes)`` logits. A run trained with
+    ``data.normalize`` gives a :class:`torchstn.preprocess.Preprocessed` model, which applies
+    the run's normalisation itself (so it still takes ``[0, 1]`` images).
 
     Args:
         path: ``checkpoint.pt`` or its run folder.

@@ -42,6 +42,7 @@ from .errors import DataError, InvalidInputError
 from .functional.coords import normalized_to_pixel
 from .images import FITS, IMAGE_SUFFIXES, Fit, _fit, _read_source, find_images, read_image
 from .module import SpatialTransformer
+from .preprocess import input_normalizer
 
 __all__ = [
     "FITS",
@@ -72,6 +73,8 @@ class Predictor:
             without weights: only its geometry is used), or ``None``.
         backend: ``"torch"`` or ``"onnxruntime"``.
         run: ``(B, C, H, W)`` CPU tensor -> ``(logits (B, K), params (B, P) or None)`` on the CPU.
+        fit: how the model's training fitted images to its size (``"pad"`` or ``"stretch"``):
+            what :func:`predict` uses unless told otherwise.
     """
 
     in_shape: tuple[int, int, int]
@@ -80,6 +83,7 @@ class Predictor:
     transformer: SpatialTransformer | None
     backend: str
     run: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]] = field(repr=False)
+    fit: str = "pad"
 
 
 def _torch_predictor(path: Path, weights: str, device: str) -> Predictor:
@@ -91,14 +95,23 @@ def _torch_predictor(path: Path, weights: str, device: str) -> Predictor:
     st = first_transformer(model)
     if st is not None and st.in_shape != info.in_shape:
         st = None
+    normalize = input_normalizer(model)  # the transformer reads what the model's network reads
 
     @torch.no_grad()
     def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = x.to(dev)
-        params = None if st is None else st.localize(x).cpu()
+        params = None if st is None else st.localize(normalize(x)).cpu()
         return model(x).cpu(), params
 
-    return Predictor(info.in_shape, info.num_classes, info.class_names, st, "torch", run)
+    return Predictor(
+        info.in_shape,
+        info.num_classes,
+        info.class_names,
+        st,
+        "torch",
+        run,
+        info.preprocess.fit,
+    )
 
 
 def _onnx_predictor(path: Path, device: str) -> Predictor:
@@ -119,6 +132,7 @@ def _onnx_predictor(path: Path, device: str) -> Predictor:
         names = meta.get("class_names")
         num_classes = int(meta["num_classes"])
         config = meta.get("config")
+        fit = str((meta.get("preprocess") or {}).get("fit", "pad"))
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{path}: incomplete torchstn metadata ({err})") from None
     st = None
@@ -154,6 +168,7 @@ def _onnx_predictor(path: Path, device: str) -> Predictor:
         st,
         "onnxruntime",
         run,
+        fit,
     )
 
 
@@ -293,7 +308,7 @@ def predict(
     paths: Sequence[str | Path],
     *,
     top_k: int = 5,
-    fit: str = "pad",
+    fit: str | None = None,
     out_dir: str | Path | None = None,
     batch_size: int = 32,
 ) -> Iterator[Prediction | Failure]:
@@ -303,14 +318,15 @@ def predict(
         predictor: from :func:`open_predictor`.
         paths: image files (see :func:`find_images` for folders).
         top_k: classes listed per image (at most ``num_classes``).
-        fit: ``"pad"`` or ``"stretch"`` (see the module docstring).
+        fit: ``"pad"`` or ``"stretch"`` (see the module docstring); ``None``: as the model was
+            trained (:attr:`Predictor.fit`).
         out_dir: if given, write ``STEM_rectified.png`` (the first transformer's output: what the
             classifier sees, before any pooling) and ``STEM_grid.png`` (the image with the border
             of the sampled region drawn, the model's padding black around it and, in grey, any
             sampled area beyond the model's input) for models with a transformer.
         batch_size: images run at once.
     """
-    check_choice(fit, "fit", FITS)
+    fit = predictor.fit if fit is None else check_choice(fit, "fit", FITS)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidInputError(f"top_k: expected a positive int, got {top_k!r}")
     k = min(top_k, predictor.num_classes)

@@ -19,6 +19,7 @@ from ._atomic import atomic_path
 from .errors import TorchSTNError
 from .functional.coords import normalized_to_pixel
 from .module import SpatialTransformer
+from .preprocess import Normalize, input_normalizer
 
 __all__ = [
     "plot_curves",
@@ -98,7 +99,12 @@ def plot_transformations(
         raise TorchSTNError("the model has no spatial transformer that reads its input")
     was = model.training
     model.eval()
-    outs = [st(x, return_params=True) for st in sts]
+    # a model with normalisation (torchstn.load of a run with data.normalize) normalises before
+    # its transformers: they see, and output, normalised images, drawn here back in [0, 1]
+    norm = input_normalizer(model)
+    outs = [st(norm(x), return_params=True) for st in sts]
+    if isinstance(norm, Normalize):
+        outs = [(y * norm.std + norm.mean, p) for y, p in outs]
     model.train(was)
     n = x.shape[0]
     rows = 1 + len(sts)

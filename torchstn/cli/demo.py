@@ -47,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
     model = trainer.model
     if trainer.best["model"] is not None:
         model.load_state_dict(trainer.best["model"])
-    test = trainer.data.eval_split("test")
+    test_x, test_y = trainer.data.eval_split("test").head(8)
     picture = plot_predictions(
         model,
-        test.x[:8],
-        test.y[:8],
+        test_x,
+        test_y,
         out / "stn.png",
         title=f"{cfg.model.name}: test error {result['test_error']:.2f}%",
     )

@@ -38,8 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument(
         "--fit",
-        default="pad",
-        help="pad (default): keep the aspect ratio, pad with black; stretch: resize each side",
+        default=None,
+        help="pad: keep the aspect ratio, pad with black; stretch: resize each side "
+        "(default: as the model's training data was fitted, pad for generated tasks)",
     )
     p.add_argument("--weights", default="best", help="best (default) | last (checkpoints)")
     p.set_defaults(func=run)
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise InvalidInputError(f"--top-k: expected a positive number, got {args.top_k}")
-    check_choice(args.fit, "fit", FITS)
+    if args.fit is not None:
+        check_choice(args.fit, "fit", FITS)
     if not args.inputs:
         raise InvalidInputError("no inputs: give image files or folders")
     paths = find_images(args.inputs)

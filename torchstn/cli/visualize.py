@@ -36,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--num: expected a positive number, got {args.num}")
     model, info = load_with_info(args.checkpoint, args.weights, "cpu")
     data = load_data(info)  # the images to draw
-    split = data.eval_split(args.split)
+    x, y = data.eval_split(args.split).head(args.num)
     out = plot_predictions(
         model,
-        split.x[: args.num],
-        split.y[: args.num],
+        x,
+        y,
         args.out,
         title=f"{info.model_name} on {data.name}, epoch {info.epoch} ({args.split} images)",
     )

@@ -42,10 +42,32 @@ class DataConfig:
     test_size: int = 10_000
     fresh: bool = True  #: regenerate the training distortions every epoch
     eval_seed: int = 2015  #: seed of the fixed validation and test sets (shared by all runs)
-    path: str | None = None  #: user data: an ``.npz`` file (``x``, ``y``) or a class-folder tree
-    test_path: str | None = None  #: user data: optional separate test file or folder
-    val_fraction: float = 0.1  #: user data: fraction of ``path`` held out for validation
-    image_size: list[int] | None = None  #: user image folders: resize to ``[H, W]``
+    #: user data: an ``.npz`` file, a class-folder tree (``root/CLASS/IMAGE``) or a CSV manifest
+    path: str | None = None
+    val_path: str | None = None  #: user data: optional validation file/folder/manifest
+    test_path: str | None = None  #: user data: optional separate test file/folder/manifest
+    val_fraction: float = 0.1  #: user data without validation data: fraction of ``path`` held out
+    #: ``.npz``: names of the training arrays (default ``{x: x, y: y}``)
+    arrays: dict[str, str] | None = None
+    val_arrays: dict[str, str] | None = None  #: ``.npz``: validation arrays in the same file
+    test_arrays: dict[str, str] | None = None  #: ``.npz``: test arrays in the same file
+    image_shape: list[int] | None = None  #: ``.npz``: ``[C, H, W]`` of images stored flat
+    #: ``.npz``: ``auto``, ``channels_first`` or ``channels_last`` (see torchstn.data.arrays)
+    layout: str = "auto"
+    num_classes: int | None = None  #: user data: number of classes (default: from the labels)
+    #: image files: model input ``[H, W]`` (default: the size of the first image)
+    image_size: list[int] | None = None
+    fit: str = "pad"  #: image files of another size: ``pad`` (keep aspect) or ``stretch``
+    channels: int | None = None  #: image files: 1 (grey) or 3 (RGB); default from the first image
+    #: normalise inputs by ``mean``/``std``; without them, computed from the training split
+    normalize: bool = False
+    mean: list[float] | None = None  #: per-channel mean (with ``normalize``)
+    std: list[float] | None = None  #: per-channel standard deviation (with ``normalize``)
+    #: image files: decode worker processes of the DataLoader (0: in the training process)
+    num_workers: int = 2
+    #: image files: decode once and keep the images in memory (uint8); None: when under 1 GiB
+    cache: bool | None = None
+    skip_bad: bool = False  #: skip (and count) unreadable images instead of stopping the run
 
 
 @dataclass
@@ -102,6 +124,7 @@ class Config:
         _positive("data.test_size", d.test_size)
         if d.task is None and d.path is None:
             raise ConfigError("data: give either 'task' (a generated task) or 'path' (your data)")
+        _check_user_data(d)
         if not 0 < d.val_fraction < 1:
             raise ConfigError(
                 f"data.val_fraction: expected a value in (0, 1), got {d.val_fraction!r}"
@@ -136,6 +159,67 @@ class Config:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         return self
+
+
+def _check_user_data(d: DataConfig) -> None:
+    """The user-data keys (shapes and choices; files are checked when read)."""
+    for key in ("arrays", "val_arrays", "test_arrays"):
+        names = getattr(d, key)
+        if names is None:
+            continue
+        if not isinstance(names, dict) or not set(names) <= {"x", "y"}:
+            raise ConfigError(
+                f"data.{key}: expected a mapping with keys x and y (array names), got {names!r}"
+            )
+        if not all(isinstance(v, str) and v for v in names.values()):
+            raise ConfigError(f"data.{key}: array names must be non-empty strings, got {names!r}")
+    if d.val_arrays is not None and d.val_path is not None:
+        raise ConfigError("data: give val_arrays or val_path, not both")
+    if d.test_arrays is not None and d.test_path is not None:
+        raise ConfigError("data: give test_arrays or test_path, not both")
+    for key in ("image_shape", "image_size"):
+        value = getattr(d, key)
+        want = (2, 3) if key == "image_shape" else (1, 2)
+        if value is not None and (
+            not isinstance(value, list)
+            or len(value) not in want
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ):
+            raise ConfigError(
+                f"data.{key}: expected a list of {' or '.join(map(str, want))} positive "
+                f"integers, got {value!r}"
+            )
+    if d.layout not in ("auto", "channels_first", "channels_last"):
+        raise ConfigError(
+            f"data.layout: expected auto, channels_first or channels_last, got {d.layout!r}"
+        )
+    if d.fit not in ("pad", "stretch"):
+        raise ConfigError(f"data.fit: expected pad or stretch, got {d.fit!r}")
+    if d.channels is not None and d.channels not in (1, 3):
+        raise ConfigError(f"data.channels: expected 1 (grey) or 3 (RGB), got {d.channels!r}")
+    if d.num_classes is not None:
+        _positive("data.num_classes", d.num_classes)
+    if isinstance(d.num_workers, bool) or not isinstance(d.num_workers, int) or d.num_workers < 0:
+        raise ConfigError(
+            f"data.num_workers: expected a non-negative integer, got {d.num_workers!r}"
+        )
+    for key in ("normalize", "skip_bad"):
+        if not isinstance(getattr(d, key), bool):
+            raise ConfigError(f"data.{key}: expected true or false, got {getattr(d, key)!r}")
+    if d.cache is not None and not isinstance(d.cache, bool):
+        raise ConfigError(f"data.cache: expected true, false or null (auto), got {d.cache!r}")
+    if (d.mean is None) != (d.std is None):
+        raise ConfigError("data.mean, data.std: give both or neither")
+    if d.mean is not None and not d.normalize:
+        raise ConfigError("data.mean/std are used only with data.normalize: true")
+    for key in ("mean", "std"):
+        value = getattr(d, key)
+        if value is not None and (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            raise ConfigError(f"data.{key}: expected a list of numbers, got {value!r}")
 
 
 def _positive(name: str, value: Any) -> None:

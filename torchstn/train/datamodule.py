@@ -1,22 +1,65 @@
-"""The data a training run sees: a generated task or the user's own files, split three ways."""
+"""The data a training run sees: a generated task or the user's own files, split three ways.
+
+User data (``data.path``) comes in three kinds, told apart by the path:
+
+* an ``.npz`` file: arrays named by ``data.arrays`` (default ``x``, ``y``), optionally with
+  validation and test arrays in the same file (``val_arrays``, ``test_arrays``); read by
+  :func:`torchstn.data.arrays.read_arrays` and held in memory (uint8 stays uint8);
+* a folder of class folders (``root/CLASS/IMAGE``) or a ``.csv`` manifest (``path,label`` and
+  optionally a box ``x0,y0,x1,y1``): image files decoded on the fly by DataLoader workers
+  (:class:`torchstn.data.loader.FileSplit`), or decoded once and cached in memory when they fit
+  (``data.cache``).
+
+Validation data: ``val_arrays`` or ``val_path`` if given, else a seeded ``val_fraction`` of the
+training data (the same for every run: seeded by ``eval_seed``). Test data: ``test_arrays`` or
+``test_path`` if given, else the validation data (and the run says so).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..data.loader import FileSplit, TensorSplit
 from ..errors import ConfigError, DataError
+from ..preprocess import Preprocess
 from .config import DataConfig
 
-__all__ = ["DataModule", "Split"]
+__all__ = ["CACHE_LIMIT_BYTES", "DataModule", "Split"]
+
+#: ``data.cache: null`` caches image files in memory when all splits take at most this many bytes.
+CACHE_LIMIT_BYTES = 1 << 30
+#: images read to compute the normalisation statistics (a seeded subset of the training split).
+_STATS_IMAGES = 10_000
+#: keys that only user data (``data.path``) takes.
+_USER_KEYS = (
+    "val_path",
+    "test_path",
+    "arrays",
+    "val_arrays",
+    "test_arrays",
+    "image_shape",
+    "num_classes",
+    "image_size",
+    "channels",
+)
+
+Split = TensorSplit | FileSplit
 
 
-@dataclass
-class Split:
-    x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
-    y: torch.Tensor  # (N,) int64
+def _kind(path: Path, key: str) -> str:
+    if path.is_dir():
+        return "folder"
+    if not path.exists():
+        raise DataError(f"data.{key}: {path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".csv"):
+        return suffix[1:]
+    raise DataError(
+        f"data.{key}: {path}: expected an .npz file, a folder of class folders or a .csv manifest"
+    )
 
 
 class DataModule:
@@ -24,78 +67,240 @@ class DataModule:
 
     Generated tasks give fresh training distortions every epoch (``train(epoch)``) and fixed
     validation and test sets drawn with ``eval_seed`` (the same for every run, so runs compare).
-    User data (``path``) is split into train and validation with a seeded permutation; the test
-    set is ``test_path`` if given, else the validation set (and the run says so).
+
+    Args:
+        cfg: the data section of the config.
+        seed: the run's seed (training distortions of generated tasks).
+        preprocess: a run's saved :meth:`Preprocess.to_dict` (resuming, evaluating a checkpoint):
+            its normalisation is reused instead of computed again.
+        pin_memory: page-lock streamed batches (training on CUDA).
     """
 
-    def __init__(self, cfg: DataConfig, seed: int) -> None:
+    def __init__(
+        self,
+        cfg: DataConfig,
+        seed: int,
+        *,
+        preprocess: dict[str, Any] | None = None,
+        pin_memory: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.seed = int(seed)
         self.test_is_val = False
         self.class_names: list[str] | None = None
+        self.skipped_at_load = 0  #: unreadable images left out while caching (``skip_bad``)
+        self._pin = pin_memory
         self._fixed_train: Split | None = None
         if cfg.task is not None and cfg.path is not None:
             raise ConfigError("data: give either 'task' or 'path', not both")
         if cfg.task is not None:
-            from .. import data
-
-            self.task = data.get_task(cfg.task, **cfg.options)
-            self.in_shape = tuple(int(v) for v in self.task.in_shape)
-            self.num_classes = int(self.task.num_classes)
-            self.name = cfg.task
-            self._val = self._generate("val", cfg.val_size, cfg.eval_seed)
-            self._test = self._generate("test", cfg.test_size, cfg.eval_seed)
+            self._setup_task()
         else:
-            if cfg.options:
-                raise ConfigError("data.options: only generated tasks take options")
-            full = self._load_user(cfg.path)
-            n = full.y.shape[0]
-            if n < 2:
-                raise DataError(f"{cfg.path}: need at least 2 samples, found {n}")
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.eval_seed))
-            n_val = max(1, round(n * cfg.val_fraction))
-            vi, ti = perm[:n_val], perm[n_val:]
-            self._fixed_train = Split(full.x[ti], full.y[ti])
-            self._val = Split(full.x[vi], full.y[vi])
-            if cfg.test_path is not None:
-                self._test = self._load_user(cfg.test_path)
-            else:
-                self._test, self.test_is_val = self._val, True
-            self.in_shape = tuple(int(v) for v in full.x.shape[1:])
-            labels = torch.cat((full.y, self._test.y))
-            self.num_classes = max(int(labels.max()) + 1, len(self.class_names or []))
-            self.name = Path(str(cfg.path)).name
-            if tuple(self._test.x.shape[1:]) != self.in_shape:
-                raise DataError(
-                    f"{cfg.test_path}: images of shape {tuple(self._test.x.shape[1:])}, "
-                    f"training data has {self.in_shape}"
-                )
+            self._setup_user()
+        self.preprocess = self._preprocess(preprocess)
 
-    def _generate(self, split: str, num: int, seed: int) -> Split:
-        s = self.task.generate(split=split, num=num, seed=seed)
-        return Split(s.x, s.y)
-
-    def _load_user(self, path: str | None) -> Split:
+    # ------------------------------------------------------------------ generated tasks
+    def _setup_task(self) -> None:
         from .. import data
 
-        p = Path(str(path))
-        if not p.exists():
-            raise DataError(f"data file or folder not found: {p}")
-        if p.is_dir():
-            size = (
-                None
-                if self.cfg.image_size is None
-                else (int(self.cfg.image_size[0]), int(self.cfg.image_size[-1]))
-            )
-            sample, names = data.load_image_folder(p, size=size)
-            if self.class_names is None:
-                self.class_names = list(names)
-            elif list(names) != self.class_names:
-                raise DataError(f"{p}: class folders {names} differ from the training data's")
-        else:
-            sample = data.load_npz(p)
-        return Split(sample.x, sample.y)
+        cfg = self.cfg
+        used = [k for k in _USER_KEYS if getattr(cfg, k) is not None]
+        if used:
+            raise ConfigError(f"data.{used[0]}: only user data (data.path) takes it")
+        self.task = data.get_task(str(cfg.task), **cfg.options)
+        self.in_shape = tuple(int(v) for v in self.task.in_shape)
+        self.num_classes = int(self.task.num_classes)
+        self.name = str(cfg.task)
+        self._val: Split
+        self._test: Split
+        self._val = self._generate("val", cfg.val_size, cfg.eval_seed)
+        self._test = self._generate("test", cfg.test_size, cfg.eval_seed)
 
+    def _generate(self, split: str, num: int, seed: int) -> TensorSplit:
+        s = self.task.generate(split=split, num=num, seed=seed)
+        return TensorSplit(s.x, s.y)
+
+    # ------------------------------------------------------------------ user data
+    def _setup_user(self) -> None:
+        cfg = self.cfg
+        if cfg.options:
+            raise ConfigError("data.options: only generated tasks take options")
+        path = Path(str(cfg.path))
+        kind = _kind(path, "path")
+        self.name = path.name
+        train: Split
+        one_hot: int | None = None
+        if kind == "npz":
+            train, one_hot = self._arrays(path, cfg.arrays, "arrays")
+            self.in_shape = tuple(int(v) for v in train.x.shape[1:])
+            for key in ("image_size", "channels"):
+                if getattr(cfg, key) is not None:
+                    raise ConfigError(
+                        f"data.{key}: only image files take it (arrays are as stored)"
+                    )
+        else:
+            train = self._image_files(path, kind, "path")
+        val: Split | None = self._second(cfg.val_arrays, cfg.val_path, "val")
+        if val is None:
+            train, val = self._hold_out(train)
+        test: Split | None = self._second(cfg.test_arrays, cfg.test_path, "test")
+        if test is None:
+            test, self.test_is_val = val, True
+        self.num_classes = int(cfg.num_classes or one_hot or 0) or max(
+            int(train.y.max()) + 1, len(self.class_names or [])
+        )
+        from ..data.arrays import check_labels
+
+        for role, split in (("path", train), ("val", val), ("test", test)):
+            check_labels(split.y, self.num_classes, self._where(role))
+        self._fixed_train, self._val, self._test = self._cache([train, val, test])
+
+    def _where(self, role: str) -> str:
+        cfg = self.cfg
+        if role == "path" or (role == "val" and cfg.val_path is None and cfg.val_arrays is None):
+            return f"data.path {cfg.path}"
+        if role == "test" and cfg.test_path is None and cfg.test_arrays is None:
+            return self._where("val")
+        return f"data.{role}_path {getattr(cfg, role + '_path') or cfg.path}"
+
+    def _arrays(
+        self, path: Path, names: dict[str, str] | None, key: str
+    ) -> tuple[TensorSplit, int | None]:
+        from ..data.arrays import read_arrays
+
+        names = names or {}
+        s = read_arrays(
+            path,
+            names.get("x", "x"),
+            names.get("y", "y"),
+            image_shape=self.cfg.image_shape,
+            layout=self.cfg.layout,
+        )
+        if hasattr(self, "in_shape") and tuple(s.x.shape[1:]) != self.in_shape:
+            raise DataError(
+                f"{s.where}: images of shape {tuple(s.x.shape[1:])}, training data has {self.in_shape}"
+            )
+        return TensorSplit(s.x, s.y), s.num_classes
+
+    def _image_files(self, path: Path, kind: str, key: str) -> FileSplit:
+        from ..data.files import ImageFiles, read_csv_manifest, scan_class_folder
+        from ..images import channels_of_mode, probe_image
+
+        if kind == "folder":
+            entries, names = scan_class_folder(path, self.class_names)
+        else:
+            entries, names = read_csv_manifest(path, self.class_names)
+        if self.class_names is None and names is not None:
+            self.class_names = list(names)
+        if not hasattr(self, "in_shape"):
+            mode, size = probe_image(entries[0].path)
+            cfg = self.cfg
+            if cfg.image_size is not None:
+                size = (int(cfg.image_size[0]), int(cfg.image_size[-1]))
+            channels = cfg.channels or channels_of_mode(mode)
+            self.in_shape = (int(channels), int(size[0]), int(size[1]))
+        c, h, w = self.in_shape
+        if c not in (1, 3):
+            raise DataError(
+                f"data.{key} {path}: image files give 1 or 3 channels; the training data has {c}"
+            )
+        dataset = ImageFiles(entries, c, (h, w), self.cfg.fit)
+        return FileSplit(dataset, self.cfg.num_workers, self._pin)
+
+    def _second(self, arrays: dict[str, str] | None, path: str | None, role: str) -> Split | None:
+        """Validation or test data given in the config, or None."""
+        if arrays is not None:
+            p = Path(str(self.cfg.path))
+            if _kind(p, "path") != "npz":
+                raise ConfigError(f"data.{role}_arrays: only an .npz data.path has arrays")
+            return self._arrays(p, arrays, f"{role}_arrays")[0]
+        if path is None:
+            return None
+        p = Path(str(path))
+        kind = _kind(p, f"{role}_path")
+        if kind == "npz":
+            return self._arrays(p, self.cfg.arrays, f"{role}_path")[0]
+        return self._image_files(p, kind, f"{role}_path")
+
+    def _hold_out(self, full: Split) -> tuple[Split, Split]:
+        """A seeded ``val_fraction`` of ``full`` as validation data (seeded by ``eval_seed``)."""
+        n = len(full)
+        if n < 2:
+            raise DataError(f"{self.cfg.path}: need at least 2 samples, found {n}")
+        gen = torch.Generator().manual_seed(self.cfg.eval_seed)
+        perm = torch.randperm(n, generator=gen)
+        n_val = max(1, round(n * self.cfg.val_fraction))
+        vi, ti = perm[:n_val], perm[n_val:]
+        if isinstance(full, TensorSplit):
+            return TensorSplit(full.x[ti], full.y[ti]), TensorSplit(full.x[vi], full.y[vi])
+        ds = full.dataset
+        parts = []
+        for idx in (ti, vi):
+            sub = type(ds)([ds.entries[i] for i in idx.tolist()], ds.channels, ds.size, ds.fit)
+            parts.append(FileSplit(sub, full.num_workers, full.pin_memory))
+        return parts[0], parts[1]
+
+    def _cache(self, splits: list[Split]) -> list[Split]:
+        """``splits`` with their image files decoded into memory when ``data.cache`` says so
+        (``null``: when they take at most :data:`CACHE_LIMIT_BYTES` as uint8)."""
+        files = {id(s): s for s in splits if isinstance(s, FileSplit)}
+        cache = self.cfg.cache
+        if cache is None:
+            cache = sum(s.nbytes() for s in files.values()) <= CACHE_LIMIT_BYTES
+        if not files or not cache:
+            return splits
+        done: dict[int, Split] = {}
+        for key, split in files.items():
+            done[key], skipped = split.cache(self.cfg.skip_bad)
+            self.skipped_at_load += skipped
+        return [done.get(id(s), s) for s in splits]
+
+    # ------------------------------------------------------------------ preprocessing
+    def _preprocess(self, saved: dict[str, Any] | None) -> Preprocess:
+        c, h, w = self.in_shape
+        cfg = self.cfg
+        if saved is not None:
+            pre = Preprocess.from_dict(saved)
+            if (pre.channels, *pre.size) != (c, h, w):
+                raise DataError(
+                    f"the run's preprocessing is for {(pre.channels, *pre.size)} inputs, its data "
+                    f"now gives {(c, h, w)}"
+                )
+            return pre
+        mean: tuple[float, ...] | None = None
+        std: tuple[float, ...] | None = None
+        if cfg.normalize:
+            if cfg.mean is not None and cfg.std is not None:
+                mean, std = tuple(cfg.mean), tuple(cfg.std)
+            else:
+                mean, std = self._statistics()
+        return Preprocess((h, w), c, cfg.fit, mean, std)
+
+    def _statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of (a seeded subset of at most 10,000) training images."""
+        split = self.train(0)
+        n = len(split)
+        gen = torch.Generator().manual_seed(self.cfg.eval_seed)
+        idx = torch.randperm(n, generator=gen)[:_STATS_IMAGES].sort().values.tolist()
+        sums = torch.zeros(2, self.in_shape[0], dtype=torch.float64)
+        count = 0
+        for b in split.batches([idx[i : i + 500] for i in range(0, len(idx), 500)]):
+            if b.bad and not self.cfg.skip_bad:
+                raise DataError(b.bad[0])
+            x = b.inputs(torch.device("cpu")).double()
+            sums[0] += x.sum((0, 2, 3))
+            sums[1] += (x * x).sum((0, 2, 3))
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+        mean = sums[0] / count
+        std = (sums[1] / count - mean**2).clamp_min(0).sqrt()
+        if bool((std < 1e-6).any()):
+            raise DataError(
+                f"data.normalize: a channel of the training images is constant (std {std.tolist()}); "
+                "give data.mean and data.std"
+            )
+        return tuple(mean.tolist()), tuple(std.tolist())
+
+    # ------------------------------------------------------------------ splits
     def train(self, epoch: int) -> Split:
         """Training data of ``epoch`` (fresh distortions each epoch for generated tasks)."""
         if self._fixed_train is not None:
@@ -113,3 +318,13 @@ class DataModule:
         if split == "train":
             return self.train(0)
         raise ConfigError(f"split: expected train, val or test, got {split!r}")
+
+    def info(self) -> dict[str, Any]:
+        """What a checkpoint records about the data (``data_info``)."""
+        return {
+            "in_shape": list(self.in_shape),
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "name": self.name,
+            "preprocess": self.preprocess.to_dict(),
+        }

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import TorchSTNError
+from ..data.loader import shard_batches
+from ..errors import DataError, TorchSTNError
 from ..models import create_model
 from .config import Config
 from .datamodule import Split
@@ -55,26 +56,46 @@ def evaluate(
     device: torch.device,
     world: World | None = None,
     precision: str = "fp32",
+    skip_bad: bool = False,
 ) -> dict[str, float]:
     """Mean cross-entropy and error rate (%) of ``model`` on ``split``.
 
     With a ``world`` of several processes each rank evaluates a contiguous shard and the sums are
     reduced, so every rank returns the numbers one process would (up to float summation order).
+
+    Returns:
+        ``loss``, ``error`` and ``skipped``: images that could not be read and were left out
+        (``skip_bad``; they do not count in the error).
+
+    Raises:
+        DataError: an image of the split cannot be read and ``skip_bad`` is false.
     """
     world = world or World()
     was_training = model.training
     model.eval()
-    loss_sum, wrong = 0.0, 0
-    n = split.y.shape[0]
-    lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
-    for i in range(lo, hi, batch_size):
-        x = split.x[i : min(i + batch_size, hi)].to(device, non_blocking=True)
-        y = split.y[i : min(i + batch_size, hi)].to(device, non_blocking=True)
+    loss_sum, wrong, skipped = 0.0, 0, 0
+    n = len(split)
+    for batch in split.batches(shard_batches(n, batch_size, world.rank, world.size)):
+        if batch.bad:
+            if not skip_bad:
+                raise DataError(batch.bad[0])
+            skipped += len(batch.bad)
+        if batch.y.shape[0] == 0:
+            continue
+        x = batch.inputs(device)
+        y = batch.y.to(device, non_blocking=True)
         with autocast_context(precision, device):
             logits = model(x)
         logits = logits.float()
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum").double())
         wrong += int((logits.argmax(1) != y).sum())
     model.train(was_training)
-    loss_sum, wrong_f = all_reduce_sum([loss_sum, float(wrong)], world, device)
-    return {"loss": loss_sum / n, "error": 100.0 * int(wrong_f) / n}
+    loss_sum, wrong_f, skipped_f = all_reduce_sum(
+        [loss_sum, float(wrong), float(skipped)], world, device
+    )
+    seen = max(n - int(skipped_f), 1)
+    return {
+        "loss": loss_sum / seen,
+        "error": 100.0 * int(wrong_f) / seen,
+        "skipped": int(skipped_f),
+    }

@@ -20,7 +20,6 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,12 @@ from torch import nn
 
 from .. import __version__
 from .._checks import set_finite_checks
-from ..errors import TorchSTNError
+from ..data.loader import EpochBatches
+from ..errors import DataError, TorchSTNError
 from ..models import count_params
 from ..module import SpatialTransformer
 from ..optim import param_groups
+from ..preprocess import input_normalizer, with_preprocess
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict
 from .datamodule import DataModule
@@ -139,7 +140,13 @@ class Trainer:
             )
         if cfg.run.deterministic:
             _make_deterministic(self.device)
-        self.data = DataModule(cfg.data, cfg.seed)
+        saved_info = (self.state or {}).get("data_info") or {}
+        self.data = DataModule(
+            cfg.data,
+            cfg.seed,
+            preprocess=saved_info.get("preprocess"),
+            pin_memory=self.device.type == "cuda",
+        )
         self.model = build_model(cfg, self.data.in_shape, self.data.num_classes).to(self.device)
         if self.world.distributed and any(
             isinstance(m, SpatialTransformer) and m.penalty_weight > 0 for m in self.model.modules()
@@ -162,16 +169,18 @@ class Trainer:
             self.opt = torch.optim.Adam(groups, lr=cfg.optim.lr)
         # fp16 needs a loss scale against underflowing gradients; bf16 has float32's range
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.precision == "fp16")
-        self.net: nn.Module = self.model
+        # the network the steps run: normalisation (if any) first, as torchstn.load rebuilds it
+        self.net: nn.Module = with_preprocess(self.model, self.data.preprocess)
+        self._normalize = input_normalizer(self.net)  # for the penalty's own localisation
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         # progress of the run
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         # training statistics of the current epoch, summed over ranks (identical on every rank);
         # each rank adds its own steps to _local until the next _flush_stats
-        self.epoch_stats = {"loss_sum": 0.0, "wrong": 0, "seen": 0}
-        self._local = [0.0, 0.0, 0.0]
+        self.epoch_stats = {"loss_sum": 0.0, "wrong": 0, "seen": 0, "skipped": 0}
+        self._local = [0.0, 0.0, 0.0, 0.0]
         self.best: dict[str, Any] = {"val_error": None, "epoch": None, "model": None}
         self.history: list[dict[str, Any]] = []
         self.interrupted = False  # set by SIGINT; checked between steps
@@ -208,24 +217,21 @@ class Trainer:
             "best": dict(self.best),
             "history": list(self.history),
             "world_size": self.world.size,
-            "data_info": {
-                "in_shape": list(self.data.in_shape),
-                "num_classes": self.data.num_classes,
-                "class_names": self.data.class_names,
-                "name": self.data.name,
-            },
+            "data_info": self.data.info(),
             "torchstn_version": __version__,
         }
 
     def _flush_stats(self) -> None:
         """Add every rank's statistics since the last flush to ``epoch_stats`` (collective)."""
-        loss_sum, wrong, seen = all_reduce_sum(self._local, self.world, self.device)
+        loss_sum, wrong, seen, skipped = all_reduce_sum(self._local, self.world, self.device)
+        s = self.epoch_stats
         self.epoch_stats = {
-            "loss_sum": self.epoch_stats["loss_sum"] + loss_sum,
-            "wrong": self.epoch_stats["wrong"] + round(wrong),
-            "seen": self.epoch_stats["seen"] + round(seen),
+            "loss_sum": s["loss_sum"] + loss_sum,
+            "wrong": s["wrong"] + round(wrong),
+            "seen": s["seen"] + round(seen),
+            "skipped": s.get("skipped", 0) + round(skipped),
         }
-        self._local = [0.0, 0.0, 0.0]
+        self._local = [0.0, 0.0, 0.0, 0.0]
 
     def save(self) -> None:
         """Write the checkpoint (every rank must call it: it gathers the epoch's statistics)."""
@@ -239,28 +245,6 @@ class Trainer:
                 fh.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ loop
-    def _batches(self, n: int, epoch: int) -> Iterator[torch.Tensor]:
-        """Index batches of ``epoch`` in a seeded order; this rank's equal slice of each.
-
-        Global batches of ``optim.batch_size``; the last incomplete one is dropped. A data set
-        smaller than one batch gives one batch of all samples (rounded down to a multiple of the
-        number of processes).
-        """
-        from ..data import epoch_seed
-
-        gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch) + 1)
-        order = torch.randperm(n, generator=gen)
-        bs, world = self.cfg.optim.batch_size, self.world
-        if n < bs:
-            bs = n - n % world.size
-            if bs == 0:
-                raise TorchSTNError(
-                    f"{n} training samples cannot be shared by {world.size} processes"
-                )
-        share = bs // world.size
-        for i in range(0, n - bs + 1, bs):
-            yield order[i + world.rank * share : i + (world.rank + 1) * share]
-
     def _diverged(self, what: str) -> TrainingDiverged:
         kept = (
             f"the last good checkpoint is kept at {self.ckpt_path}"
@@ -272,30 +256,43 @@ class Trainer:
             f"(try a lower optim.lr, optim.loc_lr_scale < 1 or a bounded transform)"
         )
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, progress: float, start: float) -> float:
+    def _step(
+        self, x: torch.Tensor, y: torch.Tensor, progress: float, start: float, bad: str | None
+    ) -> float:
         """One optimisation step at ``progress`` (fractional epoch); returns this rank's loss.
 
         The forward pass is followed by the step's one collective decision (:func:`agree`): did
-        any rank see a non-finite loss, how much time has the slowest rank spent, was any rank
-        interrupted. The learning rate and the stop are then the same on every rank.
+        any rank see a non-finite loss or an unreadable image (``bad``: its message), how much
+        time has the slowest rank spent, was any rank interrupted. The learning rate and the stop
+        are then the same on every rank.
         """
+        if bad is not None or y.shape[0] == 0:
+            # no forward: agree on stopping, so that no rank waits for the others' gradients
+            self._agree_bad_data(bad or "every image of a batch was unreadable", start)
         # the transformers' own NaN/Inf check would sync the device once more per step and, under
         # torchrun, raise on one rank alone; the loss check below covers it (NaN params give a
         # NaN loss) and is agreed by all ranks
         with set_finite_checks(False), autocast_context(self.cfg.run.precision, self.device):
             logits = self.net(x)
             loss = F.cross_entropy(logits.float(), y)
-            penalty = _penalty(self.model, x)
+            penalty = _penalty(self.model, self._normalize(x))
         total = loss if penalty is None else loss + penalty
         loss_value = float(loss.detach())
         total_value = loss_value if penalty is None else float(total.detach())
-        bad, spent, stop = agree(
-            [float(not math.isfinite(total_value)), self._spent(start), float(self.interrupted)],
+        bad_loss, spent, stop, bad_data = agree(
+            [
+                float(not math.isfinite(total_value)),
+                self._spent(start),
+                float(self.interrupted),
+                0.0,
+            ],
             self.world,
             self.device,
         )
         self._agreed_spent, self._agreed_stop = spent, bool(stop)
-        if bad:
+        if bad_data:
+            raise DataError("stopped: another process met an unreadable image (see its message)")
+        if bad_loss:
             raise self._diverged(
                 "loss became NaN or Inf on some rank"
                 if self.world.distributed
@@ -316,6 +313,18 @@ class Trainer:
         self._local[2] += float(y.shape[0])
         return loss_value
 
+    def _agree_bad_data(self, message: str, start: float) -> None:
+        """Stop every rank because this one met an unreadable image (``data.skip_bad`` is off)."""
+        if self.world.distributed:
+            print(f"torchstn: rank {self.rank}: {message}", file=sys.stderr, flush=True)
+            agree([0.0, self._spent(start), float(self.interrupted), 1.0], self.world, self.device)
+        kept = (
+            f"the last good checkpoint is kept at {self.ckpt_path}"
+            if self.ckpt_path.is_file()
+            else "no checkpoint had been saved yet"
+        )
+        raise DataError(f"{message}; {kept} (set data.skip_bad: true to skip such images)")
+
     def _spent(self, start: float) -> float:
         """Seconds of training so far, counting the part of the current epoch since ``start``."""
         return self.elapsed + (time.perf_counter() - start)
@@ -323,21 +332,43 @@ class Trainer:
     def _run_epoch(self) -> bool:
         """Train the rest of the current epoch; False if the time budget ran out inside it."""
         split = self.data.train(self.epoch)
-        batches = list(self._batches(split.y.shape[0], self.epoch))
-        bar = self._bar(len(batches))
+        order = EpochBatches(
+            len(split),
+            self.cfg.optim.batch_size,
+            self.cfg.seed,
+            self.epoch,
+            rank=self.world.rank,
+            world_size=self.world.size,
+            start=self.step,
+        )
+        num_batches = order.num_batches
+        bar = self._bar(num_batches)
         if bar is not None:
             bar.update(self.step)
         start = time.perf_counter()
         every = self.cfg.run.checkpoint_every
         minutes = self.cfg.run.minutes
+        skip_bad = self.cfg.data.skip_bad
         try:
-            for idx in batches[self.step :]:
+            for batch in split.batches(order):
+                bad = None
+                if batch.bad:
+                    if skip_bad:
+                        self._local[3] += len(batch.bad)
+                        for message in batch.bad:
+                            print(f"torchstn: skipped {message}", file=sys.stderr, flush=True)
+                    else:
+                        bad = batch.bad[0]
+                if bad is None and batch.y.shape[0] == 0 and not self.world.distributed:
+                    self.step += 1  # every image of the batch was skipped: nothing to learn
+                    continue
                 # the rate follows the schedule step by step (cosine also follows the time budget)
                 loss = self._step(
-                    split.x[idx].to(self.device),
-                    split.y[idx].to(self.device),
-                    self.epoch + self.step / len(batches),
+                    batch.inputs(self.device),
+                    batch.y.to(self.device, non_blocking=True),
+                    self.epoch + self.step / num_batches,
                     start,
+                    bad,
                 )
                 self.step += 1
                 if bar is not None:
@@ -348,7 +379,7 @@ class Trainer:
                 stop = self._agreed_stop or (self.interrupted and not self.world.distributed)
                 if out_of_time or stop:
                     return False
-                if every and self.step % every == 0 and self.step < len(batches):
+                if every and self.step % every == 0 and self.step < num_batches:
                     self._pause_clock(start)
                     start = time.perf_counter()
                     self.save()
@@ -380,12 +411,13 @@ class Trainer:
 
     def _evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         return evaluate(
-            model,
+            with_preprocess(model, self.data.preprocess),
             self.data.eval_split(split),
             self.cfg.run.eval_batch_size,
             self.device,
             self.world,
             self.cfg.run.precision,
+            self.cfg.data.skip_bad,
         )
 
     def _end_epoch(self) -> None:
@@ -403,6 +435,9 @@ class Trainer:
             "lr": self.opt.param_groups[0]["lr"],
             "elapsed": round(self.elapsed, 3),
         }
+        if self.cfg.data.skip_bad:  # unreadable images left out of this epoch's training / val
+            record["skipped"] = s.get("skipped", 0)
+            record["val_skipped"] = val["skipped"]
         self.history.append(record)
         self._log(record)
         if self.best["val_error"] is None or val["error"] < self.best["val_error"]:
@@ -421,7 +456,7 @@ class Trainer:
             )
         self.epoch += 1
         self.step = 0
-        self.epoch_stats = {"loss_sum": 0.0, "wrong": 0, "seen": 0}
+        self.epoch_stats = {"loss_sum": 0.0, "wrong": 0, "seen": 0, "skipped": 0}
 
     def fit(self) -> dict[str, Any]:
         """Train until ``run.epochs`` or ``run.minutes``; write and return the result."""
@@ -485,6 +520,11 @@ class Trainer:
             "world_size": self.world.size,
             "batch_size": self.cfg.optim.batch_size,
             "precision": self.cfg.run.precision,
+            **(
+                {"skipped": {"at_load": self.data.skipped_at_load, "test": test["skipped"]}}
+                if self.cfg.data.skip_bad
+                else {}
+            ),
             "hardware": _hardware(self.device),
             "versions": {
                 "torchstn": __version__,
