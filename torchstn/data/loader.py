@@ -187,7 +187,7 @@ class FileSplit:
         xs, ys, skipped = [], [], 0
         for b in self.batches(shard_batches(len(self), batch_size)):
             if b.bad and not skip_bad:
-                raise DataError(b.bad[0])
+                raise DataError(f"{b.bad[0]} (set data.skip_bad: true to skip such images)")
             skipped += len(b.bad)
             xs.append(b.x)
             ys.append(b.y)

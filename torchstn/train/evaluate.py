@@ -78,7 +78,7 @@ def evaluate(
     for batch in split.batches(shard_batches(n, batch_size, world.rank, world.size)):
         if batch.bad:
             if not skip_bad:
-                raise DataError(batch.bad[0])
+                raise DataError(f"{batch.bad[0]} (set data.skip_bad: true to skip such images)")
             skipped += len(batch.bad)
         if batch.y.shape[0] == 0:
             continue
