@@ -12,6 +12,7 @@ cluttered, addition, co-localisation), and user data (``.npz`` files, image fold
 
 from __future__ import annotations
 
+from .arrays import ArraySet, check_labels, read_arrays
 from .folder import load_image_folder
 from .idx import read_idx
 from .mnist import load_mnist
@@ -24,13 +25,16 @@ from .tasks import names as task_names
 
 __all__ = [
     "VALIDATION_SIZE",
+    "ArraySet",
     "Sample",
     "Task",
+    "check_labels",
     "epoch_seed",
     "get_task",
     "load_image_folder",
     "load_mnist",
     "load_npz",
+    "read_arrays",
     "read_idx",
     "save_npz",
     "task_names",
