@@ -5,6 +5,8 @@
 crashed or pre-empted worker would die. ``FAULT_SLOW_RANK=R``: rank R sleeps ``FAULT_SLEEP``
 seconds (default 0.05) before every step, so the ranks' clocks disagree. ``FAULT_NAN_AT_STEP=N``:
 rank ``FAULT_RANK`` feeds NaN images to its N-th step, so its loss alone is NaN.
+``FAULT_RECORD_READS=DIR``: every image file a rank decodes (in its DataLoader workers too) is
+appended to ``DIR/rank<R>.txt``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ def faulty_step(self, *args):
     return original(self, *args)
 
 
+def recording_getitem(self, index):
+    item = original_getitem(self, index)
+    with open(os.path.join(os.environ["FAULT_RECORD_READS"], f"rank{rank}.txt"), "a") as fh:
+        fh.write(self.entries[item[2]].path.as_posix() + "\n")
+    return item
+
+
 if __name__ == "__main__":
     Trainer._step = faulty_step
+    if os.environ.get("FAULT_RECORD_READS"):
+        from torchstn.data.files import ImageFiles
+
+        original_getitem = ImageFiles.__getitem__
+        ImageFiles.__getitem__ = recording_getitem
     sys.exit(main(sys.argv[1:]))

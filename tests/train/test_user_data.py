@@ -24,7 +24,9 @@ MODEL = {
 }
 
 
-def _digits(n: int, size: int = 16, channels: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _digits(
+    n: int, size: int = 16, channels: int = 1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` uint8 images ``(n, size, size, channels)`` of 3 learnable classes: a bar in one of
     three places."""
     rng = np.random.default_rng(seed)
@@ -57,7 +59,7 @@ def _train(capsys, config: Path, run: Path, *extra: str) -> tuple[int, str, str]
 
 
 def _ok(capsys, config: Path, run: Path) -> dict:
-    code, out, err = _train(capsys, config, run)
+    code, _, err = _train(capsys, config, run)
     assert code == 0, err
     result = json.loads((run / "result.json").read_text())
     assert result["epochs"] == 1 and 0 <= result["test_error"] <= 100
@@ -95,7 +97,7 @@ class TestNpzFormats:
         )
         result = _ok(capsys, cfg, tmp_path / "run")
         assert result["test_is_val"] is False
-        model, info = load_with_info(tmp_path / "run")
+        info = torchstn.inference.load_info(tmp_path / "run")
         assert info.in_shape == (1, 16, 16) and info.num_classes == 3
         # eval reads the same arrays again and reproduces the test error
         assert main(["eval", str(tmp_path / "run")]) == 0
@@ -194,7 +196,11 @@ class TestImageFiles:
         cfg = _config(tmp_path, {**data, "skip_bad": True})
         code, _, err = _train(capsys, cfg, tmp_path / "run2")
         assert code == 0, err
-        rows = [json.loads(r) for r in (tmp_path / "run2" / "metrics.jsonl").read_text().split("\n") if r]
+        rows = [
+            json.loads(r)
+            for r in (tmp_path / "run2" / "metrics.jsonl").read_text().split("\n")
+            if r
+        ]
         result = json.loads((tmp_path / "run2" / "result.json").read_text())
         assert rows[0]["skipped"] + rows[0]["val_skipped"] == 1
         assert result["skipped"]["test"] == rows[0]["val_skipped"]  # test is the validation data
@@ -218,7 +224,11 @@ class TestOneLineErrors:
                 ["d.npz", "flat", "256", "272"],
             ),
             (
-                {"arrays": {"x": "images", "y": "labels"}, "test_arrays": {"x": "images", "y": "big"}, "num_classes": 3},
+                {
+                    "arrays": {"x": "images", "y": "labels"},
+                    "test_arrays": {"x": "images", "y": "big"},
+                    "num_classes": 3,
+                },
                 ["d.npz", "out of range", "3 classes"],
             ),
         ],
@@ -247,3 +257,41 @@ class TestOneLineErrors:
         cfg = _config(tmp_path, {"task": "rotated", "arrays": {"x": "a", "y": "b"}})
         code, _, err = _train(capsys, cfg, tmp_path / "r")
         assert code == 2 and "data.arrays" in err and "data.path" in err
+
+
+class TestStreamedResume:
+    def test_resumed_mid_epoch_ends_with_the_weights_of_an_uninterrupted_run(
+        self, tmp_path, monkeypatch
+    ):
+        from torchstn.train import Trainer, TrainingInterrupted, config_from_dict
+
+        _class_folder(tmp_path / "train", 80)
+        values = yaml.safe_load(
+            _config(
+                tmp_path,
+                {"path": str(tmp_path / "train"), "cache": False, "num_workers": 1},
+                epochs=2,
+            ).read_text()
+        )
+        ref = Trainer(config_from_dict(values), tmp_path / "ref", progress=False)
+        ref.fit()
+
+        original = Trainer._step
+        calls = {"n": 0}
+
+        def step_then_interrupt(self, *args):
+            loss = original(self, *args)
+            calls["n"] += 1
+            if calls["n"] == 6:  # epoch 2, step 2 (4 steps of 16 per epoch)
+                self.interrupted = True
+            return loss
+
+        monkeypatch.setattr(Trainer, "_step", step_then_interrupt)
+        run = tmp_path / "run"
+        with pytest.raises(TrainingInterrupted):
+            Trainer(config_from_dict(values), run, progress=False).fit()
+        monkeypatch.setattr(Trainer, "_step", original)
+        resumed = Trainer(config_from_dict(values), run, resume=True, progress=False)
+        resumed.fit()
+        for k, v in ref.model.state_dict().items():
+            assert torch.equal(v, resumed.model.state_dict()[k]), k

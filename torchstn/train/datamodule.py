@@ -186,6 +186,7 @@ class DataModule:
         from ..data.files import ImageFiles, read_csv_manifest, scan_class_folder
         from ..images import channels_of_mode, probe_image
 
+        names: list[str] | None
         if kind == "folder":
             entries, names = scan_class_folder(path, self.class_names)
         else:
