@@ -114,8 +114,9 @@ class TensorSplit:
         y: ``(N,)`` int64.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, where: str = "") -> None:
         self.x, self.y = x, y
+        self.where = where  #: where the split came from, for messages
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -138,10 +139,14 @@ class FileSplit:
         dataset: a :class:`torchstn.data.files.ImageFiles`.
         num_workers: decoding processes (0: in this process).
         pin_memory: page-lock batches for faster copies to CUDA.
+        where: where the split came from, for messages.
     """
 
-    def __init__(self, dataset: Any, num_workers: int = 0, pin_memory: bool = False) -> None:
+    def __init__(
+        self, dataset: Any, num_workers: int = 0, pin_memory: bool = False, where: str = ""
+    ) -> None:
         self.dataset = dataset
+        self.where = where
         self.y = torch.tensor([e.label for e in dataset.entries], dtype=torch.int64)
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
 
@@ -193,4 +198,4 @@ class FileSplit:
             ys.append(b.y)
         if not ys or sum(int(y.shape[0]) for y in ys) == 0:
             raise DataError("no readable image in the split")
-        return TensorSplit(torch.cat(xs), torch.cat(ys)), skipped
+        return TensorSplit(torch.cat(xs), torch.cat(ys), self.where), skipped

@@ -151,17 +151,9 @@ class DataModule:
         )
         from ..data.arrays import check_labels
 
-        for role, split in (("path", train), ("val", val), ("test", test)):
-            check_labels(split.y, self.num_classes, self._where(role))
+        for split in (train, val, test):
+            check_labels(split.y, self.num_classes, split.where)
         self._fixed_train, self._val, self._test = self._cache([train, val, test])
-
-    def _where(self, role: str) -> str:
-        cfg = self.cfg
-        if role == "path" or (role == "val" and cfg.val_path is None and cfg.val_arrays is None):
-            return f"data.path {cfg.path}"
-        if role == "test" and cfg.test_path is None and cfg.test_arrays is None:
-            return self._where("val")
-        return f"data.{role}_path {getattr(cfg, role + '_path') or cfg.path}"
 
     def _arrays(
         self, path: Path, names: dict[str, str] | None, key: str
@@ -180,7 +172,7 @@ class DataModule:
             raise DataError(
                 f"{s.where}: images of shape {tuple(s.x.shape[1:])}, training data has {self.in_shape}"
             )
-        return TensorSplit(s.x, s.y), s.num_classes
+        return TensorSplit(s.x, s.y, s.where), s.num_classes
 
     def _image_files(self, path: Path, kind: str, key: str) -> FileSplit:
         from ..data.files import ImageFiles, read_csv_manifest, scan_class_folder
@@ -206,7 +198,7 @@ class DataModule:
                 f"data.{key} {path}: image files give 1 or 3 channels; the training data has {c}"
             )
         dataset = ImageFiles(entries, c, (h, w), self.cfg.fit)
-        return FileSplit(dataset, self.cfg.num_workers, self._pin)
+        return FileSplit(dataset, self.cfg.num_workers, self._pin, str(path))
 
     def _second(self, arrays: dict[str, str] | None, path: str | None, role: str) -> Split | None:
         """Validation or test data given in the config, or None."""
@@ -232,13 +224,17 @@ class DataModule:
         perm = torch.randperm(n, generator=gen)
         n_val = max(1, round(n * self.cfg.val_fraction))
         vi, ti = perm[:n_val], perm[n_val:]
+        where = full.where
         if isinstance(full, TensorSplit):
-            return TensorSplit(full.x[ti], full.y[ti]), TensorSplit(full.x[vi], full.y[vi])
+            return (
+                TensorSplit(full.x[ti], full.y[ti], where),
+                TensorSplit(full.x[vi], full.y[vi], where),
+            )
         ds = full.dataset
         parts = []
         for idx in (ti, vi):
             sub = type(ds)([ds.entries[i] for i in idx.tolist()], ds.channels, ds.size, ds.fit)
-            parts.append(FileSplit(sub, full.num_workers, full.pin_memory))
+            parts.append(FileSplit(sub, full.num_workers, full.pin_memory, where))
         return parts[0], parts[1]
 
     def _cache(self, splits: list[Split]) -> list[Split]:
