@@ -66,6 +66,7 @@ class DataConfig:
     #: image files: decode worker processes of the DataLoader (0: in the training process)
     num_workers: int = 2
     #: image files: decode once and keep the images in memory (uint8); None: when under 1 GiB
+    #: in a single process (under torchrun each process then streams its own shard)
     cache: bool | None = None
     skip_bad: bool = False  #: skip (and count) unreadable images instead of stopping the run
 

@@ -239,11 +239,16 @@ class DataModule:
 
     def _cache(self, splits: list[Split]) -> list[Split]:
         """``splits`` with their image files decoded into memory when ``data.cache`` says so
-        (``null``: when they take at most :data:`CACHE_LIMIT_BYTES` as uint8)."""
+        (``null``: when they take at most :data:`CACHE_LIMIT_BYTES` as uint8, and only in a
+        single process: under torchrun a cache would make every process decode every image,
+        where streaming has each read only its shard)."""
+        from .distributed import launched_world_size
+
         files = {id(s): s for s in splits if isinstance(s, FileSplit)}
         cache = self.cfg.cache
         if cache is None:
-            cache = sum(s.nbytes() for s in files.values()) <= CACHE_LIMIT_BYTES
+            small = sum(s.nbytes() for s in files.values()) <= CACHE_LIMIT_BYTES
+            cache = small and launched_world_size() == 1
         if not files or not cache:
             return splits
         done: dict[int, Split] = {}
