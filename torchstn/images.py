@@ -11,11 +11,18 @@ Accepted files: whatever Pillow opens (PNG, JPEG, BMP, GIF, WebP, TIFF...), in a
 * size (``fit``): ``"pad"`` (default) resizes preserving the aspect ratio until the image fits the
   model's ``(H, W)`` and centres it on black; ``"stretch"`` resizes each side to the model's,
   distorting the aspect ratio. Resizing is bilinear with antialiasing (area-weighted when
-  shrinking, like Pillow's).
+  shrinking, like Pillow's);
+* precision: the fitted input is quantised to **8 bits** (``round(255 x)``, halves to even), so
+  that a model sees the same values whether it trains on files (read as uint8 by
+  :func:`read_image_uint8`) or predicts from them (:func:`read_image` gives those values / 255).
+  16-bit and float files therefore lose precision beyond 8 bits. An 8-bit ``"L"`` or ``"RGB"``
+  file without transparency, already of the model's size and needing no colour conversion other
+  than grey to RGB, is read straight into uint8 (the same values, without a float round trip).
 
 Every read returns a :class:`Fit` that records what was done (its :meth:`Fit.to_dict` is the
 ``"fit"`` entry of ``torchstn predict``'s JSON lines) and maps model-input pixels back to the
-file's (:meth:`Fit.to_source`). :func:`find_images` expands folders into their image files.
+file's (:meth:`Fit.to_source`). :func:`find_images` expands folders into their image files;
+:func:`probe_image` reads a file's mode and size from its header.
 
 Example:
     >>> from PIL import Image
@@ -27,12 +34,16 @@ Example:
     (torch.Size([1, 28, 28]), (7, 28), (0, 10, 0, 11))
     >>> fit.conversion
     'RGB -> L'
+    >>> x8, _ = read_image_uint8(path, 1, (28, 28))
+    >>> x8.dtype, x8[0, 9:11, 0].tolist(), torch.equal(x8.float() / 255, x)
+    (torch.uint8, [0, 255], True)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,16 +52,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice
-from .errors import DataError, InvalidInputError
+from ._checks import check_choice, check_size
+from .errors import DataError, InvalidInputError, TorchSTNError
 
-__all__ = ["FITS", "IMAGE_SUFFIXES", "Fit", "find_images", "read_image"]
+__all__ = [
+    "FITS",
+    "IMAGE_SUFFIXES",
+    "Fit",
+    "channels_of_mode",
+    "find_images",
+    "probe_image",
+    "read_image",
+    "read_image_uint8",
+]
 
 #: what ``find_images`` collects from folders (files named explicitly are always tried).
-IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (
+    ".bmp",
+    ".gif",
+    ".jpeg",
+    ".jpg",
+    ".pgm",
+    ".png",
+    ".ppm",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
 #: the ways to fit an image to the model's size (see the module docstring).
 FITS = ("pad", "stretch")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
+_ORIENTATION = 0x0112  # EXIF tag; values 5 to 8 swap the width and height
 
 
 @dataclass(frozen=True)
@@ -98,6 +130,29 @@ class Fit:
         return out
 
 
+def channels_of_mode(mode: str) -> int:
+    """The channels an image of Pillow ``mode`` naturally has: 1 for grey modes, else 3.
+
+    Example:
+        >>> channels_of_mode("I;16"), channels_of_mode("LA"), channels_of_mode("P")
+        (1, 1, 3)
+    """
+    return 1 if mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16") else 3
+
+
+def _conversion(mode: str, channels: int, alpha: bool) -> str:
+    """The :attr:`Fit.conversion` text of a ``mode`` file read with ``channels``."""
+    target = "L" if channels == 1 else "RGB"
+    conversion = target if mode == target else f"{mode} -> {target}"
+    if mode.startswith("I;16") or mode == "I":
+        conversion += ", divided by 65535"
+    elif mode == "F":
+        conversion += ", clipped to [0, 1]"
+    if alpha:
+        conversion += ", alpha over black"
+    return conversion
+
+
 def _to_array(img: Any, channels: int) -> tuple[np.ndarray, str]:
     """``(h, w, channels)`` float32 in ``[0, 1]`` and a description of the conversion."""
     mode = img.mode
@@ -118,14 +173,7 @@ def _to_array(img: Any, channels: int) -> tuple[np.ndarray, str]:
         arr = (arr @ _LUMA)[..., None]
     elif arr.shape[-1] == 1 and channels == 3:
         arr = np.repeat(arr, 3, axis=-1)
-    target = "L" if channels == 1 else "RGB"
-    conversion = target if mode == target else f"{mode} -> {target}"
-    if mode.startswith("I;16") or mode == "I":
-        conversion += ", divided by 65535"
-    elif mode == "F":
-        conversion += ", clipped to [0, 1]"
-    if alpha is not None:
-        conversion += ", alpha over black"
+    conversion = _conversion(mode, channels, alpha is not None)
     return np.ascontiguousarray(arr, dtype=np.float32), conversion
 
 
@@ -140,32 +188,60 @@ def read_image(
         fit: ``"pad"`` or ``"stretch"``.
 
     Returns:
-        The input ``(C, H, W)`` float32 in ``[0, 1]``, and the :class:`Fit` that made it.
+        The input ``(C, H, W)`` float32 in ``[0, 1]``: exactly :func:`read_image_uint8`'s values
+        divided by 255 (multiples of ``1 / 255``); and the :class:`Fit` that made it.
 
     Raises:
         DataError: missing, unreadable or corrupt file (one line naming it).
         InvalidInputError: unknown ``fit``, or ``C`` neither 1 nor 3.
     """
-    source, info = _read_source(path, int(in_shape[0]), fit)
-    return _fit(source, info, (int(in_shape[1]), int(in_shape[2])))
+    size = (int(in_shape[1]), int(in_shape[2]))
+    x, info = read_image_uint8(path, int(in_shape[0]), size, fit)
+    return x.float() / 255, info
 
 
-def _read_source(path: str | Path, channels: int, fit: str) -> tuple[torch.Tensor, Fit]:
-    """The file's pixels ``(C, h, w)`` after the colour conversion, and a :class:`Fit` whose
-    resize :func:`_fit` fills in."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def read_image_uint8(
+    path: str | Path, channels: int, size: tuple[int, int], fit: str = "pad"
+) -> tuple[torch.Tensor, Fit]:
+    """Read an image file as a uint8 model input (see the module docstring).
 
-    check_choice(fit, "fit", FITS)
-    if channels not in (1, 3):
-        raise InvalidInputError(f"in_shape: images need 1 or 3 channels, got {channels}")
-    path = Path(path)
+    The file is decoded, converted and fitted in float32 as :func:`read_image` describes, then
+    quantised: ``round(255 x)`` with halves rounded to even (``torch.round``). An 8-bit ``"L"`` or
+    ``"RGB"`` file without transparency or EXIF rotation, already ``size`` and read as ``L``, as
+    ``RGB`` or grey to ``RGB``, takes a fast path to the same values (``np.asarray`` of the
+    decoded pixels). RGB files read as 1 channel always take the float path: Pillow's integer luma
+    differs from the float luma by one level for some colours.
+
+    Args:
+        path: the image file.
+        channels: 1 (luma) or 3 (RGB).
+        size: the model's ``(H, W)``.
+        fit: ``"pad"`` or ``"stretch"``.
+
+    Returns:
+        The input ``(channels, H, W)`` uint8, and the :class:`Fit` that made it.
+
+    Raises:
+        DataError: missing, unreadable or corrupt file (one line naming it).
+        InvalidInputError: unknown ``fit``, ``channels`` neither 1 nor 3, or a bad ``size``.
+    """
+    target = check_size(size, "size")
+    source, info = _read_source(path, channels, fit, target)
+    if source.dtype == torch.uint8:  # the fast path: already fitted
+        return source, info
+    x, info = _resize_pad(source, info, target)
+    return _quantise(x), info
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn Pillow's errors while reading ``path`` into one-line :class:`DataError` naming it."""
+    from PIL import UnidentifiedImageError
+
     try:
-        with Image.open(path) as img:
-            frames = int(getattr(img, "n_frames", 1))
-            img.seek(0)
-            img.load()
-            mode = img.mode
-            arr, conversion = _to_array(ImageOps.exif_transpose(img), channels)
+        yield
+    except TorchSTNError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except UnidentifiedImageError:
@@ -173,13 +249,72 @@ def _read_source(path: str | Path, channels: int, fit: str) -> tuple[torch.Tenso
     except Exception as err:  # truncated or corrupt data: OSError, ValueError, SyntaxError...
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{path}: cannot read the image ({text})") from None
+
+
+def probe_image(path: str | Path) -> tuple[str, tuple[int, int]]:
+    """The Pillow mode and ``(H, W)`` of an image file, from its header (no pixel is decoded).
+
+    ``(H, W)`` is the size :func:`read_image` sees, after an EXIF rotation when the header holds
+    it (JPEG, WebP, TIFF; PNG when its EXIF chunk precedes the pixels); the mode is the first
+    frame's.
+
+    Raises:
+        DataError: missing or unreadable file (one line naming it).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    with _reading(path), Image.open(path) as img:
+        mode, (w, h) = img.mode, img.size
+        # Image.getexif, not PNG's override, which decodes the pixels to find a late EXIF chunk
+        orientation = Image.Image.getexif(img).get(_ORIENTATION, 1)
+    return mode, ((w, h) if orientation in (5, 6, 7, 8) else (h, w))
+
+
+def _read_source(
+    path: str | Path, channels: int, fit: str, size: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, Fit]:
+    """The file's pixels ``(C, h, w)`` float32 after the colour conversion, and a :class:`Fit`
+    whose resize :func:`_fit` fills in. With ``size``, a file that the fast path of
+    :func:`read_image_uint8` takes comes back already fitted, as uint8 ``(C, H, W)``."""
+    from PIL import Image, ImageOps
+
+    check_choice(fit, "fit", FITS)
+    if channels not in (1, 3):
+        raise InvalidInputError(f"channels: images need 1 or 3 channels, got {channels}")
+    path = Path(path)
+    with _reading(path), Image.open(path) as img:
+        frames = int(getattr(img, "n_frames", 1))
+        img.seek(0)
+        img.load()
+        mode = img.mode
+        if size is not None and _fast(img, channels, size):
+            h, w = size
+            arr = np.array(img, dtype=np.uint8).reshape(h, w, -1)  # (H, W, 1 or 3), writable
+            if arr.shape[-1] != channels:  # L -> RGB
+                arr = np.repeat(arr, channels, axis=-1)
+            conversion = _conversion(mode, channels, False)
+            info = Fit(fit, size, mode, conversion, size, (0, 0, 0, 0), frames)
+            return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), info
+        arr, conversion = _to_array(ImageOps.exif_transpose(img), channels)
     h, w = arr.shape[:2]
     info = Fit(fit, (h, w), mode, conversion, (h, w), (0, 0, 0, 0), frames)
     return torch.from_numpy(arr).permute(2, 0, 1), info
 
 
-def _fit(source: torch.Tensor, info: Fit, size: tuple[int, int]) -> tuple[torch.Tensor, Fit]:
-    """Resize (and pad) ``source`` ``(C, h, w)`` to ``size``: ``(C, H, W)`` and the full fit."""
+def _fast(img: Any, channels: int, size: tuple[int, int]) -> bool:
+    """Whether the loaded ``img`` is already its uint8 model input but for a transpose."""
+    return (
+        (img.mode == "L" or (img.mode == "RGB" and channels == 3))
+        and (img.height, img.width) == size
+        and "transparency" not in img.info
+        and img.getexif().get(_ORIENTATION, 1) not in range(2, 9)
+    )
+
+
+def _resize_pad(source: torch.Tensor, info: Fit, size: tuple[int, int]) -> tuple[torch.Tensor, Fit]:
+    """Resize (and pad) ``source`` ``(C, h, w)`` to ``size``: float ``(C, H, W)`` in ``[0, 1]``
+    (not quantised) and the full fit."""
     (h, w), (oh, ow) = info.source_size, size
     if info.method == "stretch":
         rh, rw = oh, ow
@@ -193,6 +328,18 @@ def _fit(source: torch.Tensor, info: Fit, size: tuple[int, int]) -> tuple[torch.
     pad = (left, top, ow - rw - left, oh - rh - top)
     x = F.pad(x, (pad[0], pad[2], pad[1], pad[3]))  # zeros: black
     return x[0].clamp_(0.0, 1.0), dataclasses.replace(info, resized=(rh, rw), padding=pad)
+
+
+def _quantise(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``[0, 1]`` as uint8: ``round(255 x)``, halves to even."""
+    return x.mul(255.0).round_().to(torch.uint8)
+
+
+def _fit(source: torch.Tensor, info: Fit, size: tuple[int, int]) -> tuple[torch.Tensor, Fit]:
+    """Resize (and pad) ``source`` ``(C, h, w)`` to ``size``: float32 ``(C, H, W)`` quantised to
+    8 bits, exactly :func:`read_image`'s values, and the full fit."""
+    x, info = _resize_pad(source, info, size)
+    return _quantise(x).float() / 255, info
 
 
 def find_images(inputs: Iterable[str | Path]) -> list[Path]:

@@ -231,7 +231,7 @@ class TestReadImage:
         red[..., 0] = 255
         Image.fromarray(red).save(tmp_path / "r.png")
         x, _ = read_image(tmp_path / "r.png", (1, 4, 4))
-        assert torch.allclose(x, torch.full((1, 4, 4), 0.299))
+        assert torch.equal(x, torch.full((1, 4, 4), 76 / 255))  # 0.299 * 255 = 76.2: 8 bits
         x, fit = read_image(tmp_path / "r.png", (3, 4, 4))
         assert fit.conversion == "RGB" and torch.equal(x[0], torch.ones(4, 4))
 

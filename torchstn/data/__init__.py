@@ -13,6 +13,14 @@ cluttered, addition, co-localisation), and user data (``.npz`` files, image fold
 from __future__ import annotations
 
 from .arrays import ArraySet, check_labels, read_arrays
+from .files import (
+    ImageBatch,
+    ImageEntry,
+    ImageFiles,
+    collate_images,
+    read_csv_manifest,
+    scan_class_folder,
+)
 from .folder import load_image_folder
 from .idx import read_idx
 from .mnist import load_mnist
@@ -26,16 +34,22 @@ from .tasks import names as task_names
 __all__ = [
     "VALIDATION_SIZE",
     "ArraySet",
+    "ImageBatch",
+    "ImageEntry",
+    "ImageFiles",
     "Sample",
     "Task",
     "check_labels",
+    "collate_images",
     "epoch_seed",
     "get_task",
     "load_image_folder",
     "load_mnist",
     "load_npz",
     "read_arrays",
+    "read_csv_manifest",
     "read_idx",
     "save_npz",
+    "scan_class_folder",
     "task_names",
 ]
