@@ -175,6 +175,20 @@ class TestImageFiles:
             want = int(model(x0).argmax())
         assert pred["class"] == want and pred["class_name"] == ["cat", "dog", "owl"][want]
         assert pred["fit"]["method"] == "stretch"
+        # an export contains the normalisation: it takes [0, 1] images like the loaded model
+        from torchstn.export import load_exported
+
+        for part in ("model", "transformer"):
+            out = tmp_path / f"{part}.pt"
+            argv = ["export", str(tmp_path / "run"), "--format", "torchscript", "--out", str(out)]
+            assert main([*argv, "--part", part]) == 0
+            exported = load_exported(out)(img)
+            with torch.no_grad():
+                if part == "model":
+                    assert torch.allclose(exported[0], model(img), atol=1e-5)
+                else:  # the transformer reads (and outputs) normalised images
+                    st = torchstn.inference.first_transformer(model)
+                    assert torch.allclose(exported[0], st((img - mean) / std), atol=1e-5)
 
     def test_corrupt_image_stops_the_run_and_keeps_the_checkpoint(self, tmp_path, capsys):
         _class_folder(tmp_path / "train", 96)
