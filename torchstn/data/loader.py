@@ -12,8 +12,10 @@ A split yields :class:`Batch` es for any list of index batches:
   uint8, 4x smaller);
 * :class:`FileSplit` decodes image files on the fly in ``torch.utils.data.DataLoader`` worker
   processes, images staying uint8 until the batch is on its device; memory is bounded by the
-  workers' prefetch (2 batches each), not by the data set. :meth:`FileSplit.cache` decodes it all
-  once into a :class:`TensorSplit` when it fits in memory.
+  workers' prefetch (2 batches each), not by the data set: what grows with the data set is the
+  list of files (about 1.3 KiB per file, main process and workers together; see BENCHMARKS.md).
+  :meth:`FileSplit.cache` decodes it all once into a :class:`TensorSplit` when it fits in
+  memory.
 
 Example:
     >>> order = EpochBatches(10, batch_size=4, seed=0, epoch=0)
@@ -189,13 +191,18 @@ class FileSplit:
         Raises:
             DataError: an unreadable image, unless ``skip_bad``.
         """
-        xs, ys, skipped = [], [], 0
+        c, (h, w) = self.dataset.channels, self.dataset.size
+        # filled in place: the peak is the split itself, not the batches plus their concatenation
+        x = torch.empty(len(self), c, h, w, dtype=torch.uint8)
+        y = torch.empty(len(self), dtype=torch.int64)
+        n, skipped = 0, 0
         for b in self.batches(shard_batches(len(self), batch_size)):
             if b.bad and not skip_bad:
                 raise DataError(f"{b.bad[0]} (set data.skip_bad: true to skip such images)")
             skipped += len(b.bad)
-            xs.append(b.x)
-            ys.append(b.y)
-        if not ys or sum(int(y.shape[0]) for y in ys) == 0:
-            raise DataError("no readable image in the split")
-        return TensorSplit(torch.cat(xs), torch.cat(ys), self.where), skipped
+            k = int(b.y.shape[0])
+            x[n : n + k], y[n : n + k] = b.x, b.y
+            n += k
+        if n == 0:
+            raise DataError(f"{self.where}: no readable image")
+        return TensorSplit(x[:n], y[:n], self.where), skipped
