@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from .errors import DataError
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text"]
 
 
 @contextlib.contextmanager
@@ -46,3 +47,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(fh)`` on a binary file that becomes ``path`` once written and synced to disk."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "b.txt"
+        >>> atomic_write_text(out, "ok")
+        >>> out.read_text()
+        'ok'
+    """
+    atomic_write(path, lambda fh: fh.write(text.encode()))

@@ -77,7 +77,7 @@ def _task(args: argparse.Namespace) -> Any:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..data.atomic import atomic_path
+    from .._atomic import atomic_path
     from ..data.npz import save_npz
 
     out = Path(args.out)

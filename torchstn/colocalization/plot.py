@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
+from .._atomic import atomic_path
 from .._checks import check_tensor
-from ..data.atomic import atomic_path
 from ..errors import InvalidInputError, TorchSTNError
 
 __all__ = ["save_boxes_png"]

@@ -1,7 +1,7 @@
 """Samples as ``.npz`` files: arrays ``x``, ``y``, ``boxes``, ``param_<name>`` and a JSON
 ``manifest``.
 
-Files are written atomically (see :mod:`torchstn.data.atomic`) and reproducibly: the archive
+Files are written atomically (see :mod:`torchstn._atomic`) and reproducibly: the archive
 entries carry a fixed timestamp, so the same sample and manifest give the same bytes.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._atomic import atomic_path
 from ..errors import DataError
-from .atomic import atomic_path
 from .sample import Sample, full_boxes
 
 __all__ = ["PARAM_PREFIX", "load_npz", "read_manifest", "save_npz"]

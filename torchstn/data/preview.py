@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
+from .._atomic import atomic_path
 from ..errors import InvalidInputError, TorchSTNError
-from .atomic import atomic_path
 from .sample import Sample
 
 __all__ = ["sample_titles", "save_preview", "to_rgb"]

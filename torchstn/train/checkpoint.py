@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._atomic import atomic_path
+from .._atomic import atomic_write, atomic_write_text
 from ..errors import DataError
 
 __all__ = ["FORMAT", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
@@ -16,21 +15,9 @@ __all__ = ["FORMAT", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
 FORMAT = "torchstn-checkpoint-v1"
 
 
-def _atomic(path: Path, write: Any) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    _atomic(Path(path), lambda fh: fh.write(text.encode()))
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Save ``state`` (tensors, numbers, strings, lists, dicts) atomically."""
-    _atomic(Path(path), lambda fh: torch.save({"format": FORMAT, **state}, fh))
+    atomic_write(path, lambda fh: torch.save({"format": FORMAT, **state}, fh))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
