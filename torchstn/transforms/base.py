@@ -12,6 +12,17 @@ translation is ``identity + max_translation * tanh(raw - identity)``, and with `
 hi)`` the scale is ``lo + (hi - lo) * sigmoid(raw)``, so a drifting localisation net can never zoom
 out of the image or blow up.
 
+Initialisation (:meth:`Transform.raw_identity`, the bias of a fresh localisation head): a bound
+must not start where its squashing function is flat, or the localisation net cannot move it. The
+translation bound is centred on the identity, where ``tanh`` is steepest (derivative
+``max_translation``). The scale starts at the identity scale 1 when that lies at least
+``SCALE_INIT_MARGIN`` (a tenth) of the range inside ``scale_range``, and otherwise at that margin
+from the nearer bound: the fraction ``f = (1 - lo) / (hi - lo)`` is clamped to ``[0.1, 0.9]``, so
+``d scale / d raw = (hi - lo) f (1 - f)`` is at least ``0.09 (hi - lo)``, 36% of its maximum. With
+``scale_range=(0.3, 1.0)`` the scale starts at 0.93 (derivative 0.063), with ``(0.3, 0.36)`` at
+0.354 (derivative 0.0054). Before this rule it started within 0.1% of the bound nearest to 1
+(0.9993 and 0.35994), where the derivative was 7e-4 and 6e-5: the scale could barely learn.
+
 Transforms are :class:`torch.nn.Module` s without parameters: constant tensors (the TPS system)
 are buffers, so ``.to()``, ``torch.compile``, ``torch.jit.trace`` and ``torch.export`` see them,
 and ``forward`` is :meth:`Transform.grid`.
@@ -41,12 +52,17 @@ from ..functional.coords import base_grid
 
 __all__ = [
     "DENOMINATOR_EPS",
+    "SCALE_INIT_MARGIN",
     "MatrixTransform",
     "Transform",
     "compute_dtype",
     "coordinate_limit",
     "safe_denominator",
 ]
+
+#: fraction of ``scale_range`` that the initial scale keeps from either bound (see
+#: "Initialisation" above).
+SCALE_INIT_MARGIN = 0.1
 
 #: dtypes whose grid arithmetic runs in float32 (see "Precision" above).
 _REDUCED = (torch.float16, torch.bfloat16)
@@ -150,13 +166,28 @@ class Transform(nn.Module):
     def raw_identity(
         self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        """Raw values that ``constrain`` maps to the identity (or, when the identity scale lies
-        outside ``scale_range``, to the nearest scale inside it); the bias of a fresh localisation
-        head."""
+        """Raw values ``(P,)`` of the initial transform: the bias of a fresh localisation head.
+
+        ``constrain`` maps them to the identity, except for a bounded scale whose identity value
+        1 lies within ``SCALE_INIT_MARGIN * (hi - lo)`` of a bound of ``scale_range`` (or outside
+        it): that scale starts at ``lo + 0.1 (hi - lo)`` or ``hi - 0.1 (hi - lo)``, whichever is
+        nearer to 1, where the sigmoid still has 36% of its slope (see the module docstring,
+        "Initialisation"). Changed default: earlier versions started such a scale 0.1% of the range
+        from the bound, where the slope was 0.4% of its maximum.
+
+        Example:
+            >>> from torchstn.transforms import get
+            >>> t = get("attention", scale_range=(0.3, 1.0))
+            >>> t.constrain(t.raw_identity()[None])
+            tensor([[0.9300, 0.0000, 0.0000]])
+            >>> t = get("attention", scale_range=(0.5, 2.0))
+            >>> t.constrain(t.raw_identity()[None])
+            tensor([[1., 0., 0.]])
+        """
         raw = self.identity_params(dtype, device).clone()
         if self.scale_range is not None and self.scale_index is not None:
             lo, hi = self.scale_range
-            frac = min(max((1.0 - lo) / (hi - lo), 1e-3), 1 - 1e-3)
+            frac = min(max((1.0 - lo) / (hi - lo), SCALE_INIT_MARGIN), 1 - SCALE_INIT_MARGIN)
             raw[self.scale_index] = math.log(frac / (1 - frac))
         return raw
 
@@ -336,8 +367,18 @@ class MatrixTransform(Transform):
     ) -> torch.Tensor:
         h, w = size
         pts = base_grid((h, w), align_corners, dtype=params.dtype, device=params.device)
+        matrix = self._to_matrix(params)
+        if self.is_affine:
+            # separable: an affine map of a regular grid is a column term plus a row term, so
+            # the (B, H, W, 2) grid costs one broadcast addition instead of a batched product
+            # (the task generators build their canvases with this same arithmetic)
+            xs, ys = pts[0, :, 0], pts[:, 0, 1]  # (W,), (H,)
+            m = matrix[:, :2, :]  # (B, 2, 3)
+            columns = xs[None, :, None] * m[:, None, :, 0] + m[:, None, :, 2]  # (B, W, 2)
+            rows = ys[None, :, None] * m[:, None, :, 1]  # (B, H, 2)
+            return columns[:, None, :, :] + rows[:, :, None, :]
         pts = pts.reshape(1, h * w, 2)
-        return self._transform_points(self._to_matrix(params), pts).reshape(-1, h, w, 2)
+        return self._transform_points(matrix, pts).reshape(-1, h, w, 2)
 
     def _transform_points(self, matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Apply ``(B, 3, 3)`` matrices to ``(B or 1, N, 2)`` points (same arithmetic as
