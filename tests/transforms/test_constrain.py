@@ -105,13 +105,52 @@ class TestScaleRange:
         t = transforms.get(name, scale_range=(0.2, 2.0), max_translation=max_translation)
         torch.testing.assert_close(t.constrain(t.raw_identity()[None])[0], t.identity_params())
 
-    def test_raw_identity_outside_the_range_gives_the_nearest_scale(self) -> None:
-        below = transforms.get("attention", scale_range=(0.3, 0.8))
-        s = below.constrain(below.raw_identity()[None])[0, 0]
-        assert 0.79 < s <= 0.8
-        above = transforms.get("attention", scale_range=(1.5, 3.0))
-        s = above.constrain(above.raw_identity()[None])[0, 0]
-        assert 1.5 <= s < 1.51
+    @pytest.mark.parametrize("name", WITH_SCALE)
+    @pytest.mark.parametrize(
+        "bounds", [(0.3, 1.0), (0.3, 0.36), (0.3, 0.8), (1.5, 3.0), (0.95, 2.0)]
+    )
+    def test_scale_starts_with_a_healthy_gradient(
+        self, name: str, bounds: tuple[float, float]
+    ) -> None:
+        """Where the identity scale 1 sits at or past a bound (the README's ``(0.3, 1.0)``, the
+        co-localisation ``(0.3, 0.36)``), the scale starts a tenth of the range inside it, where
+        d(scale)/d(raw) is 36% of the sigmoid's best, ``(hi - lo) / 4`` (it was 0.4%)."""
+        t = transforms.get(name, scale_range=bounds, max_translation=0.5)
+        raw = t.raw_identity(torch.float64)[None].requires_grad_()
+        scale = t.constrain(raw)[0, t.scale_index]
+        (grad,) = torch.autograd.grad(scale, raw)
+        lo, hi = bounds
+        assert grad[0, t.scale_index] >= 0.1 * (hi - lo) / 4
+        torch.testing.assert_close(grad[0, t.scale_index].item(), 0.09 * (hi - lo))
+        nearer = hi - 0.1 * (hi - lo) if abs(hi - 1) < abs(lo - 1) else lo + 0.1 * (hi - lo)
+        torch.testing.assert_close(scale.item(), nearer)
+        # the other params still start at the identity, with their full slope
+        others = [i for i in range(t.num_params) if i != t.scale_index]
+        torch.testing.assert_close(
+            t.constrain(raw)[0, others].detach(), t.identity_params(torch.float64)[others]
+        )
+
+    @pytest.mark.parametrize("name", WITH_SCALE)
+    @pytest.mark.parametrize("bounds", [(0.2, 2.0), (0.5, 1.5), (0.9, 1.9), (0.1, 1.1)])
+    def test_identity_is_exact_when_well_inside(
+        self, name: str, bounds: tuple[float, float]
+    ) -> None:
+        """1 at least a tenth of the range from both bounds: the start is the identity itself."""
+        t = transforms.get(name, scale_range=bounds)
+        raw = t.raw_identity(torch.float64)[None].requires_grad_()
+        params = t.constrain(raw)
+        torch.testing.assert_close(
+            params[0].detach(), t.identity_params(torch.float64), rtol=0, atol=1e-12
+        )
+        (grad,) = torch.autograd.grad(params[0, t.scale_index], raw)
+        assert grad[0, t.scale_index] >= 0.36 * (bounds[1] - bounds[0]) / 4 - 1e-12
+
+    def test_translation_bound_starts_at_full_slope(self) -> None:
+        """``max_translation`` is centred on the identity: d(t)/d(raw) = max_translation there."""
+        t = transforms.get("attention", scale_range=(0.3, 0.36), max_translation=0.25)
+        raw = t.raw_identity(torch.float64)[None].requires_grad_()
+        (grad,) = torch.autograd.grad(t.constrain(raw)[0, 1:].sum(), raw)
+        torch.testing.assert_close(grad[0, 1:], torch.full((2,), 0.25, dtype=torch.float64))
 
     @pytest.mark.parametrize("name", [n for n in NAMES if n not in WITH_SCALE])
     def test_families_without_scale_refuse_it(self, name: str) -> None:
