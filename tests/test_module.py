@@ -170,6 +170,24 @@ class TestForward:
         y = st.transform_input(x, torch.tensor([[2.0, 0.0, 0.0]]))  # zoom out: reads outside
         assert bool((y > 0).all())
 
+    def test_fill_padding_reads_the_fill(self) -> None:
+        """Normalised MNIST-like inputs: "zeros" pads with the mean (grey), fill=-mean/std with
+        black."""
+        mean, std = (0.1307, 0.5), (0.3081, 0.25)
+        black = torch.zeros(1, 2, 8, 8)
+        x = (black - torch.tensor(mean).view(1, 2, 1, 1)) / torch.tensor(std).view(1, 2, 1, 1)
+        zoom_out = torch.tensor([[2.0, 0.0, 0.0]])
+        grey = SpatialTransformer((2, 8, 8), "attention").transform_input(x, zoom_out)
+        assert bool((grey[..., 0, 0] == 0).all())  # 0 is the mean, not black
+        fill = [-m / s for m, s in zip(mean, std)]
+        st = SpatialTransformer((2, 8, 8), "attention", padding_mode="fill", fill=fill)
+        torch.testing.assert_close(st.transform_input(x, zoom_out), x)  # black everywhere
+        assert "padding_mode='fill', fill=(" in repr(st)
+        y = SpatialTransformer((2, 8, 8), padding_mode="fill", fill=-1.5).transform_input(
+            torch.rand(1, 2, 8, 8), torch.tensor([[1.0, 0, 5.0, 0, 1, 0]])
+        )
+        torch.testing.assert_close(y, torch.full_like(y, -1.5))
+
     def test_autocast_keeps_full_precision_grids(self) -> None:
         st = _perturb(SpatialTransformer((1, 28, 28), "affine"))
         x = torch.rand(2, 1, 28, 28)
@@ -236,12 +254,20 @@ class TestExceptions:
             SpatialTransformer((1, 8, 8), "perspective")
         with pytest.raises(UnknownNameError, match="bicubic, bilinear, gaussian, nearest"):
             SpatialTransformer((1, 8, 8), mode="area")
-        with pytest.raises(UnknownNameError, match="border, reflection, zeros"):
+        with pytest.raises(UnknownNameError, match="border, fill, reflection, zeros"):
             SpatialTransformer((1, 8, 8), padding_mode="circular")
 
     def test_bad_settings(self) -> None:
         with pytest.raises(InvalidInputError, match="padding_mode"):
             SpatialTransformer((1, 8, 8), mode="gaussian", padding_mode="border")
+        with pytest.raises(InvalidInputError, match="padding_mode"):
+            SpatialTransformer((1, 8, 8), mode="gaussian", padding_mode="fill")
+        with pytest.raises(InvalidInputError, match="fill: only used with padding_mode='fill'"):
+            SpatialTransformer((1, 8, 8), fill=0.5)
+        with pytest.raises(InvalidInputError, match=r"fill: expected one value or 3"):
+            SpatialTransformer((3, 8, 8), padding_mode="fill", fill=(0.0, 1.0))
+        with pytest.raises(InvalidInputError, match="fill: expected a finite number"):
+            SpatialTransformer((1, 8, 8), padding_mode="fill", fill=float("nan"))
         for sigma in (0, -1.0, float("nan"), float("inf")):
             with pytest.raises(InvalidInputError, match="sigma"):
                 SpatialTransformer((1, 8, 8), mode="gaussian", sigma=sigma)

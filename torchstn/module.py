@@ -12,7 +12,7 @@ from torch import nn
 from ._checks import check_choice, check_positive, check_size, check_tensor
 from .errors import InvalidInputError
 from .functional.kernel import kernel_sample
-from .functional.sample import MODES, PADDING_MODES, sample
+from .functional.sample import FILL_PADDING_MODES, MODES, Fill, check_fill, sample
 from .localization import default_localization
 from .transforms import Transform, get
 
@@ -76,12 +76,19 @@ class SpatialTransformer(nn.Module):
             the transform's parameter count is appended, with zero weights and the identity as bias.
         mode: ``"bilinear"``, ``"nearest"``, ``"bicubic"`` or ``"gaussian"`` (the kernel sampler
             of eq. 3 with standard deviation ``sigma`` pixels).
-        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"`` (``"gaussian"``: zeros only).
+        padding_mode: ``"zeros"``, ``"border"``, ``"reflection"`` or ``"fill"`` (the constant
+            ``fill``); ``"gaussian"``: zeros only. Inputs normalised by ``mean`` and ``std`` read
+            the mean intensity outside with ``"zeros"``, a grey border around a black background
+            (the PyTorch spatial transformer tutorial has this bug): pad them with the
+            normalised value of black, ``padding_mode="fill", fill=[-m / s for m, s in
+            zip(mean, std)]``.
         align_corners: see :mod:`torchstn.functional.coords`.
         transform_options: keyword options for the transform, e.g. ``{"max_translation": 1.0}``,
             ``{"scale_range": (0.3, 1.0)}`` or ``{"grid_size": 5}`` for TPS.
         sigma: Gaussian kernel width in pixels (``mode="gaussian"`` only).
         penalty_weight: weight of :func:`identity_penalty`; see :meth:`penalty`.
+        fill: with ``padding_mode="fill"``, the value outside the input: one number or ``C``
+            (one per channel); see :func:`torchstn.functional.sample`.
 
     Example:
         >>> st = SpatialTransformer((1, 60, 60), "affine", out_size=(30, 30))
@@ -105,6 +112,7 @@ class SpatialTransformer(nn.Module):
         transform_options: Mapping[str, Any] | None = None,
         sigma: float = 1.0,
         penalty_weight: float = 0.0,
+        fill: Fill = 0.0,
     ) -> None:
         super().__init__()
         try:
@@ -123,9 +131,10 @@ class SpatialTransformer(nn.Module):
         self.out_size = (h, w) if out_size is None else check_size(out_size, "out_size")
         self.transform = get(transform, **dict(transform_options or {}))
         self.mode = check_choice(mode, "mode", SAMPLER_MODES)
-        self.padding_mode = check_choice(padding_mode, "padding_mode", PADDING_MODES)
+        self.padding_mode = check_choice(padding_mode, "padding_mode", FILL_PADDING_MODES)
         if self.mode == "gaussian" and padding_mode != "zeros":
             raise InvalidInputError("padding_mode: the gaussian sampler supports 'zeros' only")
+        self.fill = check_fill(fill, self.padding_mode, c)
         self.align_corners = bool(align_corners)
         self.sigma = check_positive(sigma, "sigma")
         self.penalty_weight = check_positive(penalty_weight, "penalty_weight", allow_zero=True)
@@ -213,7 +222,7 @@ class SpatialTransformer(nn.Module):
             grid = self.transform(params.to(dtype), self.out_size, self.align_corners)
             if self.mode == "gaussian":
                 return kernel_sample(x, grid, "gaussian", self.sigma, self.align_corners)
-            return sample(x, grid, self.mode, self.padding_mode, self.align_corners)
+            return sample(x, grid, self.mode, self.padding_mode, self.align_corners, self.fill)
 
     def forward(self, x: torch.Tensor, return_params: bool = False) -> Any:
         """Warp ``x`` ``(B, C, H, W)`` to ``(B, C, Ho, Wo)``; with ``return_params`` also return
@@ -232,8 +241,9 @@ class SpatialTransformer(nn.Module):
         return (self.in_shape[0], *self.out_size)
 
     def extra_repr(self) -> str:
+        fill = f", fill={self.fill}" if self.padding_mode == "fill" else ""
         return (
             f"in_shape={self.in_shape}, out_size={self.out_size}, "
-            f"mode={self.mode!r}, padding_mode={self.padding_mode!r}, "
+            f"mode={self.mode!r}, padding_mode={self.padding_mode!r}{fill}, "
             f"align_corners={self.align_corners}"
         )

@@ -1,12 +1,15 @@
-"""Stateless operations: coordinate conventions, grid sampling and the generic kernel sampler."""
+"""Stateless operations: coordinate conventions, grid sampling, the generic kernel sampler and
+the one-call warp."""
 
 from __future__ import annotations
 
 from .coords import base_grid, normalized_to_pixel, pixel_matrix_to_normalized, pixel_to_normalized
 from .kernel import KERNELS, influence_weights, kernel_sample
-from .sample import MODES, PADDING_MODES, sample
+from .sample import FILL_PADDING_MODES, MODES, PADDING_MODES, sample
+from .warp import warp
 
 __all__ = [
+    "FILL_PADDING_MODES",
     "KERNELS",
     "MODES",
     "PADDING_MODES",
@@ -17,4 +20,5 @@ __all__ = [
     "pixel_matrix_to_normalized",
     "pixel_to_normalized",
     "sample",
+    "warp",
 ]

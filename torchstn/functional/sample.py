@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
+from typing import TypeAlias
+
 import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice, check_same_device, check_tensor
 from ..errors import InvalidInputError
 
-__all__ = ["MODES", "PADDING_MODES", "sample"]
+__all__ = ["FILL_PADDING_MODES", "MODES", "PADDING_MODES", "Fill", "sample"]
 
+#: interpolation modes of ``grid_sample``.
 MODES = ("bilinear", "nearest", "bicubic")
+#: padding modes of ``grid_sample``.
 PADDING_MODES = ("zeros", "border", "reflection")
+#: the padding modes of :func:`sample`, :func:`~torchstn.functional.warp` and
+#: :class:`~torchstn.SpatialTransformer`: ``grid_sample``'s and ``"fill"`` (a constant).
+FILL_PADDING_MODES = (*PADDING_MODES, "fill")
+
+#: a fill value: one number for every channel, or one per channel.
+Fill: TypeAlias = float | Sequence[float]
 
 
 def check_input_and_grid(input: torch.Tensor, grid: torch.Tensor) -> None:
@@ -33,28 +46,67 @@ def raise_batch_mismatch(b_input: int, b_other: int, other: str = "grid") -> Non
     )
 
 
+def check_fill(fill: object, padding_mode: str, channels: int | None = None) -> Fill:
+    """Validate a fill value: a finite number, or one per channel (``channels`` of them when
+    known); a value other than 0 needs ``padding_mode="fill"``. Returns a float or a tuple."""
+    bad = InvalidInputError(f"fill: expected a finite number or a sequence of them, got {fill!r}")
+    per_channel = isinstance(fill, Sequence) and not isinstance(fill, str)
+    values: list[float] = []
+    for v in fill if isinstance(fill, Sequence) and per_channel else [fill]:
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
+            raise bad
+        values.append(float(v))
+    if not values:
+        raise bad
+    if channels is not None and len(values) not in (1, channels):
+        raise InvalidInputError(
+            f"fill: expected one value or {channels} (one per channel), got {len(values)}"
+        )
+    if padding_mode != "fill" and any(values):
+        raise InvalidInputError(
+            f"fill: only used with padding_mode='fill', got fill={fill!r} with "
+            f"padding_mode={padding_mode!r}"
+        )
+    return tuple(values) if per_channel else values[0]
+
+
 def sample(
     input: torch.Tensor,
     grid: torch.Tensor,
     mode: str = "bilinear",
     padding_mode: str = "zeros",
     align_corners: bool = False,
+    fill: Fill = 0.0,
 ) -> torch.Tensor:
     """Read ``input`` at the normalised source coordinates in ``grid``.
 
-    A validated front end to :func:`torch.nn.functional.grid_sample` (same numbers, same speed).
+    A validated front end to :func:`torch.nn.functional.grid_sample` (same numbers, same speed),
+    with one more padding mode, ``"fill"``: points outside the input read ``fill``, as if the
+    image were surrounded by that constant. It is computed exactly as
+    ``grid_sample(input - fill, grid, padding_mode="zeros") + fill``: the weights of every
+    mode sum to 1 (for bicubic over its 16 taps), so a point whose taps are partly outside
+    blends the inside pixels with ``fill`` in the proportions of the outside taps' weights.
 
     Convention:
         ``grid[b, i, j] = (x, y)`` in the normalised frame of ``input`` (see
         :mod:`torchstn.functional.coords`); ``align_corners`` must match the one the grid was
         built with.
 
+    A common pitfall: images normalised by ``mean`` and ``std`` (``(x - mean) / std``) read 0
+    outside with ``"zeros"`` padding, which is the *mean* intensity: a grey frame around the
+    digits of black-background MNIST (the PyTorch spatial transformer tutorial has this bug).
+    Pad with the normalised value of black instead: ``padding_mode="fill"``,
+    ``fill=[-m / s for m, s in zip(mean, std)]``.
+
     Args:
         input: ``(B, C, H, W)`` floating-point images.
         grid: ``(B, Ho, Wo, 2)`` source coordinates, same dtype and device as ``input``.
         mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
-        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"`` for points outside the input.
+        padding_mode: ``"zeros"``, ``"border"``, ``"reflection"`` or ``"fill"`` for points
+            outside the input.
         align_corners: see :mod:`torchstn.functional.coords`.
+        fill: with ``padding_mode="fill"``, the value outside: one number, or ``C`` numbers
+            (one per channel). Must be 0 with the other padding modes.
 
     Returns:
         ``(B, C, Ho, Wo)`` sampled images.
@@ -64,10 +116,20 @@ def sample(
         >>> x = torch.arange(4.0).view(1, 1, 2, 2)
         >>> torch.equal(sample(x, base_grid((2, 2))[None]), x)
         True
+        >>> far = torch.full((1, 1, 1, 2), 5.0)  # well outside
+        >>> sample(x, far, padding_mode="fill", fill=-0.5)
+        tensor([[[[-0.5000]]]])
     """
     check_input_and_grid(input, grid)
     check_choice(mode, "mode", MODES)
-    check_choice(padding_mode, "padding_mode", PADDING_MODES)
-    return F.grid_sample(
-        input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
+    check_choice(padding_mode, "padding_mode", FILL_PADDING_MODES)
+    value = check_fill(fill, padding_mode, input.shape[1])
+    if padding_mode != "fill":
+        return F.grid_sample(
+            input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
+        )
+    shift = torch.tensor(value, dtype=input.dtype, device=input.device).reshape(1, -1, 1, 1)
+    out = F.grid_sample(
+        input - shift, grid, mode=mode, padding_mode="zeros", align_corners=align_corners
     )
+    return out + shift
