@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from torchstn import InvalidInputError, transforms
 from torchstn.functional import (
     base_grid,
+    normalized_matrix_to_pixel,
     normalized_to_pixel,
     pixel_matrix_to_normalized,
     pixel_to_normalized,
@@ -265,3 +266,88 @@ class TestPixelMatrixToNormalized:
             pixel_matrix_to_normalized(torch.zeros(1, 2, 3, dtype=torch.int32), (4, 4))
         with pytest.raises(InvalidInputError, match="size"):
             pixel_matrix_to_normalized(torch.zeros(1, 2, 3), (4, -4))
+
+
+def _random_matrices(b: int, projective: bool, gen: torch.Generator) -> torch.Tensor:
+    """``(B, 3, 3)`` float64 matrices near the identity (projective: a small perspective row)."""
+    m = torch.eye(3, dtype=torch.float64) + 0.3 * torch.randn(
+        b, 3, 3, generator=gen, dtype=torch.float64
+    )
+    m[:, 2] = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    if projective:
+        m[:, 2, :2] = 0.1 * torch.randn(b, 2, generator=gen, dtype=torch.float64)
+    return m
+
+
+class TestNormalizedMatrixToPixel:
+    @pytest.mark.parametrize(
+        ("in_size", "out_size"), [((6, 7), (6, 7)), ((6, 7), (4, 5)), ((5, 9), (8, 3))]
+    )
+    @pytest.mark.parametrize("name", ["affine", "projective", "similarity", "attention"])
+    def test_maps_output_pixels_to_the_pixels_the_grid_reads(
+        self, in_size: tuple[int, int], out_size: tuple[int, int], name: str, align_corners: bool
+    ) -> None:
+        """Output pixel centre ``(j, i)`` goes to the input pixel point the transform's grid reads."""
+        t = transforms.get(name)
+        params = t.identity_params(torch.float64) + 0.2 * torch.randn(
+            3, t.num_params, dtype=torch.float64
+        )
+        if name == "projective":
+            params[:, 6:] *= 0.1
+        grid = t.grid(params, out_size, align_corners)  # (B, Ho, Wo, 2) normalised
+        expected = normalized_to_pixel(grid, in_size, align_corners)
+        m = normalized_matrix_to_pixel(t.to_matrix(params), in_size, out_size, align_corners)
+        homo = torch.cat(
+            (_pixel_centres(*out_size), torch.ones(*out_size, 1, dtype=torch.float64)), -1
+        )
+        got = torch.einsum("bij,hwj->bhwi", m, homo)
+        torch.testing.assert_close(got[..., :2] / got[..., 2:], expected, rtol=0, atol=1e-10)
+
+    @given(
+        h=st.integers(1, 40),
+        w=st.integers(1, 40),
+        ho=st.integers(1, 40),
+        wo=st.integers(1, 40),
+        seed=st.integers(0, 2**31 - 1),
+        align=st.booleans(),
+        projective=st.booleans(),
+    )
+    def test_exact_inverse_of_pixel_matrix_to_normalized(
+        self, h: int, w: int, ho: int, wo: int, seed: int, align: bool, projective: bool
+    ) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        m = _random_matrices(4, projective, gen)
+        sizes = ((h, w), (ho, wo))
+        there = normalized_matrix_to_pixel(m, *sizes, align_corners=align)
+        torch.testing.assert_close(pixel_matrix_to_normalized(there, *sizes, align), m)
+        back = pixel_matrix_to_normalized(m, *sizes, align_corners=align)
+        torch.testing.assert_close(normalized_matrix_to_pixel(back, *sizes, align), m)
+
+    def test_accepts_2x3_and_3x3_and_defaults_out_size(self) -> None:
+        a = torch.rand(3, 2, 3)
+        full = torch.cat((a, torch.tensor([0.0, 0.0, 1.0]).expand(3, 1, 3)), dim=1)
+        torch.testing.assert_close(
+            normalized_matrix_to_pixel(a, (5, 6)), normalized_matrix_to_pixel(full, (5, 6), (5, 6))
+        )
+        assert normalized_matrix_to_pixel(a, (5, 6)).shape == (3, 3, 3)
+
+    def test_identity_stays_identity(self, align_corners: bool) -> None:
+        eye = torch.eye(3)[None]
+        torch.testing.assert_close(
+            normalized_matrix_to_pixel(eye, (5, 7), None, align_corners), eye
+        )
+
+    def test_resize_is_a_pixel_scaling(self) -> None:
+        """The identity between sizes, with align_corners=True, is the ratio of the pixel spans."""
+        m = normalized_matrix_to_pixel(torch.eye(3)[None], (9, 5), (5, 3), align_corners=True)
+        torch.testing.assert_close(m[0], torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 1]]))
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(InvalidInputError, match=r"matrix: expected \(B, 2, 3\) or \(B, 3, 3\)"):
+            normalized_matrix_to_pixel(torch.zeros(1, 3, 2), (4, 4))
+        with pytest.raises(InvalidInputError, match="matrix: expected 3 dims"):
+            normalized_matrix_to_pixel(torch.zeros(2, 3), (4, 4))
+        with pytest.raises(InvalidInputError, match="floating"):
+            normalized_matrix_to_pixel(torch.zeros(1, 2, 3, dtype=torch.int32), (4, 4))
+        with pytest.raises(InvalidInputError, match="size"):
+            normalized_matrix_to_pixel(torch.zeros(1, 2, 3), (4, 4), (0, 4))

@@ -3,7 +3,13 @@ the one-call warp."""
 
 from __future__ import annotations
 
-from .coords import base_grid, normalized_to_pixel, pixel_matrix_to_normalized, pixel_to_normalized
+from .coords import (
+    base_grid,
+    normalized_matrix_to_pixel,
+    normalized_to_pixel,
+    pixel_matrix_to_normalized,
+    pixel_to_normalized,
+)
 from .kernel import KERNELS, influence_weights, kernel_sample
 from .sample import FILL_PADDING_MODES, MODES, PADDING_MODES, sample
 from .warp import warp
@@ -16,6 +22,7 @@ __all__ = [
     "base_grid",
     "influence_weights",
     "kernel_sample",
+    "normalized_matrix_to_pixel",
     "normalized_to_pixel",
     "pixel_matrix_to_normalized",
     "pixel_to_normalized",

@@ -22,7 +22,13 @@ import torch
 from .._checks import check_size, check_tensor
 from ..errors import InvalidInputError
 
-__all__ = ["base_grid", "normalized_to_pixel", "pixel_matrix_to_normalized", "pixel_to_normalized"]
+__all__ = [
+    "base_grid",
+    "normalized_matrix_to_pixel",
+    "normalized_to_pixel",
+    "pixel_matrix_to_normalized",
+    "pixel_to_normalized",
+]
 
 
 def _scale(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> torch.Tensor:
@@ -122,8 +128,9 @@ def base_grid(
 
 def _pixel_to_normalized_matrix(
     size: Sequence[int], align_corners: bool, dtype: torch.dtype, device: torch.device | None
-) -> torch.Tensor:
-    """The 3x3 matrix of :func:`pixel_to_normalized` for one image size."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3x3 matrix of :func:`pixel_to_normalized` for one image size, and its inverse (the
+    matrix of :func:`normalized_to_pixel`), both in closed form."""
     h, w = check_size(size, "size")
     if align_corners:  # as pixel_to_normalized: a unit side's pixel sits at 0
         sx, sy = 2 / max(w - 1, 1), 2 / max(h - 1, 1)
@@ -132,7 +139,24 @@ def _pixel_to_normalized_matrix(
         sx, sy = 2 / w, 2 / h
         ox, oy = 1 / w - 1, 1 / h - 1
     rows = [[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]]
-    return torch.tensor(rows, dtype=dtype, device=device)
+    inv = [[1 / sx, 0.0, -ox / sx], [0.0, 1 / sy, -oy / sy], [0.0, 0.0, 1.0]]
+    return (
+        torch.tensor(rows, dtype=dtype, device=device),
+        torch.tensor(inv, dtype=dtype, device=device),
+    )
+
+
+def _homogeneous(matrix: torch.Tensor) -> torch.Tensor:
+    """Validate ``(B, 2, 3)`` or ``(B, 3, 3)`` matrices and return them as ``(B, 3, 3)``."""
+    check_tensor(matrix, "matrix", ndim=3)
+    if matrix.shape[1:] == (2, 3):
+        last = matrix.new_tensor([0.0, 0.0, 1.0]).expand(matrix.shape[0], 1, 3)
+        return torch.cat((matrix, last), dim=1)
+    if matrix.shape[1:] != (3, 3):
+        raise InvalidInputError(
+            f"matrix: expected (B, 2, 3) or (B, 3, 3), got {tuple(matrix.shape)}"
+        )
+    return matrix
 
 
 def pixel_matrix_to_normalized(
@@ -146,7 +170,8 @@ def pixel_matrix_to_normalized(
     ``matrix`` maps output pixel coordinates ``(x_t, y_t, 1)`` to input pixel coordinates
     ``(x_s, y_s, 1)``; the result does the same in normalised coordinates, ready for
     :func:`torch.nn.functional.affine_grid` (take ``[..., :2, :]`` for ``theta``) or for
-    :class:`torchstn.transforms.Projective`.
+    :class:`torchstn.transforms.Projective`. The exact inverse of
+    :func:`normalized_matrix_to_pixel`.
 
     Args:
         matrix: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` matrices in pixel coordinates.
@@ -164,15 +189,48 @@ def pixel_matrix_to_normalized(
                 [0.0000, 1.0000, 0.7500],
                 [0.0000, 0.0000, 1.0000]])
     """
-    check_tensor(matrix, "matrix", ndim=3)
-    if matrix.shape[1:] == (2, 3):
-        last = matrix.new_tensor([0.0, 0.0, 1.0]).expand(matrix.shape[0], 1, 3)
-        matrix = torch.cat((matrix, last), dim=1)
-    elif matrix.shape[1:] != (3, 3):
-        raise InvalidInputError(
-            f"matrix: expected (B, 2, 3) or (B, 3, 3), got {tuple(matrix.shape)}"
-        )
+    matrix = _homogeneous(matrix)
     out_size = in_size if out_size is None else out_size
-    to_in = _pixel_to_normalized_matrix(in_size, align_corners, matrix.dtype, matrix.device)
-    to_out = _pixel_to_normalized_matrix(out_size, align_corners, matrix.dtype, matrix.device)
-    return to_in @ matrix @ torch.linalg.inv(to_out)
+    to_in, _ = _pixel_to_normalized_matrix(in_size, align_corners, matrix.dtype, matrix.device)
+    _, from_out = _pixel_to_normalized_matrix(out_size, align_corners, matrix.dtype, matrix.device)
+    return to_in @ matrix @ from_out
+
+
+def normalized_matrix_to_pixel(
+    matrix: torch.Tensor,
+    in_size: Sequence[int],
+    out_size: Sequence[int] | None = None,
+    align_corners: bool = False,
+) -> torch.Tensor:
+    """Express a normalised sampling matrix (what a spatial transformer learns) in pixel units.
+
+    ``matrix`` maps normalised output coordinates to normalised input coordinates, the
+    convention of every :class:`~torchstn.transforms.MatrixTransform` (``to_matrix(params)``) and
+    of ``affine_grid``'s ``theta``; the result maps the output pixel centre ``(x, y, 1)`` (column
+    ``x``, row ``y``) to the input pixel coordinates it reads (for a ``(B, 3, 3)`` projective
+    matrix, up to the homogeneous factor: divide by the third coordinate). The exact inverse of
+    :func:`pixel_matrix_to_normalized`.
+
+    Args:
+        matrix: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` normalised matrices.
+        in_size: input ``(H, W)``.
+        out_size: output ``(H, W)``; defaults to ``in_size``.
+        align_corners: the convention the matrix was learned with (see the module docstring).
+
+    Returns:
+        ``(B, 3, 3)`` matrices in pixel coordinates.
+
+    Example:
+        >>> from torchstn.transforms import get
+        >>> params = torch.tensor([[0.5, 0.0, 0.25, 0.0, 0.5, 0.0]])  # half the width, right
+        >>> # a 4x4 output of an 8x8 input reads the block from column 3, row 2, pixel for pixel
+        >>> normalized_matrix_to_pixel(get("affine").to_matrix(params), (8, 8), (4, 4))[0]
+        tensor([[1., 0., 3.],
+                [0., 1., 2.],
+                [0., 0., 1.]])
+    """
+    matrix = _homogeneous(matrix)
+    out_size = in_size if out_size is None else out_size
+    _, from_in = _pixel_to_normalized_matrix(in_size, align_corners, matrix.dtype, matrix.device)
+    to_out, _ = _pixel_to_normalized_matrix(out_size, align_corners, matrix.dtype, matrix.device)
+    return from_in @ matrix @ to_out
