@@ -7,9 +7,12 @@ import torch
 
 from torchstn import (
     InvalidInputError,
+    ParallelOutput,
     ParallelTransformers,
+    SequentialOutput,
     SequentialTransformers,
     SpatialTransformer,
+    recording_params,
 )
 
 
@@ -19,6 +22,14 @@ def _st(
     name: str = "affine",
 ) -> SpatialTransformer:
     return SpatialTransformer(in_shape, name, out_size=out_size)
+
+
+def _perturb(st: SpatialTransformer) -> SpatialTransformer:
+    """Move the head off the identity so that the params depend on the input."""
+    with torch.no_grad():
+        st.head.weight.normal_(0, 0.01)
+        st.head.bias.add_(0.1 * torch.randn_like(st.head.bias))
+    return st
 
 
 class TestParallelTransformers:
@@ -66,6 +77,30 @@ class TestParallelTransformers:
         for head in par.heads:
             assert head.head.weight.grad is not None and head.head.weight.grad.abs().sum() > 0
 
+    @pytest.mark.parametrize("combine", ["concat", "list"])
+    def test_return_params(self, combine: str) -> None:
+        par = ParallelTransformers([_st(), _st(name="attention")], combine=combine)
+        with torch.no_grad():
+            par.heads[1].head.bias.add_(0.2)
+        x = torch.rand(3, 2, 12, 12)
+        out = par(x, return_params=True)
+        assert isinstance(out, ParallelOutput)
+        y, params = out
+        ref = par(x)
+        if combine == "concat":
+            assert isinstance(y, torch.Tensor) and isinstance(ref, torch.Tensor)
+            torch.testing.assert_close(y, ref)
+        else:
+            assert isinstance(y, list) and isinstance(ref, list)
+            for a, b in zip(y, ref):
+                torch.testing.assert_close(a, b)
+        assert [p.shape for p in params] == [(3, 6), (3, 3)]
+        for head, p in zip(par.heads, params):
+            torch.testing.assert_close(p, head.localize(x))
+        with recording_params(par) as records:
+            par(x)
+        assert [r.name for r in records] == ["heads.0", "heads.1"]
+
     def test_exceptions(self) -> None:
         with pytest.raises(InvalidInputError, match="non-empty sequence of SpatialTransformer"):
             ParallelTransformers([])
@@ -108,6 +143,22 @@ class TestSequentialTransformers:
         x = torch.rand(1, 2, 12, 12)
         y = SequentialTransformers(a, b)(x)
         torch.testing.assert_close(y[..., :-2], x[..., 2:])
+
+    def test_return_params(self) -> None:
+        a = _perturb(SpatialTransformer((1, 16, 16), "attention", out_size=(10, 10)))
+        b = _perturb(SpatialTransformer((1, 10, 10), "affine", out_size=(6, 6)))
+        seq = SequentialTransformers(a, b)
+        x = torch.rand(2, 1, 16, 16)
+        out = seq(x, return_params=True)
+        assert isinstance(out, SequentialOutput)
+        y, params = out
+        torch.testing.assert_close(y, seq(x))
+        assert [p.shape for p in params] == [(2, 3), (2, 6)]
+        torch.testing.assert_close(params[0], a.localize(x))
+        torch.testing.assert_close(params[1], b.localize(a(x)))
+        with recording_params(seq) as records:
+            seq(x)
+        assert [(r.name, r.transformer) for r in records] == [("0", a), ("1", b)]
 
     def test_exceptions(self) -> None:
         with pytest.raises(InvalidInputError, match="one or more SpatialTransformer"):

@@ -9,9 +9,12 @@ from torch import nn
 
 from torchstn import (
     InvalidInputError,
+    RecordedParams,
     SpatialTransformer,
+    TransformerOutput,
     UnknownNameError,
     identity_penalty,
+    recording_params,
     transforms,
 )
 from torchstn.functional import kernel_sample
@@ -199,6 +202,109 @@ class TestForward:
         torch.testing.assert_close(y, ref, rtol=0, atol=0.05)
 
 
+class TestReturnParams:
+    def test_named_tuple_that_unpacks(self) -> None:
+        st = _perturb(SpatialTransformer((1, 8, 8), "affine", out_size=(5, 6)))
+        x = torch.rand(3, 1, 8, 8)
+        out = st(x, return_params=True)
+        assert isinstance(out, TransformerOutput) and isinstance(out, tuple)
+        y, params = out
+        assert y is out.output and params is out.params
+        torch.testing.assert_close(out.output, st(x))
+        torch.testing.assert_close(out.params, st.localize(x))
+        assert isinstance(st(x), torch.Tensor) and isinstance(st(x, False), torch.Tensor)
+
+
+class _TwoStages(nn.Module):
+    """A transformer on the input, a conv, a second transformer on the features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = _perturb(SpatialTransformer((1, 10, 10), "affine", penalty_weight=1.0))
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.second = _perturb(
+            SpatialTransformer((3, 10, 10), "attention", (6, 6), penalty_weight=0.5)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(torch.relu(self.conv(self.first(x))))
+
+
+class TestRecordingParams:
+    def test_records_every_transformer_once_with_its_graph(self) -> None:
+        model = _TwoStages()
+        x = torch.rand(4, 1, 10, 10)
+        with recording_params(model) as records:
+            y = model(x)
+        assert y.shape == (4, 3, 6, 6)
+        assert [(r.name, r.transformer) for r in records] == [
+            ("first", model.first),
+            ("second", model.second),
+        ]
+        assert all(isinstance(r, RecordedParams) for r in records)
+        torch.testing.assert_close(records[0].params, model.first.localize(x))
+        torch.testing.assert_close(
+            records[1].params, model.second.localize(torch.relu(model.conv(model.first(x))))
+        )
+        penalty = sum(r.transformer.penalty(r.params) for r in records)
+        assert isinstance(penalty, torch.Tensor) and penalty.item() > 0
+        penalty.backward()
+        for st in (model.first, model.second):
+            first = next(st.localization.parameters())
+            assert first.grad is not None and first.grad.abs().sum() > 0
+            assert st.head.bias.grad is not None and st.head.bias.grad.abs().sum() > 0
+        # the second transformer's params depend on what it reads: the conv's output
+        assert model.conv.weight.grad is not None and model.conv.weight.grad.abs().sum() > 0
+
+    def test_keeps_nothing_outside_the_block(self) -> None:
+        model = _TwoStages()
+        x = torch.rand(2, 1, 10, 10)
+        with recording_params(model) as records:
+            model(x)
+        model(x)
+        assert len(records) == 2
+        assert model.first._param_sinks == {} and model.second._param_sinks == {}
+        with pytest.raises(RuntimeError, match="boom"), recording_params(model):
+            raise RuntimeError("boom")
+        assert model.first._param_sinks == {}
+
+    def test_nested_blocks_direct_localize_calls_and_no_transformers(self) -> None:
+        model = _TwoStages()
+        x = torch.rand(2, 1, 10, 10)
+        with recording_params(model) as outer:
+            model.first.localize(x)  # e.g. AttentionEncoder.crop calls localize directly
+            with recording_params(model.second) as inner:
+                model(x)
+        assert [r.name for r in outer] == ["first", "first", "second"]
+        assert [r.name for r in inner] == [""]
+        with recording_params(nn.Linear(2, 2)) as none:
+            pass
+        assert none == []
+        with pytest.raises(InvalidInputError, match=r"model: expected an nn\.Module"):
+            with recording_params(lambda x: x):  # type: ignore[arg-type]
+                pass
+
+    def test_distributed_data_parallel(self, tmp_path) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            pytest.skip("a process group is already initialised")
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+        )
+        try:
+            model = _TwoStages()
+            ddp = nn.parallel.DistributedDataParallel(model)
+            with recording_params(ddp) as records:
+                y = ddp(torch.rand(2, 1, 10, 10))
+            assert [r.name for r in records] == ["first", "second"]
+            (y.mean() + sum(r.transformer.penalty(r.params) for r in records)).backward()
+            for st in (model.first, model.second):
+                assert st.head.weight.grad is not None and st.head.weight.grad.abs().sum() > 0
+        finally:
+            dist.destroy_process_group()
+
+
 class TestPenalty:
     @pytest.mark.parametrize("name", NAMES)
     def test_zero_at_identity_positive_elsewhere(self, name: str) -> None:
@@ -383,6 +489,20 @@ class TestCompile:
             SpatialTransformer((1, 10, 10), name, out_size=(6, 7), transform_options=options)
         )
         _compile_and_compare(st, torch.rand(2, 1, 10, 10))
+
+    def test_aot_eager_records_params_in_one_graph(self) -> None:
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        model = _TwoStages()
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        x = torch.rand(2, 1, 10, 10)
+        with recording_params(compiled) as records:
+            compiled(x)
+        assert [r.name for r in records] == ["first", "second"]
+        torch.testing.assert_close(records[0].params, model.first.localize(x))
+        sum(r.transformer.penalty(r.params) for r in records).backward()
+        assert model.second.head.weight.grad is not None
 
     def test_aot_eager_gaussian_sampler(self) -> None:
         st = _perturb(SpatialTransformer((1, 8, 8), "similarity", mode="gaussian", sigma=0.8))

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from . import functional, transforms
 from ._checks import set_finite_checks
-from .composite import ParallelTransformers, SequentialTransformers
+from .composite import (
+    ParallelOutput,
+    ParallelTransformers,
+    SequentialOutput,
+    SequentialTransformers,
+)
 from .errors import (
     ConfigError,
     DataError,
@@ -21,7 +26,13 @@ from .errors import (
 )
 from .inference import load
 from .localization import ConvLocalization, FCLocalization, default_localization
-from .module import SpatialTransformer, identity_penalty
+from .module import (
+    RecordedParams,
+    SpatialTransformer,
+    TransformerOutput,
+    identity_penalty,
+    recording_params,
+)
 from .optim import localization_parameters, param_groups
 
 __version__ = "0.1.0"
@@ -33,10 +44,14 @@ __all__ = [
     "FCLocalization",
     "InvalidInputError",
     "NonFiniteError",
+    "ParallelOutput",
     "ParallelTransformers",
+    "RecordedParams",
+    "SequentialOutput",
     "SequentialTransformers",
     "SpatialTransformer",
     "TorchSTNError",
+    "TransformerOutput",
     "UnknownNameError",
     "__version__",
     "default_localization",
@@ -45,6 +60,7 @@ __all__ = [
     "load",
     "localization_parameters",
     "param_groups",
+    "recording_params",
     "set_finite_checks",
     "transforms",
 ]

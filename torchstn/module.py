@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import torch
 from torch import nn
@@ -16,7 +16,13 @@ from .functional.sample import FILL_PADDING_MODES, MODES, Fill, check_fill, samp
 from .localization import default_localization
 from .transforms import Transform, get
 
-__all__ = ["SpatialTransformer", "identity_penalty"]
+__all__ = [
+    "RecordedParams",
+    "SpatialTransformer",
+    "TransformerOutput",
+    "identity_penalty",
+    "recording_params",
+]
 
 #: sampler modes: ``grid_sample``'s, plus ``"gaussian"`` (the generic kernel sampler).
 SAMPLER_MODES = (*MODES, "gaussian")
@@ -34,6 +40,46 @@ def _autocast_off(device_type: str) -> AbstractContextManager[Any]:
     if _autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return nullcontext()
+
+
+class TransformerOutput(NamedTuple):
+    """What ``SpatialTransformer.forward(x, return_params=True)`` returns; unpacks as
+    ``y, params = st(x, return_params=True)``.
+
+    Attributes:
+        output: ``(B, C, Ho, Wo)`` the warped images.
+        params: ``(B, P)`` the transform params they were warped with (bounds applied), part of
+            the autograd graph of the localisation net.
+    """
+
+    output: torch.Tensor
+    params: torch.Tensor
+
+
+class RecordedParams(NamedTuple):
+    """One transformer call seen by :func:`recording_params`.
+
+    Attributes:
+        name: the transformer's qualified name in the recorded model (``named_modules``;
+            ``DistributedDataParallel``, ``DataParallel`` and ``torch.compile`` wrappers are
+            looked through, so the names are those of the wrapped model, ``""`` for the model
+            itself).
+        transformer: the :class:`SpatialTransformer` (its ``transform``, ``penalty``...).
+        params: ``(B, P)`` the params it computed, with their autograd graph.
+    """
+
+    name: str
+    transformer: SpatialTransformer
+    params: torch.Tensor
+
+
+class _ParamSink:
+    """Where one transformer reports to one :func:`recording_params` context (an object rather
+    than a tuple: ``torch.compile`` traces appends through its attribute in one graph)."""
+
+    def __init__(self, name: str, records: list[RecordedParams]) -> None:
+        self.name = name
+        self.records = records
 
 
 def identity_penalty(params: torch.Tensor, transform: Transform) -> torch.Tensor:
@@ -138,6 +184,8 @@ class SpatialTransformer(nn.Module):
         self.align_corners = bool(align_corners)
         self.sigma = check_positive(sigma, "sigma")
         self.penalty_weight = check_positive(penalty_weight, "penalty_weight", allow_zero=True)
+        #: sinks of the active :func:`recording_params` contexts (empty: nothing is kept).
+        self._param_sinks: dict[object, _ParamSink] = {}
 
         self.localization = (
             default_localization(self.in_shape) if localization is None else localization
@@ -199,9 +247,16 @@ class SpatialTransformer(nn.Module):
             )
 
     def localize(self, x: torch.Tensor) -> torch.Tensor:
-        """Transform params ``(B, P)`` predicted for images ``x`` ``(B, C, H, W)`` (bounds applied)."""
+        """Transform params ``(B, P)`` predicted for images ``x`` ``(B, C, H, W)`` (bounds applied).
+
+        Every call (and so every forward) is reported to the active :func:`recording_params`
+        contexts; without one nothing is kept.
+        """
         self._check_input(x)
-        return self.transform.constrain(self.head(self.localization(x)))
+        params = self.transform.constrain(self.head(self.localization(x)))
+        for sink in self._param_sinks.values():
+            sink.records.append(RecordedParams(sink.name, self, params))
+        return params
 
     def transform_input(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Warp ``x`` ``(B, C, H, W)`` with given params ``(B, P)``: ``(B, C, Ho, Wo)``.
@@ -224,12 +279,42 @@ class SpatialTransformer(nn.Module):
                 return kernel_sample(x, grid, "gaussian", self.sigma, self.align_corners)
             return sample(x, grid, self.mode, self.padding_mode, self.align_corners, self.fill)
 
-    def forward(self, x: torch.Tensor, return_params: bool = False) -> Any:
-        """Warp ``x`` ``(B, C, H, W)`` to ``(B, C, Ho, Wo)``; with ``return_params`` also return
-        the ``(B, P)`` params."""
+    @overload
+    def forward(self, x: torch.Tensor, return_params: Literal[False] = False) -> torch.Tensor: ...
+    @overload
+    def forward(self, x: torch.Tensor, return_params: Literal[True]) -> TransformerOutput: ...
+    @overload
+    def forward(self, x: torch.Tensor, return_params: bool) -> torch.Tensor | TransformerOutput: ...
+    def forward(
+        self, x: torch.Tensor, return_params: bool = False
+    ) -> torch.Tensor | TransformerOutput:
+        """Warp ``x`` ``(B, C, H, W)`` to ``(B, C, Ho, Wo)``.
+
+        Returns:
+            The ``(B, C, Ho, Wo)`` output, or with ``return_params=True`` a
+            :class:`TransformerOutput` ``(output, params)`` that also holds the ``(B, P)``
+            params (``y, params = st(x, return_params=True)``). To collect the params of
+            transformers deep inside a model, see :func:`recording_params`.
+        """
         params = self.localize(x)
         y = self.transform_input(x, params)
-        return (y, params) if return_params else y
+        return TransformerOutput(y, params) if return_params else y
+
+    if TYPE_CHECKING:  # what mypy sees of ``st(x, ...)``: forward's overloads
+
+        @overload
+        def __call__(
+            self, x: torch.Tensor, return_params: Literal[False] = False
+        ) -> torch.Tensor: ...
+        @overload
+        def __call__(self, x: torch.Tensor, return_params: Literal[True]) -> TransformerOutput: ...
+        @overload
+        def __call__(
+            self, x: torch.Tensor, return_params: bool
+        ) -> torch.Tensor | TransformerOutput: ...
+        def __call__(
+            self, x: torch.Tensor, return_params: bool = False
+        ) -> torch.Tensor | TransformerOutput: ...
 
     def penalty(self, params: torch.Tensor) -> torch.Tensor:
         """``penalty_weight * identity_penalty(params)``; add it to the loss to fight drift."""
@@ -247,3 +332,70 @@ class SpatialTransformer(nn.Module):
             f"mode={self.mode!r}, padding_mode={self.padding_mode!r}{fill}, "
             f"align_corners={self.align_corners}"
         )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``DistributedDataParallel``, ``DataParallel`` and ``torch.compile``
+    wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's wrapper
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(inner, nn.Module):
+            model = inner
+        else:
+            return model
+
+
+@contextmanager
+def recording_params(model: nn.Module) -> Iterator[list[RecordedParams]]:
+    """Collect the params of every :class:`SpatialTransformer` call inside ``model``.
+
+    Within the ``with`` block, each call of a transformer of ``model`` (its ``forward``, or
+    ``localize`` called directly) appends a :class:`RecordedParams` ``(name, transformer,
+    params)`` to the yielded list, in call order: one entry per transformer per forward pass of
+    a model that calls each once. The params keep their autograd graph, so a penalty on them
+    back-propagates into the localisation nets without running them again. On exit the
+    transformers keep nothing; outside a ``with`` block they never do. Contexts may nest, each
+    sees every call.
+
+    Works for a ``DistributedDataParallel`` (or ``DataParallel``) wrapped model: the recording
+    attaches to the transformers it wraps, and names are those of the wrapped model. Under
+    ``torch.compile`` the recording is traced into the graph (``fullgraph=True`` holds; starting
+    or ending a recording recompiles once). A model without transformers yields an empty list.
+
+    Args:
+        model: any module; its :class:`SpatialTransformer` submodules (itself included) are
+            recorded.
+
+    Yields:
+        The list the calls are appended to, ``params`` ``(B, P)`` each.
+
+    Example:
+        >>> model = nn.Sequential(
+        ...     SpatialTransformer((1, 8, 8), "affine", penalty_weight=0.1),
+        ...     nn.Conv2d(1, 2, 3, padding=1),
+        ...     SpatialTransformer((2, 8, 8), "translation", penalty_weight=0.1),
+        ... )
+        >>> with recording_params(model) as records:
+        ...     y = model(torch.rand(4, 1, 8, 8))
+        >>> [(r.name, tuple(r.params.shape)) for r in records]
+        [('0', (4, 6)), ('2', (4, 2))]
+        >>> penalty = sum(r.transformer.penalty(r.params) for r in records)
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidInputError(f"model: expected an nn.Module, got {type(model).__name__}")
+    records: list[RecordedParams] = []
+    token = object()
+    transformers = [
+        (name, module)
+        for name, module in _unwrap(model).named_modules()
+        if isinstance(module, SpatialTransformer)
+    ]
+    for name, module in transformers:
+        module._param_sinks[token] = _ParamSink(name, records)
+    try:
+        yield records
+    finally:
+        for _, module in transformers:
+            module._param_sinks.pop(token, None)

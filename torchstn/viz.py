@@ -104,7 +104,7 @@ def plot_transformations(
     norm = input_normalizer(model)
     outs = [st(norm(x), return_params=True) for st in sts]
     if isinstance(norm, Normalize):
-        outs = [(y * norm.std + norm.mean, p) for y, p in outs]
+        outs = [o._replace(output=o.output * norm.std + norm.mean) for o in outs]
     model.train(was)
     n = x.shape[0]
     rows = 1 + len(sts)
