@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchstn import (
@@ -166,12 +167,23 @@ class TestForward:
         grid = st.transform.grid(params, (5, 6))
         torch.testing.assert_close(y, kernel_sample(x, grid, "gaussian", 0.7))
 
-    @pytest.mark.parametrize("padding_mode", ["border", "reflection"])
-    def test_padding_mode_is_used(self, padding_mode: str) -> None:
-        st = SpatialTransformer((1, 8, 8), "attention", padding_mode=padding_mode)
-        x = torch.rand(1, 1, 8, 8) + 1
-        y = st.transform_input(x, torch.tensor([[2.0, 0.0, 0.0]]))  # zoom out: reads outside
-        assert bool((y > 0).all())
+    @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+    def test_padding_mode_is_used(self, padding_mode: str, align_corners: bool) -> None:
+        """Zooming out reads outside the image: each mode must give grid_sample's own answer
+        for that mode, and the three answers differ (so a swapped mode cannot pass)."""
+        x = torch.arange(64.0).view(1, 1, 8, 8)  # every pixel distinct: the modes disagree
+        zoom_out = torch.tensor([[2.0, 0.0, 0.0]])
+        outs = {}
+        for mode in ("zeros", "border", "reflection"):
+            st = SpatialTransformer(
+                (1, 8, 8), "attention", padding_mode=mode, align_corners=align_corners
+            )
+            outs[mode] = st.transform_input(x, zoom_out)
+        grid = transforms.get("attention").grid(zoom_out, (8, 8), align_corners)
+        ref = F.grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners)
+        torch.testing.assert_close(outs[padding_mode], ref, rtol=0, atol=1e-5)
+        others = [m for m in outs if m != padding_mode]
+        assert all(not torch.allclose(outs[padding_mode], outs[m]) for m in others)
 
     def test_fill_padding_reads_the_fill(self) -> None:
         """Normalised MNIST-like inputs: "zeros" pads with the mean (grey), fill=-mean/std with
