@@ -10,7 +10,8 @@ scores (normalised coordinates, ``align_corners=False``). Finding "where the com
 then means learning what it looks like, the same filters serving every position. The transformer's
 final layer reads that position as the translation (weight 1, or ``1 / max_translation`` under a
 bound), and the score layer starts at zero: a flat score map, whose expectation is the image
-centre, so training starts from the centred window of the largest allowed scale.
+centre, so training starts from the centred window at the initial scale of the bound (a tenth of
+the range inside ``hi`` when ``hi < 1``: see :meth:`torchstn.transforms.Transform.raw_identity`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .registry import register_model
 __all__ = ["AttentionEncoder", "ConvEncoder", "SoftArgmaxLocalization"]
 
 #: the default window-size bounds ``(lo, hi)`` (half-size, normalised): about the 28 px digit of an
-#: 84 px canvas (``s = 1 / 3``); the transformer starts at ``hi``.
+#: 84 px canvas (``s = 1 / 3``); the transformer starts at 0.354, a tenth of the range below ``hi``.
 DEFAULT_SCALE_RANGE = (0.3, 0.36)
 
 
@@ -207,7 +208,8 @@ def build_st_attention_encoder(
             not class scores; the name is the registry's).
         out_size: ``(Ho, Wo)`` of the crop (the paper: 28 x 28).
         scale_range: ``(lo, hi)`` bounds of the window half-size ``s`` (normalised); the
-            transformer starts at the scale nearest to the identity, ``hi`` when ``hi < 1``.
+            transformer starts at the identity scale when it lies well inside, else a tenth of
+            the range inside the bound nearer to it (``hi - 0.1 (hi - lo)`` when ``hi < 1``).
         max_translation: optional bound of ``|tx|``, ``|ty|`` (the soft-argmax keeps the window
             centre inside the image anyway).
         loc_channels, loc_downsample: of :class:`SoftArgmaxLocalization`.
