@@ -18,11 +18,13 @@ __all__ = [
     "Config",
     "DataConfig",
     "ModelConfig",
+    "ObjectiveConfig",
     "OptimConfig",
     "RunConfig",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "dataclass_from_dict",
     "load_config",
 ]
 
@@ -109,6 +111,18 @@ class RunConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """What the run optimises and how it is scored (see :mod:`torchstn.train.objective`)."""
+
+    #: ``classification`` (cross-entropy; validation error rate) or ``colocalization`` (triplet
+    #: hinge loss; validation: 100 - % of images localised, see :mod:`torchstn.colocalization`)
+    name: str = "classification"
+    #: the objective's own settings (classification has none; co-localisation:
+    #: :class:`torchstn.colocalization.ColocalizationOptions`); unknown keys fail
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     seed: int = 0
     device: str = "auto"  #: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``
@@ -116,6 +130,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self) -> Config:
         """Check ranges and names of everything but the task/model (checked when built)."""
@@ -159,6 +174,9 @@ class Config:
             raise ConfigError(f"run.deterministic: expected true or false, got {r.deterministic!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        from .objective import check_objective
+
+        check_objective(self)
         return self
 
 
@@ -229,7 +247,15 @@ def _positive(name: str, value: Any) -> None:
 
 
 #: the nested sections of :class:`Config`, by the annotation string of their field.
-_SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, OptimConfig, RunConfig)}
+_SECTIONS = {
+    c.__name__: c for c in (DataConfig, ModelConfig, OptimConfig, RunConfig, ObjectiveConfig)
+}
+
+
+def dataclass_from_dict(cls: Any, values: Any, where: str) -> Any:
+    """``cls(**values)`` for a dataclass ``cls``: unknown keys raise :class:`ConfigError` naming
+    ``where`` and the valid keys, numeric strings (YAML's ``1e-3``) become the field's number."""
+    return _build(cls, values, where)
 
 
 def _build(cls: Any, values: Any, where: str) -> Any:

@@ -3,7 +3,13 @@
 Reads top to bottom: ``Trainer.fit`` -> ``_run_epoch`` -> ``_step``. Everything random comes from
 seeds (the model's initialisation from ``seed``, each epoch's data and order from
 ``epoch_seed(seed, epoch)``), so the same seed gives the same numbers and a resumed run ends with
-the weights of an uninterrupted one.
+the weights of an uninterrupted one. What the steps minimise and how validation scores the weights
+is the run's objective (:mod:`torchstn.train.objective`: classification, or co-localisation).
+
+The best weights are those of the lowest validation ``error``, measured after every epoch and,
+when the time budget ends inside an epoch, after that partial epoch too (its ``metrics.jsonl``
+record says ``"partial": true`` and its ``steps``): with the cosine schedule its steps are the
+low-rate tail the schedule was built for.
 
 Under ``torchrun`` (see :mod:`torchstn.train.distributed`) the config's batch size is the global
 batch: each rank takes an equal slice of every batch, DDP averages the gradients, validation and
@@ -24,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
 from .._checks import set_finite_checks
-from ..data.loader import EpochBatches
 from ..errors import DataError, TorchSTNError
 from ..models import count_params
 from ..module import SpatialTransformer
@@ -37,7 +41,6 @@ from ..optim import param_groups
 from ..preprocess import input_normalizer, with_preprocess
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict
-from .datamodule import DataModule
 from .distributed import (
     agree,
     all_reduce_sum,
@@ -46,6 +49,7 @@ from .distributed import (
     split_batch,
 )
 from .evaluate import autocast_context, build_model, evaluate, resolve_device
+from .objective import get_objective
 
 __all__ = [
     "Trainer",
@@ -124,10 +128,13 @@ class Trainer:
             saved.device = cfg.device
             cfg = saved
         self.cfg = cfg
+        # what the run optimises and how it is scored: classification or co-localisation
+        self.objective = get_objective(cfg)
         self.progress = progress
         # the config's batch is the global batch: each rank takes an equal share of it (checked
         # before joining the process group, so a bad batch size fails fast on every rank)
         split_batch(cfg.optim.batch_size, launched_world_size())
+        self.objective.check_world(launched_world_size())
         self.world, device = init_from_env(cfg.device)
         self.rank = self.world.rank
         if cfg.run.num_threads:
@@ -141,11 +148,8 @@ class Trainer:
         if cfg.run.deterministic:
             _make_deterministic(self.device)
         saved_info = (self.state or {}).get("data_info") or {}
-        self.data = DataModule(
-            cfg.data,
-            cfg.seed,
-            preprocess=saved_info.get("preprocess"),
-            pin_memory=self.device.type == "cuda",
+        self.data = self.objective.build_data(
+            preprocess=saved_info.get("preprocess"), pin_memory=self.device.type == "cuda"
         )
         self.model = build_model(cfg, self.data.in_shape, self.data.num_classes).to(self.device)
         if self.world.distributed and any(
@@ -172,6 +176,7 @@ class Trainer:
         # the network the steps run: normalisation (if any) first, as torchstn.load rebuilds it
         self.net: nn.Module = with_preprocess(self.model, self.data.preprocess)
         self._normalize = input_normalizer(self.net)  # for the penalty's own localisation
+        self.net = self.objective.train_net(self.net)  # what computes the loss (DDP wraps it)
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
@@ -184,6 +189,7 @@ class Trainer:
         self.best: dict[str, Any] = {"val_error": None, "epoch": None, "model": None}
         self.history: list[dict[str, Any]] = []
         self.interrupted = False  # set by SIGINT; checked between steps
+        self._out_of_time = False  # the time budget ran out in the last _run_epoch
         # what the ranks agreed on at the last step: time spent (the slowest rank's), stop
         self._agreed_spent, self._agreed_stop = self.elapsed, False
         if self.state is not None:
@@ -273,8 +279,9 @@ class Trainer:
         # torchrun, raise on one rank alone; the loss check below covers it (NaN params give a
         # NaN loss) and is agreed by all ranks
         with set_finite_checks(False), autocast_context(self.cfg.run.precision, self.device):
-            logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss, out = self.objective.loss(
+                self.net, x, y, epoch=self.epoch, step=self.step, world=self.world
+            )
             penalty = _penalty(self.model, self._normalize(x))
         total = loss if penalty is None else loss + penalty
         loss_value = float(loss.detach())
@@ -309,7 +316,7 @@ class Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
         self._local[0] += loss_value * y.shape[0]
-        self._local[1] += float((logits.argmax(1) != y).sum())
+        self._local[1] += self.objective.count(out, y)
         self._local[2] += float(y.shape[0])
         return loss_value
 
@@ -330,12 +337,12 @@ class Trainer:
         return self.elapsed + (time.perf_counter() - start)
 
     def _run_epoch(self) -> bool:
-        """Train the rest of the current epoch; False if the time budget ran out inside it."""
+        """Train the rest of the current epoch; True if it is complete. False when the time
+        budget (``_out_of_time`` is then set) or Ctrl-C stopped it inside the epoch."""
+        self._out_of_time = False
         split = self.data.train(self.epoch)
-        order = EpochBatches(
+        order = self.objective.batch_order(
             len(split),
-            self.cfg.optim.batch_size,
-            self.cfg.seed,
             self.epoch,
             rank=self.world.rank,
             world_size=self.world.size,
@@ -378,7 +385,9 @@ class Trainer:
                 # one process stops at once; several stop together at the next agreed step
                 stop = self._agreed_stop or (self.interrupted and not self.world.distributed)
                 if out_of_time or stop:
-                    return False
+                    self._out_of_time = out_of_time and not stop
+                    # a budget that ends with the epoch's last step leaves a complete epoch
+                    return self._out_of_time and self.step >= num_batches
                 if every and self.step % every == 0 and self.step < num_batches:
                     self._pause_clock(start)
                     start = time.perf_counter()
@@ -410,7 +419,7 @@ class Trainer:
         )
 
     def _evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        return evaluate(
+        return self.objective.evaluate(
             with_preprocess(model, self.data.preprocess),
             self.data.eval_split(split),
             self.cfg.run.eval_batch_size,
@@ -420,21 +429,30 @@ class Trainer:
             self.cfg.data.skip_bad,
         )
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, partial: bool = False) -> None:
+        """Validate the weights, log the epoch's record and keep the best weights.
+
+        ``partial``: the time budget ended the epoch after ``self.step`` steps. Its record says
+        so (``"partial": true, "steps": k``) and its weights, trained at the lowest rates of a
+        cosine schedule, may become the best; the epoch is not counted as done.
+        """
         self._flush_stats()
         s = self.epoch_stats
         start = time.perf_counter()
         val = self._evaluate(self.model, "val")
         self.elapsed += time.perf_counter() - start
-        record = {
-            "epoch": self.epoch + 1,
-            "train_loss": s["loss_sum"] / max(s["seen"], 1),
-            "train_error": 100.0 * s["wrong"] / max(s["seen"], 1),
-            "val_loss": val["loss"],
-            "val_error": val["error"],
-            "lr": self.opt.param_groups[0]["lr"],
-            "elapsed": round(self.elapsed, 3),
-        }
+        record: dict[str, Any] = {"epoch": self.epoch + 1}
+        if partial:
+            record.update(partial=True, steps=self.step)
+        record.update(
+            {
+                "train_loss": s["loss_sum"] / max(s["seen"], 1),
+                self.objective.train_rate: 100.0 * s["wrong"] / max(s["seen"], 1),
+                **self.objective.val_fields(val),
+                "lr": self.opt.param_groups[0]["lr"],
+                "elapsed": round(self.elapsed, 3),
+            }
+        )
         if self.cfg.data.skip_bad:  # unreadable images left out of this epoch's training / val
             record["skipped"] = s.get("skipped", 0)
             record["val_skipped"] = val["skipped"]
@@ -446,14 +464,18 @@ class Trainer:
                 "epoch": self.epoch + 1,
                 "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             }
+            if partial:
+                self.best["partial_steps"] = self.step
         if self.rank == 0:
+            what = f" (partial: {self.step} steps)" if partial else ""
             print(
-                f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f} "
-                f"err {record['train_error']:5.2f}%  val loss {record['val_loss']:.4f} "
-                f"err {record['val_error']:5.2f}%  ({self.elapsed:.0f}s)",
+                f"epoch {record['epoch']:3d}{what}  {self.objective.describe(record)}  "
+                f"({self.elapsed:.0f}s)",
                 file=sys.stderr,
                 flush=True,
             )
+        if partial:
+            return
         self.epoch += 1
         self.step = 0
         self.epoch_stats = {"loss_sum": 0.0, "wrong": 0, "seen": 0, "skipped": 0}
@@ -475,11 +497,15 @@ class Trainer:
         previous = _catch_sigint(self)
         try:
             while self.epoch < self.cfg.run.epochs:
-                finished = self._run_epoch()
-                if finished:
+                complete = self._run_epoch()
+                if complete:
                     self._end_epoch()
+                elif self._out_of_time:
+                    # the budget ended inside the epoch: validate what it trained (the cosine
+                    # schedule's low-rate tail), so that the best weights can be these
+                    self._end_epoch(partial=True)
                 self.save()
-                if not finished or self.interrupted:
+                if not complete or self._out_of_time or self.interrupted:
                     break
         finally:
             if previous is not None:
@@ -506,13 +532,16 @@ class Trainer:
         result = {
             "test_error": test["error"],
             "val_error": val_error,
-            "test_loss": test["loss"],
+            **self.objective.test_fields(test),
             "best_epoch": self.best["epoch"],
+            # steps of the best epoch when the budget ended it (its weights were the best), else None
+            "best_partial_steps": self.best.get("partial_steps"),
             "epochs": self.epoch,
             "steps_in_partial_epoch": self.step,
             "train_seconds": round(self.elapsed, 2),
             "params": self.params,
             "model": self.cfg.model.name,
+            "objective": self.cfg.objective.name,
             "data": self.data.name,
             "test_is_val": self.data.test_is_val,
             "seed": self.cfg.seed,
