@@ -229,39 +229,48 @@ def _render_colocalization(record: dict[str, Any]) -> str:
     table = COLOCALIZATION
     runs = record.get("runs", [])
     lines = [f"## {table.title}", ""]
-    lines.append(f"Command: `{record.get('command', 'torchstn reproduce colocalization')}`  ")
+    commands = sorted({r.get("command", "torchstn reproduce colocalization") for r in runs})
+    hardware = sorted({r.get("hardware", "?") for r in runs})
+    wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs)
+    lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")
     lines.append(
-        f"Hardware: {record.get('hardware', '?')}; versions: "
+        f"Hardware: {'; '.join(hardware)}; versions: "
         + ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
-        + f"; wall time {record.get('wall_seconds', 0) / 60:.1f} min; "
+        + f"; run time {wall / 60:.1f} min summed over runs; "
         f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}."
     )
     lines += ["", f"Metric: {table.metric}.", ""]
     digits = sorted({r["digit"] for r in runs})
     lines.append(
-        "| column | ours | paper | mean IoU | at start | "
+        "| column | budget | ours | paper | mean IoU | val | at start | "
         + " | ".join(str(d) for d in digits)
         + " |"
     )
-    lines.append("|" + "---|" * (5 + len(digits)))
+    lines.append("|" + "---|" * (7 + len(digits)))
     for column in table.columns:
-        mine = [r for r in runs if r["column"] == column]
-        if not mine:
-            continue
-        per_digit = []
-        for d in digits:
-            vals = [r["localised"] for r in mine if r["digit"] == d]
-            per_digit.append(_fmt(vals) if vals else "–")
-        lines.append(
-            f"| {column} | {statistics.mean(r['localised'] for r in mine):.1f} | "
-            f"{PAPER_COLOCALIZATION[column]} | {statistics.mean(r['mean_iou'] for r in mine):.2f} | "
-            f"{statistics.mean(r['start_localised'] for r in mine):.1f} | "
-            + " | ".join(per_digit)
-            + " |"
-        )
+        budgets = sorted({r.get("budget", "?") for r in runs if r["column"] == column})
+        for budget in budgets:
+            mine = [r for r in runs if r["column"] == column and r.get("budget", "?") == budget]
+            per_digit = []
+            for d in digits:
+                vals = [r["localised"] for r in mine if r["digit"] == d]
+                per_digit.append(_fmt(vals) if vals else "–")
+            lines.append(
+                f"| {column} | {budget} | {statistics.mean(r['localised'] for r in mine):.1f} | "
+                f"{PAPER_COLOCALIZATION[column]} | "
+                f"{statistics.mean(r['mean_iou'] for r in mine):.2f} | "
+                f"{statistics.mean(r['val_localised'] for r in mine):.1f} | "
+                f"{statistics.mean(r['start_localised'] for r in mine):.1f} | "
+                + " | ".join(per_digit)
+                + " |"
+            )
     total = sum(r["train_seconds"] for r in runs)
-    lines += ["", f"Training: {len(runs)} runs, {total / 60:.1f} min in all.", "", table.notes]
-    return "\n".join(lines) + "\n"
+    lines += [
+        "",
+        f"Training: {len(runs)} runs, {total / 60:.1f} min in all. {table.notes}",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def render_results(results_dir: str | Path) -> str:

@@ -1,70 +1,82 @@
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 
-from torchstn.colocalization import (
-    ColocalizationConfig,
-    colocalization_config,
-    load_colocalization_config,
-)
-from torchstn.colocalization.driver import COLUMNS
+from torchstn.colocalization import ColocalizationOptions, colocalization_options
 from torchstn.errors import ConfigError
-from torchstn.experiments import default_config_dir
+from torchstn.experiments import COLOCALIZATION, default_config_dir
+from torchstn.train import config_from_dict, load_config
+from torchstn.train.objective import get_objective
 
 
-def test_defaults_are_valid():
-    cfg = colocalization_config({})
-    assert cfg == ColocalizationConfig().validate()
-    assert cfg.margin == 1.0 and cfg.num_images == 100
+def test_default_options_are_valid():
+    assert colocalization_options({}) == ColocalizationOptions().validate()
+    assert (colocalization_options(None).margin, ColocalizationOptions().num_images) == (1.0, 100)
 
 
-@pytest.mark.parametrize("column", sorted(COLUMNS))
+@pytest.mark.parametrize("column", sorted(COLOCALIZATION.columns))
 def test_shipped_configs_load(column):
-    cfg = load_colocalization_config(default_config_dir() / "colocalization" / COLUMNS[column])
-    assert cfg.clutter is (column == "TC")
+    cfg = config_from_dict(load_config(default_config_dir() / COLOCALIZATION.columns[column]))
+    assert cfg.objective.name == "colocalization"
+    assert cfg.data.options["clutter"] is (column == "TC")
+    options = get_objective(cfg).options
+    # scored on test images, selected on the MNIST training file's images
+    assert (options.images, options.val_split) == ("test", "val")
 
 
-def test_unknown_key_fails():
-    with pytest.raises(ConfigError, match=r"unknown key.*wings.*valid keys"):
-        colocalization_config({"wings": 2})
+def test_unknown_keys_fail(tiny):
+    values = copy.deepcopy(tiny)
+    values["objective"]["options"]["wings"] = 2
+    with pytest.raises(ConfigError, match=r"objective\.options: unknown key.*wings.*valid keys"):
+        config_from_dict(values)
+    values = copy.deepcopy(tiny)
+    values["objective"]["loss"] = "triplet"
+    with pytest.raises(ConfigError, match=r"objective: unknown key.*loss"):
+        config_from_dict(values)
 
 
 @pytest.mark.parametrize(
-    ("values", "match"),
+    ("where", "key", "value", "match"),
     [
-        ({"steps": 0}, "steps"),
-        ({"steps": 1.5}, "steps"),
-        ({"clutter": "yes"}, "clutter"),
-        ({"lr": -1.0}, "lr"),
-        ({"lr": "fast"}, "lr"),
-        ({"batch_size": 1}, "batch_size"),
-        ({"batch_size": 200}, "batch_size"),
-        ({"scale_range": [0.5, 0.2]}, "scale_range"),
-        ({"scale_range": 0.3}, "scale_range"),
-        ({"split": "dev"}, "split"),
-        ({"iou_threshold": 1.0}, "iou_threshold"),
-        ({"model_options": {"scale_range": [0.1, 0.2]}}, "model_options"),
-        ({"num_threads": 0}, "num_threads"),
+        ("options", "digit", 10, "digit"),
+        ("options", "digit", 1.5, "digit"),
+        ("options", "num_images", 1, "num_images"),
+        ("options", "images", "dev", "images"),
+        ("options", "val_split", "test", "another split"),
+        ("options", "margin", -1.0, "margin"),
+        ("options", "margin", "wide", "margin"),
+        ("options", "iou_threshold", 1.0, "iou_threshold"),
+        ("options", "transformer_positive_grad", "yes", "transformer_positive_grad"),
+        ("optim", "batch_size", 16, "batch_size"),  # more than the 8 images
+        ("optim", "batch_size", 3, "multiple of 2"),  # the images are paired
+        ("data", "task", "cluttered", "data.task"),
+        ("data", "normalize", True, "normalize"),
+        ("objective", "name", "regression", "classification or colocalization"),
     ],
 )
-def test_bad_values_fail(values, match):
+def test_bad_values_fail(tiny, where, key, value, match):
+    values = copy.deepcopy(tiny)
+    section = values["objective"]["options"] if where == "options" else values[where]
+    section[key] = value
     with pytest.raises(ConfigError, match=match):
-        colocalization_config(values)
+        config_from_dict(values)
 
 
-def test_yaml_numbers_and_overrides(tmp_path: Path):
+def test_classification_takes_no_options(tiny):
+    values = {"objective": {"name": "classification", "options": {"digit": 3}}}
+    with pytest.raises(ConfigError, match="classification takes no options"):
+        config_from_dict(values)
+
+
+def test_yaml_numbers(tmp_path: Path):
     path = tmp_path / "c.yaml"
-    path.write_text("lr: 1e-3\nsteps: 10\n")
-    cfg = load_colocalization_config(path, {"steps": 20})
-    assert cfg.lr == 0.001 and cfg.steps == 20
-
-
-def test_missing_file_and_bad_yaml(tmp_path: Path):
-    with pytest.raises(ConfigError, match="not found"):
-        load_colocalization_config(tmp_path / "nope.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("- a list\n")
-    with pytest.raises(ConfigError, match="mapping"):
-        load_colocalization_config(bad)
+    path.write_text(
+        "objective: {name: colocalization, options: {margin: 1e-1}}\n"
+        "data: {task: colocalization}\nmodel: {name: st_attention_encoder}\n"
+        "optim: {batch_size: 32}\n"
+    )
+    cfg = config_from_dict(load_config(path))
+    assert get_objective(cfg).options.margin == 0.1

@@ -32,13 +32,13 @@ def add_parser(sub: Any) -> None:
 
 
 def load_data(info: ModelInfo) -> DataModule:
-    """The :class:`~torchstn.train.DataModule` of the run a checkpoint's
-    :class:`~torchstn.inference.ModelInfo` describes (generated or read again), checked against
-    the model's input shape."""
+    """The :class:`~torchstn.train.DataModule` (or the co-localisation data) of the run a
+    checkpoint's :class:`~torchstn.inference.ModelInfo` describes (generated or read again),
+    checked against the model's input shape."""
     from ..errors import DataError
-    from ..train import DataModule
+    from ..train.objective import get_objective
 
-    data = DataModule(info.config.data, info.config.seed)
+    data: DataModule = get_objective(info.config).build_data()
     if tuple(data.in_shape) != info.in_shape:
         raise DataError(
             f"{info.path}: the model takes {info.in_shape} images, its data now gives "
@@ -49,11 +49,13 @@ def load_data(info: ModelInfo) -> DataModule:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import load_with_info
-    from ..train import evaluate, resolve_device
+    from ..train import resolve_device
+    from ..train.objective import get_objective
 
     model, info = load_with_info(args.checkpoint, args.weights, args.device)
     data = load_data(info)  # the model needs no data; its evaluation does
-    metrics = evaluate(
+    objective = get_objective(info.config)  # classification, or co-localisation's localisation
+    metrics = objective.evaluate(
         model,
         data.eval_split(args.split),
         info.config.run.eval_batch_size,
@@ -66,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 "checkpoint": str(args.checkpoint),
                 "split": args.split,
                 "weights": info.weights,
-                "error": metrics["error"],
-                "loss": metrics["loss"],
+                **objective.eval_fields(metrics),
                 "model": info.model_name,
                 "data": data.name,
                 "epoch": info.epoch,

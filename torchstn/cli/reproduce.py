@@ -35,6 +35,9 @@ def add_parser(sub: Any) -> None:
         "split evenly between the runs (default: the configs' epochs)",
     )
     p.add_argument("--epochs", type=int, help="override the configs' epochs")
+    p.add_argument(
+        "--digits", help="colocalization: comma-separated subset of the digits (default 0-9)"
+    )
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--configs", help="config folder (default: the checkout's configs/)")
     p.add_argument("--runs-dir", default="runs/reproduce", help="where the run folders go")
@@ -93,47 +96,180 @@ def _command(name: str) -> str:
 
 
 def _colocalization(args: argparse.Namespace, columns: tuple[str, ...]) -> int:
-    import torch
+    """The co-localisation table: one ``torchstn train`` run per (column, digit, seed)."""
+    from ..errors import ConfigError
+    from ..experiments import COLOCALIZATION, default_config_dir
+    from ..train.distributed import init_from_env, shutdown
 
-    from ..colocalization import run_colocalization_table
+    if args.models:
+        raise ConfigError("colocalization takes no --models (its model is in its configs)")
+    digits = _digits(args.digits)
+    config_dir = Path(args.configs) if args.configs else default_config_dir()
+    plan = []
+    for column in columns:
+        path = config_dir / COLOCALIZATION.columns[column]
+        if not path.is_file():
+            raise ConfigError(f"missing config {path} for column {column}")
+        plan += [(column, digit, seed, path) for digit in digits for seed in _seeds(args.seeds)]
+    minutes = None if args.budget_minutes is None else args.budget_minutes / len(plan)
+    world, _ = init_from_env(args.device)
+    try:
+        return _colocalization_plan(args, plan, minutes, world)
+    finally:
+        shutdown()
+
+
+def _digits(text: str | None) -> tuple[int, ...]:
     from ..errors import ConfigError
 
-    if args.models or args.epochs or args.set:
-        raise ConfigError("colocalization takes no --models, --epochs or --set (edit its configs)")
-    start = time.perf_counter()
-    runs = run_colocalization_table(
-        columns=columns,
-        seeds=_seeds(args.seeds),
-        budget_minutes=args.budget_minutes,
-        runs_dir=args.runs_dir,
-        device=args.device,
-        config_dir=args.configs,
-        log=lambda line: print(line, flush=True),
+    if text is None:
+        return tuple(range(10))
+    try:
+        digits = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        digits = ()
+    if not digits or not all(0 <= d <= 9 for d in digits):
+        raise ConfigError(f"--digits: expected comma-separated digits 0-9, got {text!r}")
+    return digits
+
+
+def _coloc_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    return (entry["column"], entry["digit"], entry["seed"], entry.get("budget"))
+
+
+def _untrained_scores(cfg: Any) -> dict[str, float]:
+    """The localisation of the untrained model (the run's initialisation) on the images a
+    co-localisation run localises: what training starts from."""
+    import torch
+
+    from ..train import build_model
+    from ..train.objective import get_objective
+
+    objective = get_objective(cfg)
+    data = objective.build_data()
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(cfg, data.in_shape, data.num_classes)
+    scores = objective.evaluate(
+        model, data.eval_split("test"), cfg.run.eval_batch_size, torch.device("cpu")
     )
-    record = {
-        "table": "colocalization",
-        "command": _command("colocalization"),
-        "runs": runs,
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "wall_seconds": time.perf_counter() - start,
-        "date": datetime.date.today().isoformat(),
-    }
-    path = _write_record(args, "colocalization", record)
-    print(f"wrote {path} and {args.results_md}")
+    return {"start_localised": scores["localised"], "start_mean_iou": scores["mean_iou"]}
+
+
+def _colocalization_plan(
+    args: argparse.Namespace, plan: list, minutes: float | None, world: World
+) -> int:
+    """Train every (column, digit, seed) of ``plan``, keep ``results/colocalization.json``.
+
+    With ``minutes`` each run stops at that budget or at its config's epochs, whichever comes
+    first. Besides the run's own numbers, each entry has the untrained model's (``start_*``) and
+    the run folder a picture of its crops (``boxes.png``, when matplotlib is installed).
+    """
+    from ..colocalization import save_run_boxes
+    from ..errors import TorchSTNError
+    from ..train import Trainer, apply_overrides, config_from_dict, load_config
+
+    def say(*items: Any) -> None:  # rank 0 speaks for the group
+        if world.is_main:
+            print(*items, flush=True)
+
+    say(
+        f"torchstn reproduce colocalization: {len(plan)} runs"
+        + (f", at most {minutes:.2f} min each" if minutes else "")
+    )
+    record_path = Path(args.results_dir) / "colocalization.json"
+    command = _command("colocalization")
+    for i, (column, digit, seed, path) in enumerate(plan, 1):
+        values = apply_overrides(load_config(path), args.set)
+        values["seed"], values["device"] = seed, args.device
+        values.setdefault("objective", {}).setdefault("options", {})["digit"] = digit
+        values.setdefault("run", {})
+        if minutes is not None:
+            values["run"]["minutes"] = minutes
+        if args.epochs:
+            values["run"]["epochs"] = args.epochs
+        cfg = config_from_dict(values)
+        budget = f"{cfg.run.epochs} epochs" + (f", {minutes:g} min" if minutes else "")
+        slug = budget.replace(" epochs", "ep").replace(", ", "-").replace(" min", "min")
+        run_dir = (
+            Path(args.runs_dir) / "colocalization" / column / f"digit{digit}-seed{seed}-{slug}"
+        )
+        result_file = run_dir / "result.json"
+        key = (column, digit, seed, budget)
+        run_start = time.perf_counter()
+        reused = _shared(world, result_file.is_file() and not args.force)
+        if reused:
+            say(f"[{i}/{len(plan)}] {column} digit {digit} seed {seed}: reusing {result_file}")
+            result = json.loads(result_file.read_text())
+        else:
+            if run_dir.exists() and world.is_main:
+                for name in ("checkpoint.pt", "metrics.jsonl", "result.json", "config.json"):
+                    (run_dir / name).unlink(missing_ok=True)
+            if world.distributed:
+                import torch.distributed as dist
+
+                dist.barrier()
+            result = Trainer(cfg, run_dir, progress=False).fit()
+        if not world.is_main:
+            continue
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {"runs": []}
+        old = next((r for r in record["runs"] if _coloc_key(r) == key), None)
+        entry = {
+            "column": column,
+            "digit": digit,
+            "seed": seed,
+            "budget": budget,
+            "config": str(path),
+            "run_dir": str(run_dir),
+            "localised": result["test_localised"],
+            "mean_iou": result["test_mean_iou"],
+            "val_localised": 100.0 - result["val_error"],
+            "steps": result["epochs"] * max(cfg.data.train_size // cfg.optim.batch_size, 1)
+            + result["steps_in_partial_epoch"],
+            **{k: result[k] for k in ("epochs", "best_epoch", "train_seconds", "params")},
+            "world_size": result["world_size"],
+            **_untrained_scores(cfg),
+            "wall_seconds": time.perf_counter() - run_start,
+            "command": command,
+            "hardware": result["hardware"],
+        }
+        if reused and old is not None:  # keep how the reused run was made
+            entry.update({k: old[k] for k in ("wall_seconds", "command") if k in old})
+        if not reused:
+            try:
+                save_run_boxes(run_dir, run_dir / "boxes.png")
+            except TorchSTNError as err:  # matplotlib missing: no picture
+                say(f"    no boxes.png: {err}")
+        say(
+            f"[{i}/{len(plan)}] {column} digit {digit} seed {seed}: {entry['localised']:.0f}% "
+            f"localised (val {entry['val_localised']:.0f}%), mean IoU {entry['mean_iou']:.2f}, "
+            f"{entry['steps']} steps, {entry['train_seconds']:.1f} s -> {run_dir}"
+        )
+        # several reproduce commands may share the record (it was read just above); entries of
+        # the earlier protocol (no budget) are dropped
+        record["runs"] = [r for r in record["runs"] if "budget" in r and _coloc_key(r) != key]
+        record["runs"].append(entry)
+        for name in ("command", "hardware", "wall_seconds"):  # of the earlier protocol's record
+            record.pop(name, None)
+        record.update(
+            {
+                "table": "colocalization",
+                "versions": result["versions"],
+                "platform": platform.platform(),
+                "date": datetime.date.today().isoformat(),
+            }
+        )
+        _write_record(args, "colocalization", record)
+    say(f"wrote {record_path} and {args.results_md}")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..experiments import default_config_dir, get_table
-    from ..train.distributed import launched_world_size
 
     table = get_table(args.table)
     columns = _subset(args.columns, tuple(table.columns), "column")
     if table.name == "colocalization":
-        if launched_world_size() > 1:
-            raise ConfigError("colocalization runs in one process; start it without torchrun")
         return _colocalization(args, columns)
     models = _subset(args.models, table.models, "model")
     try:

@@ -35,6 +35,14 @@ def run(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise InvalidInputError(f"--num: expected a positive number, got {args.num}")
     model, info = load_with_info(args.checkpoint, args.weights, "cpu")
+    if info.config.objective.name == "colocalization":  # the crops, over the images
+        from ..colocalization import save_run_boxes
+
+        out = save_run_boxes(
+            args.checkpoint, args.out, split=args.split, num=args.num, weights=args.weights
+        )
+        print(f"wrote {out}")
+        return 0
     data = load_data(info)  # the images to draw
     x, y = data.eval_split(args.split).head(args.num)
     out = plot_predictions(

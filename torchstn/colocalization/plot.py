@@ -13,7 +13,7 @@ from .._atomic import atomic_path
 from .._checks import check_tensor
 from ..errors import InvalidInputError, TorchSTNError
 
-__all__ = ["save_boxes_png"]
+__all__ = ["save_boxes_png", "save_run_boxes"]
 
 
 def _pyplot() -> Any:
@@ -92,3 +92,42 @@ def save_boxes_png(
     finally:
         plt.close(fig)
     return path
+
+
+def save_run_boxes(
+    checkpoint: str | Path,
+    path: str | Path,
+    *,
+    split: str = "test",
+    num: int = 8,
+    weights: str = "best",
+) -> Path:
+    """Draw the crops a co-localisation run's model picks on the first ``num`` images of one of
+    its splits (``test``: the images co-localised; ``val``: the validation images), titled with
+    their IoU, with :func:`save_boxes_png`.
+
+    Args:
+        checkpoint: the run's ``checkpoint.pt`` (or its folder).
+        path: the PNG to write.
+        split: ``train``, ``val`` or ``test``.
+        num: how many images.
+        weights: ``best`` (on validation) or ``last``.
+
+    Returns:
+        ``path``.
+    """
+    from ..inference import load_with_info
+    from ..models.encoder import AttentionEncoder
+    from ..train.objective import get_objective
+    from .boxes import box_iou
+    from .evaluate import predict_boxes
+
+    model, info = load_with_info(checkpoint, weights)
+    if info.config.objective.name != "colocalization" or not isinstance(model, AttentionEncoder):
+        raise InvalidInputError(f"{checkpoint}: not a co-localisation run")
+    data = get_objective(info.config).build_data()
+    images = data.eval_split(split)
+    x, boxes = images.x[:num], images.boxes[:num]
+    pred = predict_boxes(model, x)
+    titles = [f"IoU {v:.2f}" for v in box_iou(pred, boxes).tolist()]
+    return save_boxes_png(path, x, pred, boxes, num=num, titles=titles)
