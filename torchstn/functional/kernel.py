@@ -23,16 +23,91 @@ __all__ = ["KERNELS", "influence_weights", "kernel_sample"]
 KERNELS = ("bilinear", "nearest", "gaussian")
 
 
-def _kernel_1d(d: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
-    """1-D kernel ``k(d)`` evaluated at distances ``d = x - m``."""
+def _two_sum(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s = a + b`` rounded and its exact rounding error ``e`` (Knuth): ``s + e == a + b``."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _fused_edges_to_pixel(g: torch.Tensor, size: int) -> torch.Tensor:
+    """``((g + 1) * size - 1) / 2`` with one rounding after ``g + 1``, as a fused multiply-add.
+
+    This is how ``grid_sample`` unnormalises with ``align_corners=False`` on CUDA and in PyTorch's
+    AVX2/AVX-512 CPU kernels (the compiler fuses ``a * b - c``), and it matters: at the pixel
+    centres of an identity grid a separately rounded product can land one ulp on the other side of
+    an integer, where the bilinear kernel's one-sided derivative jumps. Float64 emulates the FMA
+    exactly (Boldo & Melquiond 2008: exact product and sum, a sum rounded to odd, then to
+    nearest); other dtypes compute the product exactly in float64 and round once.
+    """
+    a = g + 1
+    if a.dtype != torch.float64:
+        return ((a.double() * size - 1) / 2).to(a.dtype)
+    # a * size exactly as hi * size + lo * size: hi = a to 24 bits, lo = a - hi to 29 bits.
+    # (Casts and frexp rather than bit views, which torch.jit.trace cannot alias-analyse.)
+    hi = a.float().double()
+    uh, ul = _two_sum(hi * size, (a - hi) * size)  # uh + ul == a * size for size < 2**24
+    th, tl = _two_sum(torch.full_like(uh, -1.0), uh)  # th + tl + ul == a * size - 1
+    s, e = _two_sum(tl, ul)
+    mantissa = torch.frexp(s)[0]  # s + e rounded to odd: s, or its neighbour if s is even
+    even = torch.fmod(mantissa * 2.0**53, 2) == 0
+    toward = torch.where(e > 0, math.inf, -math.inf).to(s.dtype)
+    odd = torch.where((e != 0) & even, torch.nextafter(s, toward), s)
+    return (th + odd) / 2
+
+
+def _source_pixels(grid: torch.Tensor, in_size: Sequence[int], align_corners: bool) -> torch.Tensor:
+    """``(B, N, 2)`` pixel coordinates of the grid's points, rounded exactly as ``grid_sample``
+    rounds them, with the gradient of :func:`~torchstn.functional.normalized_to_pixel`."""
+    h, w = in_size
+    g = grid.reshape(grid.shape[0], -1, 2)
+    pix = normalized_to_pixel(g, (h, w), align_corners)
+    if align_corners:  # (g + 1) * (W - 1) / 2: one product, rounded once either way
+        return pix
+    g = g.detach()
+    fused = torch.stack(
+        (_fused_edges_to_pixel(g[..., 0], w), _fused_edges_to_pixel(g[..., 1], h)), -1
+    )
+    # the two differ by an ulp at most (exactly representable); non-finite points keep pix
+    return pix + torch.nan_to_num(fused - pix.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _lattice_sum(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``sum over all integers m of exp(-(x - m)^2 / (2 sigma^2))``, a smooth 1-periodic function.
+
+    Summed directly (terms fall as ``exp(-j^2 / (2 sigma^2))``) for a narrow kernel, and through
+    Poisson's formula ``sqrt(2 pi) sigma (1 + 2 sum_k exp(-2 pi^2 sigma^2 k^2) cos(2 pi k x))`` for
+    a wide one; both truncated where what is left out is below 1e-16 of the sum.
+    """
+    f = torch.nan_to_num(x - torch.floor(x.detach()), nan=0.0)  # in [0, 1): the sum's period
+    if sigma < 0.5:
+        # j in [-reach, reach + 1] leaves out |f - j| > 9 sigma + 1: exp(-40.5) < 3e-18 each
+        reach = math.ceil(9 * sigma)
+        j = torch.arange(-reach, reach + 2, dtype=x.dtype, device=x.device)
+        return torch.exp(-0.5 * ((f - j) / sigma) ** 2).sum(-1, keepdim=True)
+    k = torch.arange(1, math.ceil(1.41 / sigma) + 1, dtype=x.dtype, device=x.device)
+    terms = torch.exp(-2 * (math.pi * sigma * k) ** 2) * torch.cos(2 * math.pi * k * f)
+    return math.sqrt(2 * math.pi) * sigma * (1 + 2 * terms.sum(-1, keepdim=True))
+
+
+def _kernel_1d(x: torch.Tensor, ms: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
+    """1-D kernel weights ``k(x - m)``: ``x`` ``(B, N, 1)`` source coordinates, ``ms`` pixel
+    indices ``(W,)``; returns ``(B, N, W)``."""
+    zero = x.new_zeros(())
     if kernel == "bilinear":
-        # max(0, 1 - |d|); autograd gives the paper's sub-gradient (eq. 7) away from d = 0.
-        return torch.relu(1 - d.abs())
+        # max(0, 1 - |x - m|) written as grid_sample computes it: the neighbours floor(x) and
+        # floor(x) + 1 with weights 1 - w and w, w = x - floor(x) (exact). Autograd then gives
+        # d k / d x = -1 for x - m in [0, 1), +1 for x - m in [-1, 0) and 0 elsewhere: the
+        # right-hand derivative, also at the kinks. Comparing integers, not the rounded x - m,
+        # keeps a point a hair left of an integer from picking up a third, weight-0 neighbour.
+        x0 = torch.floor(x.detach())
+        frac = x - x0
+        return torch.where(ms == x0, 1 - frac, torch.where(ms == x0 + 1, frac, zero))
     if kernel == "nearest":
-        # delta(floor(x + 0.5) - m): no gradient flows to the grid.
-        return (torch.floor(d.detach() + 0.5) == 0).to(d.dtype)
-    # Gaussian, normalised as a density so that a constant image stays constant far from borders.
-    return torch.exp(-0.5 * (d / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)
+        # delta(round(x) - m), ties to even as grid_sample's nearbyint; no gradient to the grid.
+        return (torch.round(x.detach()) == ms).to(x.dtype)
+    # Gaussian over the lattice sum: a constant image reads that constant away from the borders.
+    return torch.exp(-0.5 * ((x - ms) / sigma) ** 2) / _lattice_sum(x, sigma)
 
 
 def _axis_weights(
@@ -44,12 +119,11 @@ def _axis_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Separable weights: ``wx`` ``(B, N, W)`` and ``wy`` ``(B, N, H)`` for ``N = Ho * Wo`` points."""
     h, w = in_size
-    b = grid.shape[0]
-    pix = normalized_to_pixel(grid.reshape(b, -1, 2), (h, w), align_corners)  # (B, N, 2)
+    pix = _source_pixels(grid, (h, w), align_corners)  # (B, N, 2)
     ms = torch.arange(w, dtype=grid.dtype, device=grid.device)
     ns = torch.arange(h, dtype=grid.dtype, device=grid.device)
-    wx = _kernel_1d(pix[..., 0:1] - ms, kernel, sigma)  # (B, N, W)
-    wy = _kernel_1d(pix[..., 1:2] - ns, kernel, sigma)  # (B, N, H)
+    wx = _kernel_1d(pix[..., 0:1], ms, kernel, sigma)  # (B, N, W)
+    wy = _kernel_1d(pix[..., 1:2], ns, kernel, sigma)  # (B, N, H)
     return wx, wy
 
 
@@ -69,14 +143,38 @@ def kernel_sample(
     """Sample ``input`` at ``grid`` with the generic kernel formula of the paper (eq. 3).
 
     Points outside the image read zeros (the sum only runs over existing pixels). With
-    ``kernel="bilinear"`` the result equals ``grid_sample(..., padding_mode="zeros")``, and
-    gradients flow to both ``input`` and ``grid`` (the sub-gradients of eq. 6 and 7).
+    ``kernel="bilinear"`` the result equals ``grid_sample(..., padding_mode="zeros")`` in the
+    forward pass and in both gradients, to rounding (about 1e-15 in float64), integer points
+    included; ``kernel="nearest"`` equals ``grid_sample(..., mode="nearest")``.
 
     Convention:
-        ``grid`` holds normalised ``(x, y)`` source points (see :mod:`torchstn.functional.coords`).
-        Kernels act in pixel units: ``nearest`` is ``delta(floor(x + 0.5) - m)`` (ties round up,
-        unlike ``grid_sample``'s round-half-even), ``gaussian`` is the normal density with
-        standard deviation ``sigma`` pixels, so every input pixel influences every output pixel.
+        ``grid`` holds normalised ``(x, y)`` source points (see :mod:`torchstn.functional.coords`),
+        converted to pixel units rounded as ``grid_sample`` rounds them on CUDA and in PyTorch's
+        AVX2/AVX-512 CPU kernels: with ``align_corners=False`` ``((g + 1) W - 1) / 2`` is rounded
+        once, as a fused multiply-add. (A CPU build without them, ``ATEN_CPU_CAPABILITY=default``,
+        rounds twice: some points within an ulp of an integer then fall on its other side, and
+        ``grid_sample``'s grid gradient there is the other one-sided derivative.) Kernels act in
+        pixel units:
+
+        * ``bilinear``: ``max(0, 1 - |d|)`` with ``d = x - m``; gradients flow to ``input`` and
+          ``grid`` (eq. 6 and 7). At the kinks ``d = 0`` and ``d = +-1`` the derivative is
+          ``grid_sample``'s one-sided choice (neighbours ``floor(x)`` and ``floor(x) + 1``): -1 for
+          ``d`` in ``[0, 1)``, +1 for ``d`` in ``[-1, 0)``, 0 elsewhere, i.e. the right-hand
+          derivative of the output in ``x``, so a transformer at the identity grid (integer
+          points) gets the image's slope. (Eq. 7 of the paper, taken literally, gives the centre
+          pixel +1 and both neighbours 0 at ``d = 0``: ``dV/dx = U[x]``, a derivative from
+          neither side.)
+        * ``nearest``: ``delta(round(x) - m)``, ties at ``.5`` to even as ``grid_sample``'s
+          ``nearbyint`` (the paper's ``floor(x + 0.5)`` rounds them up); no gradient to the grid.
+        * ``gaussian``: ``exp(-d^2 / (2 sigma^2)) / S(x)`` with ``S(x)`` the sum of the numerator
+          over every integer ``m`` (the infinite pixel lattice, not only the image), so that a
+          constant image reads exactly that constant wherever the kernel lies inside the image,
+          for every ``sigma``, while points outside fade to 0 as with zeros padding (the image's
+          edge reads half the constant). Every input pixel influences every output pixel.
+          Changed in 0.1.0 (issue 10): previously normalised as a density,
+          ``1 / (sqrt(2 pi) sigma)``, which agrees to about 1e-8 for ``sigma >= 1`` (to rounding
+          for ``sigma >= 1.5``) but made an image of ones read about 4 at a pixel centre and 0.35
+          half a pixel away for ``sigma = 0.2``.
 
     Args:
         input: ``(B, C, H, W)`` floating-point images.
@@ -93,6 +191,9 @@ def kernel_sample(
         >>> g = torch.zeros(1, 1, 1, 2)  # the centre of the image
         >>> kernel_sample(x, g)
         tensor([[[[1.5000]]]])
+        >>> ones = torch.ones(1, 1, 9, 9, dtype=torch.float64)
+        >>> kernel_sample(ones, g.double(), "gaussian", sigma=0.2)  # a constant stays constant
+        tensor([[[[1.]]]], dtype=torch.float64)
     """
     check_input_and_grid(input, grid)
     _check_kernel(kernel, sigma)
