@@ -36,9 +36,9 @@ from .. import __version__
 from .._checks import set_finite_checks
 from ..errors import DataError, TorchSTNError
 from ..models import count_params
-from ..module import SpatialTransformer
+from ..module import RecordedParams, recording_params
 from ..optim import param_groups
-from ..preprocess import input_normalizer, with_preprocess
+from ..preprocess import with_preprocess
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict
 from .distributed import (
@@ -88,16 +88,10 @@ def _lr_factor(cfg: Config, epoch: float, elapsed: float = 0.0) -> float:
     return 1.0
 
 
-def _penalty(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """Identity penalty of every transformer with a positive ``penalty_weight`` (re-localises ``x``
-    only for those, which is cheap next to the classifier)."""
-    terms = [
-        m.penalty(m.localize(x))
-        for m in model.modules()
-        if isinstance(m, SpatialTransformer)
-        and m.penalty_weight > 0
-        and m.in_shape == tuple(x.shape[1:])
-    ]
+def _penalty(records: list[RecordedParams]) -> torch.Tensor | None:
+    """Identity penalty of the params every transformer with a positive ``penalty_weight``
+    reported during the step's forward pass (each call once, at any stage of the network)."""
+    terms = [r.transformer.penalty(r.params) for r in records if r.transformer.penalty_weight > 0]
     return torch.stack(terms).sum() if terms else None
 
 
@@ -152,13 +146,6 @@ class Trainer:
             preprocess=saved_info.get("preprocess"), pin_memory=self.device.type == "cuda"
         )
         self.model = build_model(cfg, self.data.in_shape, self.data.num_classes).to(self.device)
-        if self.world.distributed and any(
-            isinstance(m, SpatialTransformer) and m.penalty_weight > 0 for m in self.model.modules()
-        ):
-            raise TorchSTNError(
-                "penalty_weight > 0 is not supported under torchrun yet (the penalty re-runs the "
-                "localisation net outside DDP's forward); train it in one process"
-            )
         self.params = count_params(self.model)
         groups = param_groups(
             self.model, cfg.optim.lr, cfg.optim.loc_lr_scale, weight_decay=cfg.optim.weight_decay
@@ -175,7 +162,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.precision == "fp16")
         # the network the steps run: normalisation (if any) first, as torchstn.load rebuilds it
         self.net: nn.Module = with_preprocess(self.model, self.data.preprocess)
-        self._normalize = input_normalizer(self.net)  # for the penalty's own localisation
         self.net = self.objective.train_net(self.net)  # what computes the loss (DDP wraps it)
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -278,11 +264,15 @@ class Trainer:
         # the transformers' own NaN/Inf check would sync the device once more per step and, under
         # torchrun, raise on one rank alone; the loss check below covers it (NaN params give a
         # NaN loss) and is agreed by all ranks
-        with set_finite_checks(False), autocast_context(self.cfg.run.precision, self.device):
+        with (
+            set_finite_checks(False),
+            autocast_context(self.cfg.run.precision, self.device),
+            recording_params(self.net) as records,
+        ):
             loss, out = self.objective.loss(
                 self.net, x, y, epoch=self.epoch, step=self.step, world=self.world
             )
-            penalty = _penalty(self.model, self._normalize(x))
+            penalty = _penalty(records)
         total = loss if penalty is None else loss + penalty
         loss_value = float(loss.detach())
         total_value = loss_value if penalty is None else float(total.detach())
