@@ -153,12 +153,17 @@ class TestResume:
 
         assert strip(resumed.history) == strip(ref.history)  # epoch 2's metrics span the cut
 
-    def test_minutes_budget_stops_early(self, tmp_path, tiny_values):
+    def test_minutes_budget_stops_after_the_budget_not_before(self, tmp_path, tiny_values):
+        # on the real clock: the run never stops before its budget is spent, and ends long before
+        # its 1000 epochs (tests/train/test_partial_epoch.py pins the exact stopping step with a
+        # clock that ticks once per step)
         values = tiny_values
-        values["run"].update(epochs=1000, minutes=0.0005)
+        values["run"].update(epochs=1000, minutes=0.01)
         result = Trainer(config_from_dict(values), tmp_path / "r", progress=False).fit()
+        assert result["train_seconds"] >= 0.6
         assert result["epochs"] < 1000
-        assert (tmp_path / "r" / "result.json").is_file()
+        rows = [json.loads(r) for r in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["elapsed"] >= 0.6 > (rows[-2]["elapsed"] if len(rows) > 1 else 0.0)
 
 
 class TestErrors:
