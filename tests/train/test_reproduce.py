@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from torchstn.cli import main
-from torchstn.experiments import render_results
+from torchstn.results import render_results
 
 
 def _tiny_configs(root: Path, tiny: dict) -> Path:

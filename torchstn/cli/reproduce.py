@@ -79,7 +79,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _write_record(args: argparse.Namespace, name: str, record: dict[str, Any]) -> Path:
-    from ..experiments import render_results
+    from ..results import render_results
     from ..train import atomic_write_text
 
     results_dir = Path(args.results_dir)

@@ -1,0 +1,169 @@
+"""``RESULTS.md`` from the records of ``torchstn reproduce``: one section per table
+(:mod:`torchstn.experiments` defines the tables and the paper's numbers), one sub-table per
+budget, our numbers beside the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .experiments import COLOCALIZATION, PAPER_COLOCALIZATION, TABLES, Table
+
+__all__ = ["render_results"]
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _budget_order(budget: str) -> tuple[int, float]:
+    """Time budgets first, longest first; then epoch budgets, longest first."""
+    number, _, unit = budget.partition(" ")
+    try:
+        value = float(number)
+    except ValueError:
+        return (2, 0.0)
+    return (0 if unit == "min" else 1, -value)
+
+
+def _render_table(table: Table, record: dict[str, Any]) -> str:
+    runs = record.get("runs", [])
+    budgets = sorted({r.get("budget", "?") for r in runs}, key=_budget_order)
+    lines = [f"## {table.title}", ""]
+    for budget in budgets:
+        lines += _render_budget(table, record, [r for r in runs if r.get("budget", "?") == budget])
+    if table.notes:
+        lines += [table.notes, ""]
+    return "\n".join(lines)
+
+
+def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    budget = runs[0].get("budget", "?")
+    lines = [f"### Budget: {budget} of training per run", ""]
+    default = record.get("command", f"torchstn reproduce {table.name}")
+    commands = sorted({r.get("command") or default for r in runs})
+    hardware = sorted({r.get("hardware") or record.get("hardware", "?") for r in runs})
+    wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs)
+    lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")
+    lines.append(
+        f"Hardware: {'; '.join(hardware)}; versions: "
+        + ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
+        + f"; run time {wall / 60:.1f} min summed over runs; "
+        f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}."
+    )
+    lines.append("")
+    cols = [c for c in table.columns if any(r["column"] == c for r in runs)]
+    header = "| model | params | " + " | ".join(f"{c} ours | {c} paper" for c in cols) + " |"
+    lines += [header, "|" + "---|" * (2 + 2 * len(cols))]
+    for model in table.models:
+        mine = [r for r in runs if r["model"] == model]
+        if not mine:
+            continue
+        params = sorted({r["params"] for r in mine})
+        cells = []
+        for c in cols:
+            errs = [r["test_error"] for r in mine if r["column"] == c]
+            paper = table.paper.get((model, c))
+            cells += [_fmt(errs), "–" if paper is None else f"{paper:.1f}"]
+        lines.append(
+            f"| {model} | {', '.join(f'{p:,}' for p in params)} | " + " | ".join(cells) + " |"
+        )
+    lines.append("")
+    lines.append(
+        "Training per run (epochs completed / minutes of training / learning-rate schedule / best "
+        "epoch on validation):"
+    )
+    lines.append("")
+    for r in runs:
+        lines.append(
+            f"- {r['model']} on {r['column']} (seed {r['seed']}): {r['epochs']} epochs, "
+            f"{r['train_seconds'] / 60:.1f} min, {r.get('schedule', '?')} schedule, "
+            f"best epoch {r.get('best_epoch')}, "
+            f"val {r['val_error']:.2f}%, test {r['test_error']:.2f}%"
+        )
+    return [*lines, ""]
+
+
+def _render_colocalization(record: dict[str, Any]) -> str:
+    table = COLOCALIZATION
+    runs = record.get("runs", [])
+    lines = [f"## {table.title}", ""]
+    commands = sorted({r.get("command", "torchstn reproduce colocalization") for r in runs})
+    hardware = sorted({r.get("hardware", "?") for r in runs})
+    wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs)
+    lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")
+    lines.append(
+        f"Hardware: {'; '.join(hardware)}; versions: "
+        + ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
+        + f"; run time {wall / 60:.1f} min summed over runs; "
+        f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}."
+    )
+    lines += ["", f"Metric: {table.metric}.", ""]
+    digits = sorted({r["digit"] for r in runs})
+    lines.append(
+        "| column | budget | ours | paper | mean IoU | val | at start | "
+        + " | ".join(str(d) for d in digits)
+        + " |"
+    )
+    lines.append("|" + "---|" * (7 + len(digits)))
+    for column in table.columns:
+        budgets = sorted({r.get("budget", "?") for r in runs if r["column"] == column})
+        for budget in budgets:
+            mine = [r for r in runs if r["column"] == column and r.get("budget", "?") == budget]
+            per_digit = []
+            for d in digits:
+                vals = [r["localised"] for r in mine if r["digit"] == d]
+                per_digit.append(_fmt(vals) if vals else "–")
+            lines.append(
+                f"| {column} | {budget} | {statistics.mean(r['localised'] for r in mine):.1f} | "
+                f"{PAPER_COLOCALIZATION[column]} | "
+                f"{statistics.mean(r['mean_iou'] for r in mine):.2f} | "
+                f"{statistics.mean(r['val_localised'] for r in mine):.1f} | "
+                f"{statistics.mean(r['start_localised'] for r in mine):.1f} | "
+                + " | ".join(per_digit)
+                + " |"
+            )
+    total = sum(r["train_seconds"] for r in runs)
+    lines += [
+        "",
+        f"Training: {len(runs)} runs, {total / 60:.1f} min in all. {table.notes}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_results(results_dir: str | Path) -> str:
+    """RESULTS.md text from every ``results/<table>.json``."""
+    results_dir = Path(results_dir)
+    parts = [
+        "# Results",
+        "",
+        "Our measured test errors (%) beside the paper's (Jaderberg et al., 2015). Every number "
+        "here was written by `torchstn reproduce TABLE` from the run files in `results/`; rerun "
+        "the command shown under each table to regenerate it. Model selection uses the validation "
+        "split; the test split is evaluated once, on the best-on-validation weights. Our runs train "
+        "for minutes on a CPU, the paper's for 150k iterations on a GPU: compare with that in mind. "
+        "A budget counts training steps and validation; generating each epoch's fresh distortions "
+        "is not counted (each run's `wall_seconds` in `results/` includes it).",
+        "",
+    ]
+    found = False
+    for name, table in TABLES.items():
+        path = results_dir / f"{name}.json"
+        if path.is_file():
+            found = True
+            parts.append(_render_table(table, json.loads(path.read_text())))
+    coloc = results_dir / f"{COLOCALIZATION.name}.json"
+    if coloc.is_file():
+        found = True
+        parts.append(_render_colocalization(json.loads(coloc.read_text())))
+    if not found:
+        parts.append("No results yet: run `torchstn reproduce TABLE`.\n")
+    return "\n".join(parts)
