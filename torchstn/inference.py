@@ -46,6 +46,7 @@ __all__ = [
     "first_transformer",
     "load",
     "load_info",
+    "load_run_data",
     "load_with_info",
     "save_trained",
 ]
@@ -236,6 +237,26 @@ def load(path: str | Path, weights: str = "best", device: str | torch.device = "
         torchstn.errors.DataError: checkpoint not found: no/such/checkpoint.pt
     """
     return load_with_info(path, weights, device)[0]
+
+
+def load_run_data(info: ModelInfo) -> Any:
+    """The data of the run a checkpoint's :class:`ModelInfo` describes, generated or read again
+    with the run's preprocessing (a :class:`~torchstn.train.DataModule`, or the co-localisation
+    data), checked against the model's input shape: what ``torchstn eval`` and ``visualize``
+    evaluate and draw.
+
+    Raises:
+        DataError: the data is missing or no longer fits the model.
+    """
+    from .train.objective import get_objective
+
+    data = get_objective(info.config).build_data(preprocess=info.preprocess.to_dict())
+    if tuple(data.in_shape) != info.in_shape:
+        raise DataError(
+            f"{info.path}: the model takes {info.in_shape} images, its data now gives "
+            f"{tuple(data.in_shape)}"
+        )
+    return data
 
 
 def first_transformer(model: nn.Module) -> SpatialTransformer | None:

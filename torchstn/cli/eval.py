@@ -7,10 +7,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..inference import ModelInfo
-    from ..train import DataModule
+    pass
 
-__all__ = ["add_parser", "load_data"]
+__all__ = ["add_parser"]
 
 
 def add_parser(sub: Any) -> None:
@@ -31,29 +30,13 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def load_data(info: ModelInfo) -> DataModule:
-    """The :class:`~torchstn.train.DataModule` (or the co-localisation data) of the run a
-    checkpoint's :class:`~torchstn.inference.ModelInfo` describes (generated or read again),
-    checked against the model's input shape."""
-    from ..errors import DataError
-    from ..train.objective import get_objective
-
-    data: DataModule = get_objective(info.config).build_data()
-    if tuple(data.in_shape) != info.in_shape:
-        raise DataError(
-            f"{info.path}: the model takes {info.in_shape} images, its data now gives "
-            f"{tuple(data.in_shape)}"
-        )
-    return data
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..inference import load_with_info
+    from ..inference import load_run_data, load_with_info
     from ..train import resolve_device
     from ..train.objective import get_objective
 
     model, info = load_with_info(args.checkpoint, args.weights, args.device)
-    data = load_data(info)  # the model needs no data; its evaluation does
+    data = load_run_data(info)  # the model needs no data; its evaluation does
     objective = get_objective(info.config)  # classification, or co-localisation's localisation
     metrics = objective.evaluate(
         model,

@@ -28,9 +28,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
-    from ..inference import load_with_info
+    from ..inference import load_run_data, load_with_info
     from ..viz import plot_curves, plot_predictions, read_metrics
-    from .eval import load_data
 
     if args.num < 1:
         raise InvalidInputError(f"--num: expected a positive number, got {args.num}")
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {out}")
         return 0
-    data = load_data(info)  # the images to draw
+    data = load_run_data(info)  # the images to draw
     x, y = data.eval_split(args.split).head(args.num)
     out = plot_predictions(
         model,
