@@ -131,11 +131,7 @@ def _render_colocalization(record: dict[str, Any]) -> str:
                 + " |"
             )
     total = sum(r["train_seconds"] for r in runs)
-    lines += [
-        "",
-        f"Training: {len(runs)} runs, {total / 60:.1f} min in all. {table.notes}",
-        "",
-    ]
+    lines += ["", f"Training: {len(runs)} runs, {total / 60:.1f} min in all.", "", table.notes, ""]
     return "\n".join(lines)
 
 

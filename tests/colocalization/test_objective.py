@@ -145,3 +145,17 @@ def test_routing_localises_where_the_literal_gradient_does_not():
     assert scores[1]["localised"] < 20.0 and scores[1]["mean_iou"] < 0.3, scores
     shift = [t.model.localize(images.x)[:, 1:].abs().mean().item() for t in (routed, literal)]
     assert shift[1] < 0.1 < shift[0], shift  # the literal windows stay near the centre
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("column", "digit", "least"), [("T", 7, 90.0), ("TC", 7, 50.0)])
+def test_shipped_configs_localise(column, digit, least):
+    from torchstn.experiments import COLOCALIZATION, default_config_dir
+    from torchstn.train import load_config
+
+    values = load_config(default_config_dir() / COLOCALIZATION.columns[column])
+    values["objective"]["options"]["digit"] = digit
+    values["run"]["num_threads"] = 1
+    values["device"] = "cpu"
+    result = Trainer(config_from_dict(values), tempfile.mkdtemp(), progress=False).fit()
+    assert result["test_localised"] >= least, result

@@ -64,10 +64,10 @@ class TripletNet(nn.Module):
     Gradient routing (``positive_grad``): the encoder learns from the whole loss. By default the
     transformer learns from the random-crop term only: the positive distance is computed on the
     embeddings of the *detached* crops. The loss value is the paper's either way. With the literal
-    gradient (``positive_grad=True``) the positive term also pulls the two windows towards
-    whatever makes their crops alike, such as empty background (two blank crops embed
-    identically, and a blank crop gives the sampler no gradient to leave); with the routing the
-    windows find the digits (``tests/colocalization`` compares the two).
+    gradient (``positive_grad=True``) the positive term also moves the two windows to make their
+    crops alike, and the windows do so by staying where they all start, at the centre of the
+    canvas: in ``tests/colocalization``, 50 steps on 64 images of digit 3 leave them within 0.1 of
+    the centre and localise 3% of the digits, against 100% with the routing.
 
     Args:
         model: the co-localisation model (:class:`~torchstn.models.encoder.AttentionEncoder`).
