@@ -232,8 +232,9 @@ def _colocalization_plan(
             "command": command,
             "hardware": result["hardware"],
         }
-        if reused and old is not None:  # keep how the reused run was made
-            entry.update({k: old[k] for k in ("wall_seconds", "command") if k in old})
+        if reused:  # keep how the reused run was made (its training time when not recorded)
+            entry["wall_seconds"] = result["train_seconds"]
+            entry.update({k: old[k] for k in ("wall_seconds", "command") if old and k in old})
         if not reused:
             try:
                 save_run_boxes(run_dir, run_dir / "boxes.png")
