@@ -102,3 +102,28 @@ def test_interrupted_epoch_is_not_validated(tmp_path, tiny_values, monkeypatch):
     with pytest.raises(Exception, match="--resume"):
         trainer.fit()
     assert [r["epoch"] for r in _rows(tmp_path / "run")] == [1]
+
+
+def test_a_validation_that_spends_the_budget_ends_the_run(tmp_path, tiny_values, monkeypatch):
+    # the first epoch's validation takes "100 s" of a 60 s budget: the run stops there, without a
+    # step of epoch 2 (and a partial record for it)
+    import time
+
+    real = time.perf_counter
+    offset = [0.0]
+    original = Trainer._evaluate
+
+    def slow_evaluate(self: Trainer, model, split):
+        if split == "val":
+            offset[0] += 100.0
+        return original(self, model, split)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + offset[0])
+    monkeypatch.setattr(Trainer, "_evaluate", slow_evaluate)
+    values = tiny_values
+    values["run"].update(epochs=1000, minutes=1.0)
+    result = Trainer(config_from_dict(values), tmp_path / "run", progress=False).fit()
+    rows = _rows(tmp_path / "run")
+    assert [(r["epoch"], r.get("partial")) for r in rows] == [(1, None)]
+    assert (result["epochs"], result["steps_in_partial_epoch"]) == (1, 0)
+    assert rows[0]["elapsed"] >= 100.0

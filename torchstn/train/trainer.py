@@ -388,6 +388,14 @@ class Trainer:
             if bar is not None:
                 bar.close()
 
+    def _budget_spent(self) -> bool:
+        """Whether the time budget is spent (the slowest rank's clock; collective under
+        torchrun, called by every rank at the same point)."""
+        if self.cfg.run.minutes is None:
+            return False
+        (spent,) = agree([self.elapsed], self.world, self.device)
+        return spent >= self.cfg.run.minutes * 60
+
     def _pause_clock(self, start: float) -> None:
         # never behind the time the ranks agreed on (the slowest rank's), so every rank and the
         # checkpoint count the same budget
@@ -490,6 +498,9 @@ class Trainer:
                 complete = self._run_epoch()
                 if complete:
                     self._end_epoch()
+                    # its validation may have spent the rest of the budget: stop here rather
+                    # than train one step of another epoch and validate that too
+                    self._out_of_time = self._out_of_time or self._budget_spent()
                 elif self._out_of_time:
                     # the budget ended inside the epoch: validate what it trained (the cosine
                     # schedule's low-rate tail), so that the best weights can be these
