@@ -237,12 +237,14 @@ class Trainer:
                 fh.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ loop
+    def _kept(self) -> str:
+        """What a stopped run leaves behind, for its error message."""
+        if self.ckpt_path.is_file():
+            return f"the last good checkpoint is kept at {self.ckpt_path}"
+        return "no checkpoint had been saved yet"
+
     def _diverged(self, what: str) -> TrainingDiverged:
-        kept = (
-            f"the last good checkpoint is kept at {self.ckpt_path}"
-            if self.ckpt_path.is_file()
-            else "no checkpoint had been saved yet"
-        )
+        kept = self._kept()
         return TrainingDiverged(
             f"{what} at epoch {self.epoch + 1}, step {self.step + 1}; {kept} "
             f"(try a lower optim.lr, optim.loc_lr_scale < 1 or a bounded transform)"
@@ -315,11 +317,7 @@ class Trainer:
         if self.world.distributed:
             print(f"torchstn: rank {self.rank}: {message}", file=sys.stderr, flush=True)
             agree([0.0, self._spent(start), float(self.interrupted), 1.0], self.world, self.device)
-        kept = (
-            f"the last good checkpoint is kept at {self.ckpt_path}"
-            if self.ckpt_path.is_file()
-            else "no checkpoint had been saved yet"
-        )
+        kept = self._kept()
         raise DataError(f"{message}; {kept} (set data.skip_bad: true to skip such images)")
 
     def _spent(self, start: float) -> float:
