@@ -351,3 +351,26 @@ class TestNormalizedMatrixToPixel:
             normalized_matrix_to_pixel(torch.zeros(1, 2, 3, dtype=torch.int32), (4, 4))
         with pytest.raises(InvalidInputError, match="size"):
             normalized_matrix_to_pixel(torch.zeros(1, 2, 3), (4, 4), (0, 4))
+
+
+class TestGridAxes:
+    def test_axes_are_base_grid_and_kept(self) -> None:
+        from torchstn.functional import grid_axes
+
+        xs, ys = grid_axes((3, 5), False, dtype=torch.float64)
+        grid = base_grid((3, 5), False, dtype=torch.float64)
+        assert torch.equal(grid[0, :, 0], xs) and torch.equal(grid[:, 0, 1], ys)
+        again = grid_axes((3, 5), False, dtype=torch.float64)
+        assert again[0] is xs  # kept, not rebuilt
+        assert grid_axes((3, 5), True, dtype=torch.float64)[0] is not xs
+
+    def test_first_built_under_inference_mode_still_trains(self) -> None:
+        from torchstn.transforms import get
+
+        t = get("projective")
+        params = t.identity_params(torch.float64)[None] + 0.01
+        with torch.inference_mode():  # a size never seen before, first asked for in eval
+            t.grid(params, (13, 17))
+        trained = params.clone().requires_grad_()
+        t.grid(trained, (13, 17)).sum().backward()
+        assert trained.grad is not None and bool(torch.isfinite(trained.grad).all())

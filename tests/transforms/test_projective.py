@@ -99,3 +99,42 @@ class TestProjectiveHorizon:
         # a zero last entry is clamped, not divided by
         m[:, 2, 2] = 0
         assert bool(torch.isfinite(transforms.get("projective").from_matrix(m)).all())
+
+
+class TestHandWrittenBackward:
+    """The projective grid's backward pass (transforms/_fastgrid.py) against autograd of the
+    same arithmetic, horizon included."""
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_same_grid_and_gradient_as_autograd(
+        self, dtype: torch.dtype, align_corners: bool
+    ) -> None:
+        from torchstn.functional import grid_axes
+        from torchstn.transforms._fastgrid import _forward, _ProjectiveGrid
+
+        gen = torch.Generator().manual_seed(3)
+        xs, ys = grid_axes((7, 9), align_corners, dtype=dtype)
+        mt = torch.eye(3, dtype=dtype)[None] + 0.2 * torch.randn(6, 3, 3, generator=gen).to(dtype)
+        mt[:, 2, 2] = 1.0
+        mt[0, 0, 2], mt[0, 1, 2] = 1.0, 0.0  # w = 1 + x: zero on the left edge (floored there)
+        ours, ref = mt.clone().requires_grad_(), mt.clone().requires_grad_()
+        grid = _ProjectiveGrid.apply(ours, xs, ys, DENOMINATOR_EPS)
+        expected = _forward(ref, xs, ys, DENOMINATOR_EPS)[0]
+        assert torch.equal(grid, expected)
+        upstream = torch.randn(grid.shape, generator=gen).to(dtype)
+        grid.backward(upstream)
+        expected.backward(upstream)
+        assert ours.grad is not None and ref.grad is not None
+        scale = float(ref.grad.abs().max())
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(ours.grad, ref.grad, atol=tol * scale, rtol=0)
+
+    def test_gradcheck_through_the_transform(self) -> None:
+        t = transforms.get("projective")
+        gen = torch.Generator().manual_seed(0)
+        params = t.identity_params(torch.float64)[None] + 0.05 * torch.randn(
+            3, 8, generator=gen, dtype=torch.float64
+        )
+        params.requires_grad_()
+        assert torch.autograd.gradcheck(lambda p: t.grid(p, (4, 5)), (params,))

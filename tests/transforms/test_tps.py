@@ -240,16 +240,33 @@ class TestTPSConstants:
         a, b = TPS(3), TPS(3, reg=1.0)
         assert not torch.allclose(a.system_inverse(), b.system_inverse())
 
-    def test_any_number_of_grid_sizes_keeps_no_state(self) -> None:
+    def test_any_number_of_grid_sizes_keeps_a_bounded_cache(self) -> None:
         t = TPS(2)
         ident = t.identity_params()[None]
         before = {k: v.clone() for k, v in t.named_buffers()}
         for n in range(1, 40):
             t.grid(ident, (n, 2))
-        assert not [k for k in vars(t) if "cache" in k]
+        assert 0 < len(t._grid_cache) <= 8
         for k, v in t.named_buffers():
             assert torch.equal(v, before[k])
         torch.testing.assert_close(t.grid(ident, (3, 2)), base_grid((3, 2))[None])
+
+    def test_kept_matrix_follows_dtype_device_and_inference_mode(self) -> None:
+        """A size first seen under inference_mode still trains; a cast rebuilds the matrix."""
+        t = TPS(3)
+        params = (t.identity_params() + 0.05 * torch.randn(t.num_params))[None]
+        with torch.inference_mode():
+            first = t.grid(params, (5, 7))
+        trained = params.clone().requires_grad_()
+        again = t.grid(trained, (5, 7))
+        again.sum().backward()
+        assert trained.grad is not None and torch.equal(again.detach(), first)
+        fresh = TPS(3).grid(params, (5, 7))
+        assert torch.equal(fresh, first)  # kept values are the values a fresh build gives
+        t.float()
+        g32 = t.grid(params, (5, 7))
+        assert len({k[-1] for k in t._grid_cache}) == 2  # float64 and float32 buffers, each kept
+        torch.testing.assert_close(g32, first, atol=1e-5, rtol=0)
 
     @pytest.mark.parametrize("size", [(1, 1), (1, 5), (6, 1), (7, 9)])
     def test_separable_grid_kernel_is_the_kernel(

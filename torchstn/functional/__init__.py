@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .coords import (
     base_grid,
+    grid_axes,
     normalized_matrix_to_pixel,
     normalized_to_pixel,
     pixel_matrix_to_normalized,
@@ -20,6 +21,7 @@ __all__ = [
     "MODES",
     "PADDING_MODES",
     "base_grid",
+    "grid_axes",
     "influence_weights",
     "kernel_sample",
     "normalized_matrix_to_pixel",

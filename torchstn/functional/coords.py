@@ -15,15 +15,18 @@ Convention (used everywhere in torchstn):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from .._checks import check_size, check_tensor
+from .._checks import check_size, check_tensor, is_scripting_or_tracing
 from ..errors import InvalidInputError
 
 __all__ = [
     "base_grid",
+    "grid_axes",
     "normalized_matrix_to_pixel",
     "normalized_to_pixel",
     "pixel_matrix_to_normalized",
@@ -112,18 +115,65 @@ def base_grid(
         tensor([[-0.5000,  0.5000]])
     """
     h, w = check_size(size, "size")
-    dtype = dtype or torch.get_default_dtype()
-
-    def axis(n: int) -> torch.Tensor:
-        if n == 1:  # affine_grid puts a unit side's only point at the centre
-            return torch.zeros(1, dtype=dtype, device=device)
-        steps = torch.linspace(-1, 1, n, dtype=dtype, device=device)
-        if not align_corners:
-            steps = steps * (n - 1) / n
-        return steps
-
-    ys, xs = torch.meshgrid(axis(h), axis(w), indexing="ij")
+    xs, ys = grid_axes((h, w), align_corners, dtype=dtype, device=device)
+    ys, xs = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((xs, ys), dim=-1)
+
+
+def _axis(
+    n: int, align_corners: bool, dtype: torch.dtype, device: torch.device | str | None
+) -> torch.Tensor:
+    if n == 1:  # affine_grid puts a unit side's only point at the centre
+        return torch.zeros(1, dtype=dtype, device=device)
+    steps = torch.linspace(-1, 1, n, dtype=dtype, device=device)
+    if not align_corners:
+        steps = steps * (n - 1) / n
+    return steps
+
+
+#: (h, w, align_corners, dtype, device) -> (xs, ys); a few entries, most recently used last.
+_AXES: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+_AXES_KEPT = 32
+
+
+def grid_axes(
+    size: Sequence[int],
+    align_corners: bool = False,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two axes of :func:`base_grid`: ``xs`` ``(W,)`` and ``ys`` ``(H,)``, the normalised
+    coordinates of the pixel columns and rows (``base_grid(size)[i, j] == (xs[j], ys[i])``).
+
+    They depend only on the size, the convention, the dtype and the device, so the grid
+    generators keep the last few pairs instead of rebuilding them on every call (not while
+    tracing or compiling, where the values become part of the graph anyway). The returned
+    tensors are shared: do not modify them in place.
+
+    Example:
+        >>> xs, ys = grid_axes((1, 4))
+        >>> xs, ys
+        (tensor([-0.7500, -0.2500,  0.2500,  0.7500]), tensor([0.]))
+    """
+    h, w = check_size(size, "size")
+    dtype = dtype or torch.get_default_dtype()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if is_scripting_or_tracing() or dev.type == "meta":
+        return _axis(w, align_corners, dtype, dev), _axis(h, align_corners, dtype, dev)
+    key = (h, w, bool(align_corners), dtype, dev)
+    axes = _AXES.get(key)
+    if axes is None:
+        # built outside inference mode: an inference tensor could not be saved for a later
+        # backward pass
+        with torch.inference_mode(False):
+            axes = (_axis(w, align_corners, dtype, dev), _axis(h, align_corners, dtype, dev))
+        _AXES[key] = axes
+        while len(_AXES) > _AXES_KEPT:
+            _AXES.popitem(last=False)
+    else:
+        _AXES.move_to_end(key)
+    return axes
 
 
 def _pixel_to_normalized_matrix(

@@ -48,7 +48,8 @@ from torch import nn
 
 from .._checks import check_finite, check_positive, check_size, check_tensor
 from ..errors import InvalidInputError
-from ..functional.coords import base_grid
+from ..functional.coords import base_grid, grid_axes
+from ._fastgrid import projective_grid
 
 __all__ = [
     "DENOMINATOR_EPS",
@@ -299,8 +300,8 @@ def safe_denominator(w: torch.Tensor, eps: float = DENOMINATOR_EPS) -> torch.Ten
         >>> safe_denominator(torch.tensor([-1e-9, 0.0, 2.0]))
         tensor([-1.0000e-06,  1.0000e-06,  2.0000e+00])
     """
-    sign = torch.where(w < 0, -torch.ones_like(w), torch.ones_like(w))
-    return sign * w.abs().clamp_min(eps)
+    # w + 0.0 turns -0.0 into +0.0, which copysign would otherwise keep negative
+    return torch.copysign(w.abs().clamp_min(eps), w + 0.0)
 
 
 class MatrixTransform(Transform):
@@ -365,20 +366,19 @@ class MatrixTransform(Transform):
     def _grid(
         self, params: torch.Tensor, size: tuple[int, int], align_corners: bool
     ) -> torch.Tensor:
-        h, w = size
-        pts = base_grid((h, w), align_corners, dtype=params.dtype, device=params.device)
+        # separable: a matrix applied to a regular grid is a column term plus a row term, so the
+        # (B, H, W, k) homogeneous coordinates cost one broadcast addition instead of a batched
+        # product over every pixel (the task generators build their canvases with this same
+        # arithmetic); the axes depend on the size only and are kept between calls
+        xs, ys = grid_axes(size, align_corners, dtype=params.dtype, device=params.device)
         matrix = self._to_matrix(params)
-        if self.is_affine:
-            # separable: an affine map of a regular grid is a column term plus a row term, so
-            # the (B, H, W, 2) grid costs one broadcast addition instead of a batched product
-            # (the task generators build their canvases with this same arithmetic)
-            xs, ys = pts[0, :, 0], pts[:, 0, 1]  # (W,), (H,)
-            m = matrix[:, :2, :]  # (B, 2, 3)
-            columns = xs[None, :, None] * m[:, None, :, 0] + m[:, None, :, 2]  # (B, W, 2)
-            rows = ys[None, :, None] * m[:, None, :, 1]  # (B, H, 2)
-            return columns[:, None, :, :] + rows[:, :, None, :]
-        pts = pts.reshape(1, h * w, 2)
-        return self._transform_points(matrix, pts).reshape(-1, h, w, 2)
+        # columns of the transposed matrix: the coefficients of x, of y and the constant terms
+        if not self.is_affine:
+            return projective_grid(matrix.transpose(1, 2), xs, ys, self.eps)
+        mt = matrix[:, :2, :].transpose(1, 2)  # (B, 3, 2)
+        columns = torch.addcmul(mt[:, 2:3, :], xs[None, :, None], mt[:, 0:1, :])  # (B, W, 2)
+        rows = ys[None, :, None] * mt[:, 1:2, :]  # (B, H, 2)
+        return columns[:, None, :, :] + rows[:, :, None, :]  # (B, H, W, 2)
 
     def _transform_points(self, matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Apply ``(B, 3, 3)`` matrices to ``(B or 1, N, 2)`` points (same arithmetic as

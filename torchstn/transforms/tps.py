@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .._checks import check_positive, check_size
+from .._checks import check_positive, check_size, is_scripting_or_tracing
 from ..errors import InvalidInputError
-from ..functional.coords import base_grid
+from ..functional.coords import base_grid, grid_axes
 from .base import Transform, compute_dtype
 
 __all__ = ["TPS"]
@@ -63,12 +63,11 @@ class TPS(Transform):
     float64, when the transform is built, and kept with the control points as non-persistent
     buffers (``centres`` ``(K, 2)`` and ``system_inv`` ``(K + 3, K + 3)``): they follow
     ``.to()``, ``torch.jit.trace``, ``torch.compile`` and ``torch.export`` read them as the
-    module's buffers, and they stay out of ``state_dict``. Each :meth:`grid` call builds the ``(H W, K)`` matrix taking
-    control-point displacements to grid displacements from them (in the buffers' dtype, float32
-    at least), then applies it to the batch in the params' dtype: no linear solve per call.
-    That matrix costs about as much as the batch product for ten images; where the batches are
-    smaller and the grids large, ``.float()`` (on the transform or the whole transformer) makes
-    the constants float32, which builds it about 3x faster, within a few 1e-6 of the float64 grid.
+    module's buffers, and they stay out of ``state_dict``. The ``(H W, K)`` matrix taking
+    control-point displacements to grid displacements is built from them (in the buffers' dtype,
+    float32 at least) the first time a size is asked for, and kept (a few sizes, per dtype and
+    device; not while tracing): a :meth:`grid` call is then one batched product, no solve and no
+    rebuild.
 
     Args:
         grid_size: control points per side, an int or ``(gh, gw)``, each at least 2.
@@ -111,6 +110,8 @@ class TPS(Transform):
         centres = base_grid((gh, gw), align_corners=True, dtype=torch.float64).reshape(-1, 2)
         self.register_buffer("centres", centres, persistent=False)
         self.register_buffer("system_inv", _system_inverse(centres, self.reg), persistent=False)
+        # (H, W, align_corners, dtype, device, buffers' dtype) -> (points, matrix) of _grid
+        self._grid_cache: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------- constants
     def control_points(
@@ -151,14 +152,33 @@ class TPS(Transform):
         self, params: torch.Tensor, size: tuple[int, int], align_corners: bool
     ) -> torch.Tensor:
         h, w = size
-        centres, inv = self._constants(params)
-        pts = base_grid((h, w), align_corners, dtype=centres.dtype, device=params.device)
-        radial = _radial_on_grid(pts[0, :, 0], pts[:, 0, 1], centres)  # (HW, K)
-        pts = pts.reshape(-1, 2)  # (HW, 2)
-        basis = torch.cat((radial, torch.ones_like(pts[:, :1]), pts), dim=1)  # (HW, K + 3)
-        mat = (basis @ inv).to(params.dtype)  # (HW, K)
-        grid = pts.to(params.dtype) + mat @ self._offsets(params, centres)  # (B, HW, 2)
+        pts, mat = self._grid_constants(size, align_corners, params)
+        grid = pts + mat @ self._offsets(params, self.centres.to(params.device))  # (B, HW, 2)
         return grid.reshape(-1, h, w, 2)
+
+    def _grid_constants(
+        self, size: tuple[int, int], align_corners: bool, params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(H W, 2)`` output points and the ``(H W, K)`` matrix taking control-point
+        offsets to grid offsets, in the dtype of ``params``: built from the buffers once per
+        size, convention, dtype and device (they depend on nothing else), then kept."""
+        key = (*size, bool(align_corners), params.dtype, params.device, self.centres.dtype)
+        cached = None if is_scripting_or_tracing() else self._grid_cache.get(key)
+        if cached is not None:
+            return cached
+        with torch.inference_mode(False):  # usable by a later backward pass
+            centres, inv = self._constants(params)
+            xs, ys = grid_axes(size, align_corners, dtype=centres.dtype, device=params.device)
+            radial = _radial_on_grid(xs, ys, centres)  # (HW, K)
+            pts = base_grid(size, align_corners, dtype=centres.dtype, device=params.device)
+            pts = pts.reshape(-1, 2)  # (HW, 2)
+            basis = torch.cat((radial, torch.ones_like(pts[:, :1]), pts), dim=1)  # (HW, K + 3)
+            cached = (pts.to(params.dtype), (basis @ inv).to(params.dtype))
+        if not is_scripting_or_tracing() and params.device.type != "meta":
+            if len(self._grid_cache) >= 8:
+                self._grid_cache.pop(next(iter(self._grid_cache)))
+            self._grid_cache[key] = cached
+        return cached
 
     def _map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         centres, inv = self._constants(params)

@@ -1,0 +1,78 @@
+"""The projective grid with a hand-written backward pass.
+
+Autograd's backward of the broadcast formula ``(u, v) / w`` walks a dozen full passes over the
+``(B, H, W)`` grid (division by a broadcast denominator, zero-filled slice gradients, broadcast
+sums); the gradient with respect to the matrix needs only ``dL/du = gx / w``, ``dL/dv = gy / w``,
+``dL/dw = -(gx x' + gy y') / w`` at every pixel and their sums weighted by the pixel's ``x``, ``y``
+and 1. Same numbers as the formula's autograd to rounding (tested), about 2x faster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ["projective_grid"]
+
+
+def _forward(
+    mt: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grid ``(B, H, W, 2)``, ``1 / w`` and the floored mask, from ``mt`` ``(B, 3, 3)`` whose
+    rows are the coefficients of ``x``, of ``y`` and the constants of ``(u, v, w)``."""
+    columns = torch.addcmul(mt[:, 2:3, :], xs[None, :, None], mt[:, 0:1, :])  # (B, W, 3)
+    rows = ys[None, :, None] * mt[:, 1:2, :]  # (B, H, 3)
+    coords = columns[:, None, :, :] + rows[:, :, None, :]  # (B, H, W, 3)
+    w = coords[..., 2:]
+    # 1 + g x (rounded once, never -0.0) plus h y is never -0.0: copysign keeps 0 positive
+    floored = w.abs() < eps
+    recip = torch.copysign(w.abs().clamp_min(eps), w).reciprocal()
+    return coords[..., :2] * recip, recip, floored
+
+
+class _ProjectiveGrid(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, mt: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
+    ) -> torch.Tensor:
+        grid, recip, floored = _forward(mt, xs, ys, eps)
+        ctx.save_for_backward(grid, recip, floored, xs, ys)
+        return grid
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        grid, recip, floored, xs, ys = ctx.saved_tensors
+        d = torch.empty(*grid.shape[:3], 3, dtype=grid.dtype, device=grid.device)
+        torch.mul(grad, recip, out=d[..., :2])  # dL/du, dL/dv
+        dw = (grad * grid).sum(-1, keepdim=True).mul_(recip).neg_()
+        d[..., 2:] = dw.masked_fill_(floored, 0.0)  # the floor has no slope
+        by_column = d.sum(1)  # (B, W, 3)
+        by_row = d.sum(2)  # (B, H, 3)
+        dmt = torch.stack(
+            (
+                (by_column * xs[None, :, None]).sum(1),
+                (by_row * ys[None, :, None]).sum(1),
+                by_column.sum(1),
+            ),
+            dim=1,
+        )
+        return dmt, None, None, None
+
+
+def projective_grid(
+    mt: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """``(B, H, W, 2)`` source points of the homogeneous map whose transposed matrix is ``mt``
+    ``(B, 3, 3)``, on the grid of columns ``xs`` ``(W,)`` and rows ``ys`` ``(H,)``, ``|w|``
+    floored at ``eps`` with its sign kept. The hand-written backward runs when ``mt`` needs a
+    gradient outside tracing and compiling (double backward is not supported there); otherwise
+    the same arithmetic runs as plain operations."""
+    from .._checks import is_scripting_or_tracing
+
+    if mt.requires_grad and torch.is_grad_enabled() and not is_scripting_or_tracing():
+        return _ProjectiveGrid.apply(mt, xs, ys, eps)  # type: ignore[no-any-return]
+    coords_grid, _, _ = _forward(mt, xs, ys, eps)
+    return coords_grid
