@@ -1,0 +1,140 @@
+"""Timing and the facts a benchmark table needs: hardware, threads, versions.
+
+Every measurement is the median of ``repeats`` timed calls after ``warmup`` untimed ones; a call
+that takes less than ``min_seconds`` is repeated inside one timed block (``inner`` calls) so that
+the clock's resolution does not dominate. On CUDA the device is synchronised before the clock is
+read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Settings", "Timing", "environment", "measure", "ratio", "synchronize"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to measure: ``quick`` is for CI (tiny sizes, one repeat)."""
+
+    quick: bool = False
+    repeats: int = 7
+    warmup: int = 2
+    min_seconds: float = 0.02
+    device: str = "cpu"
+
+    @classmethod
+    def make(cls, quick: bool, device: str = "cpu") -> Settings:
+        if quick:
+            return cls(quick=True, repeats=1, warmup=1, min_seconds=0.0, device=device)
+        return cls(device=device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: the median over repeats, and the fastest repeat."""
+
+    median: float
+    best: float
+    repeats: int
+    inner: int
+
+    def ms(self) -> float:
+        return self.median * 1e3
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "median_ms": round(self.median * 1e3, 5),
+            "best_ms": round(self.best * 1e3, 5),
+            "repeats": self.repeats,
+            "inner": self.inner,
+        }
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued work on ``device`` (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(fn: Callable[[], Any], settings: Settings) -> Timing:
+    """Time ``fn()``: ``settings.warmup`` untimed calls, then ``settings.repeats`` timed blocks
+    of ``inner`` calls each (``inner`` chosen so that a block lasts ``settings.min_seconds``)."""
+    for _ in range(settings.warmup):
+        fn()
+    synchronize(settings.device)
+    inner = 1
+    if settings.min_seconds > 0:
+        start = time.perf_counter()
+        fn()
+        synchronize(settings.device)
+        once = time.perf_counter() - start
+        inner = max(1, min(1000, int(settings.min_seconds / max(once, 1e-9))))
+    times = []
+    for _ in range(settings.repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        synchronize(settings.device)
+        times.append((time.perf_counter() - start) / inner)
+    return Timing(statistics.median(times), min(times), settings.repeats, inner)
+
+
+def ratio(ours: Timing, theirs: Timing) -> float:
+    """``ours / theirs`` of the medians (below 1: ours is faster)."""
+    return ours.median / theirs.median if theirs.median > 0 else float("nan")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return None
+    return str(getattr(mod, "__version__", "?"))
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Hardware, threads, versions and date of a benchmark run."""
+    from .. import __version__
+
+    env: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchstn": __version__,
+        "kornia": _version("kornia"),
+        "onnxruntime": _version("onnxruntime"),
+        "device": str(device),
+        "platform": sys.platform,
+    }
+    try:
+        env["load_average"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    if torch.device(device).type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
