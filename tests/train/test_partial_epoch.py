@@ -127,3 +127,33 @@ def test_a_validation_that_spends_the_budget_ends_the_run(tmp_path, tiny_values,
     assert [(r["epoch"], r.get("partial")) for r in rows] == [(1, None)]
     assert (result["epochs"], result["steps_in_partial_epoch"]) == (1, 0)
     assert rows[0]["elapsed"] >= 100.0
+
+
+def test_the_budget_counts_making_the_epochs_data(tmp_path, tiny_values, monkeypatch):
+    # generating each epoch's fresh distortions "takes 50 s" of a 60 s budget: the first epoch's
+    # clock includes it (elapsed >= 50 after epoch 1) and the second epoch's generation spends the
+    # rest, so the run ends one step into epoch 2
+    import time
+
+    from torchstn.train.datamodule import DataModule
+
+    real = time.perf_counter
+    offset = [0.0]
+    original = DataModule.train
+
+    def slow_train(self, epoch):
+        offset[0] += 50.0
+        return original(self, epoch)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + offset[0])
+    monkeypatch.setattr(DataModule, "train", slow_train)
+    values = tiny_values
+    values["run"].update(epochs=1000, minutes=1.0)
+    result = Trainer(config_from_dict(values), tmp_path / "run", progress=False).fit()
+    rows = _rows(tmp_path / "run")
+    assert rows[0]["elapsed"] >= 50.0
+    assert [(r["epoch"], r.get("partial"), r.get("steps")) for r in rows] == [
+        (1, None, None),
+        (2, True, 1),
+    ]
+    assert result["epochs"] == 1

@@ -328,6 +328,9 @@ class Trainer:
         """Train the rest of the current epoch; True if it is complete. False when the time
         budget (``_out_of_time`` is then set) or Ctrl-C stopped it inside the epoch."""
         self._out_of_time = False
+        # the clock starts before the epoch's data are made: a generated task's fresh
+        # distortions are part of the run's cost, so the time budget counts them
+        start = time.perf_counter()
         split = self.data.train(self.epoch)
         order = self.objective.batch_order(
             len(split),
@@ -340,7 +343,6 @@ class Trainer:
         bar = self._bar(num_batches)
         if bar is not None:
             bar.update(self.step)
-        start = time.perf_counter()
         every = self.cfg.run.checkpoint_every
         minutes = self.cfg.run.minutes
         skip_bad = self.cfg.data.skip_bad
