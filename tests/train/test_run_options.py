@@ -143,3 +143,39 @@ class TestDeterministic:
             assert torch.are_deterministic_algorithms_enabled()
         finally:
             torch.use_deterministic_algorithms(before)
+
+
+class TestMemoryFormat:
+    def test_auto_is_channels_last_for_convolutions_on_the_cpu(self, tmp_path):
+        values = _values()
+        values["model"] = {"name": "st_cnn_affine", "options": {"pool": 2}}
+        trainer = Trainer(config_from_dict(values), tmp_path, progress=False)
+        assert trainer.memory_format == torch.channels_last
+        conv = trainer.model.classifier[3].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        seen = []
+        original = trainer._step
+
+        def spy(x, *args, **kwargs):
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            return original(x, *args, **kwargs)
+
+        trainer._step = spy
+        assert trainer.fit()["memory_format"] == "channels_last"
+        assert seen and all(seen)
+
+    def test_auto_leaves_fully_connected_models_alone_and_contiguous_is_kept(self, tmp_path):
+        values = _values()
+        values["model"] = {"name": "fcn"}
+        assert Trainer(config_from_dict(values), tmp_path / "a", progress=False).memory_format == (
+            torch.contiguous_format
+        )
+        values = _values(memory_format="contiguous")
+        values["model"] = {"name": "cnn"}
+        trainer = Trainer(config_from_dict(values), tmp_path / "b", progress=False)
+        assert trainer.memory_format == torch.contiguous_format
+        assert trainer.fit()["memory_format"] == "contiguous"
+
+    def test_an_unknown_format_is_refused(self):
+        with pytest.raises(ConfigError, match="run.memory_format: expected auto, channels_last"):
+            config_from_dict(_values(memory_format="nhwc"))

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Settings", "Timing", "environment", "measure", "ratio", "synchronize"]
+__all__ = ["Settings", "Timing", "compare", "environment", "measure", "ratio", "synchronize"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,36 @@ def measure(fn: Callable[[], Any], settings: Settings) -> Timing:
         synchronize(settings.device)
         times.append((time.perf_counter() - start) / inner)
     return Timing(statistics.median(times), min(times), settings.repeats, inner)
+
+
+def compare(fns: dict[str, Callable[[], Any]], settings: Settings) -> dict[str, Timing]:
+    """Time several callables interleaved: after their warm-ups, each repeat times every one
+    of them in turn, so that a change of load on a shared machine falls on all of them alike
+    (their ratios are steadier than those of separate :func:`measure` calls)."""
+    inner: dict[str, int] = {}
+    for name, fn in fns.items():
+        for _ in range(settings.warmup):
+            fn()
+        synchronize(settings.device)
+        inner[name] = 1
+        if settings.min_seconds > 0:
+            start = time.perf_counter()
+            fn()
+            synchronize(settings.device)
+            once = time.perf_counter() - start
+            inner[name] = max(1, min(1000, int(settings.min_seconds / max(once, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(settings.repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            synchronize(settings.device)
+            times[name].append((time.perf_counter() - start) / inner[name])
+    return {
+        name: Timing(statistics.median(t), min(t), settings.repeats, inner[name])
+        for name, t in times.items()
+    }
 
 
 def ratio(ours: Timing, theirs: Timing) -> float:

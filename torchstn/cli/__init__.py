@@ -17,7 +17,17 @@ from ..errors import TorchSTNError
 __all__ = ["build_parser", "main"]
 
 #: sub-command modules, in the order ``--help`` lists them.
-_COMMANDS = ("train", "eval", "visualize", "predict", "export", "reproduce", "data", "demo")
+_COMMANDS = (
+    "train",
+    "eval",
+    "visualize",
+    "predict",
+    "export",
+    "reproduce",
+    "data",
+    "demo",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

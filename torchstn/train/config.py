@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 
 __all__ = [
+    "MEMORY_FORMATS",
     "PRECISIONS",
     "Config",
     "DataConfig",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 
+#: values of ``run.memory_format``.
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 #: values of ``run.precision``.
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -96,7 +99,7 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     epochs: int = 10
-    #: budget in minutes of training steps + validation (data generation is not counted)
+    #: budget in minutes of training: steps, validation and making each epoch's data
     minutes: float | None = None
     eval_batch_size: int = 1000
     num_threads: int | None = None  #: torch CPU threads (None: PyTorch's default)
@@ -108,6 +111,10 @@ class RunConfig:
     precision: str = "fp32"
     #: PyTorch's deterministic algorithms (see the README for what CUDA cannot make deterministic)
     deterministic: bool = False
+    #: layout of images and convolution weights in training: ``channels_last``, ``contiguous``
+    #: (NCHW) or ``auto``: channels_last on the CPU for models with convolutions (measured faster
+    #: there, see BENCHMARKS.md), contiguous otherwise
+    memory_format: str = "auto"
 
 
 @dataclass
@@ -169,6 +176,10 @@ class Config:
         if r.precision not in PRECISIONS:
             raise ConfigError(
                 f"run.precision: expected {', '.join(PRECISIONS)}, got {r.precision!r}"
+            )
+        if r.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(
+                f"run.memory_format: expected {', '.join(MEMORY_FORMATS)}, got {r.memory_format!r}"
             )
         if not isinstance(r.deterministic, bool):
             raise ConfigError(f"run.deterministic: expected true or false, got {r.deterministic!r}")

@@ -95,6 +95,18 @@ def _penalty(records: list[RecordedParams]) -> torch.Tensor | None:
     return torch.stack(terms).sum() if terms else None
 
 
+def resolve_memory_format(name: str, model: nn.Module, device: torch.device) -> torch.memory_format:
+    """``run.memory_format`` for ``model`` on ``device``: ``auto`` is channels_last on the CPU
+    when the model has a 2-D convolution (oneDNN's pooling and first convolutions run faster in
+    that layout: ``torchstn bench --only options``), contiguous otherwise."""
+    if name == "channels_last":
+        return torch.channels_last
+    if name == "contiguous":
+        return torch.contiguous_format
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return torch.channels_last if device.type == "cpu" and has_conv else torch.contiguous_format
+
+
 class Trainer:
     """Train ``cfg`` into ``run_dir`` (``metrics.jsonl``, ``checkpoint.pt``, ``result.json``).
 
@@ -146,6 +158,9 @@ class Trainer:
             preprocess=saved_info.get("preprocess"), pin_memory=self.device.type == "cuda"
         )
         self.model = build_model(cfg, self.data.in_shape, self.data.num_classes).to(self.device)
+        #: the layout training images and convolution weights take (run.memory_format resolved)
+        self.memory_format = resolve_memory_format(cfg.run.memory_format, self.model, self.device)
+        self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.params = count_params(self.model)
         groups = param_groups(
             self.model, cfg.optim.lr, cfg.optim.loc_lr_scale, weight_decay=cfg.optim.weight_decay
@@ -249,6 +264,10 @@ class Trainer:
             f"{what} at epoch {self.epoch + 1}, step {self.step + 1}; {kept} "
             f"(try a lower optim.lr, optim.loc_lr_scale < 1 or a bounded transform)"
         )
+
+    def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of images in the run's memory format (other tensors as they are)."""
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
     def _step(
         self, x: torch.Tensor, y: torch.Tensor, progress: float, start: float, bad: str | None
@@ -361,7 +380,7 @@ class Trainer:
                     continue
                 # the rate follows the schedule step by step (cosine also follows the time budget)
                 loss = self._step(
-                    batch.inputs(self.device),
+                    self._laid_out(batch.inputs(self.device)),
                     batch.y.to(self.device, non_blocking=True),
                     self.epoch + self.step / num_batches,
                     start,
@@ -550,6 +569,9 @@ class Trainer:
             "world_size": self.world.size,
             "batch_size": self.cfg.optim.batch_size,
             "precision": self.cfg.run.precision,
+            "memory_format": "channels_last"
+            if self.memory_format == torch.channels_last
+            else "contiguous",
             **(
                 {"skipped": {"at_load": self.data.skipped_at_load, "test": test["skipped"]}}
                 if self.cfg.data.skip_bad
