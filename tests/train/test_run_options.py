@@ -177,5 +177,5 @@ class TestMemoryFormat:
         assert trainer.fit()["memory_format"] == "contiguous"
 
     def test_an_unknown_format_is_refused(self):
-        with pytest.raises(ConfigError, match="run.memory_format: expected auto, channels_last"):
+        with pytest.raises(ConfigError, match=r"run\.memory_format: expected auto, channels_last"):
             config_from_dict(_values(memory_format="nhwc"))
