@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import GROUPS, group_module
@@ -74,9 +75,15 @@ def _environment(env: Mapping[str, Any], group: Mapping[str, Any]) -> str:
     )
 
 
-def render(documents: Mapping[str, Mapping[str, Any]]) -> str:
+def render(
+    documents: Mapping[str, Mapping[str, Any]],
+    figures: Path | None = None,
+    root: Path | None = None,
+) -> str:
     """The whole of ``BENCHMARKS.md`` from results documents keyed by a label (``"cpu"``, the
-    GPU's name): sections in the suite's order, each with one table per document."""
+    GPU's name): sections in the suite's order, each with one table per document. Groups with a
+    ``draw(rows, path, title)`` function get a figure in ``figures`` (linked relative to
+    ``root``, the Markdown file's folder) when matplotlib is installed."""
     seconds = sum(
         float(g.get("seconds", 0))
         for doc in documents.values()
@@ -104,9 +111,21 @@ def render(documents: Mapping[str, Mapping[str, Any]]) -> str:
             out.append(table(group["rows"], module.COLUMNS) + "\n")
             for note in group.get("notes", ()):
                 out.append(note.strip() + "\n")
-            if group.get("figure"):
-                out.append(f"![{module.TITLE}]({group['figure']})\n")
+            draw = getattr(module, "draw", None)
+            if draw is not None and figures is not None:
+                out.append(_figure(draw, group, figures / f"{name}-{label}.png", root, label))
     return "\n".join(out).rstrip() + "\n"
+
+
+def _figure(draw: Any, group: Mapping[str, Any], path: Path, root: Path | None, label: str) -> str:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "*(figure not drawn: matplotlib is missing; `pip install torchstn[plot]`)*\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draw(group["rows"], path, f"{label}: {group['env'].get('gpu') or group['env'].get('cpu')}")
+    link = path.relative_to(root) if root is not None else path
+    return f"![{label}]({link.as_posix()})\n"
 
 
 def _summary(documents: Mapping[str, Mapping[str, Any]]) -> str:

@@ -113,7 +113,8 @@ def render_markdown(results_dir: Path, markdown: Path) -> None:
     for path in files:
         doc = read_results(path)
         documents[str(doc.get("label", path.stem))] = doc
-    atomic_write_text(markdown, render(documents))
+    root = markdown.resolve().parent
+    atomic_write_text(markdown, render(documents, root / "benchmarks" / "figures", root))
 
 
 def run(args: argparse.Namespace) -> int:
