@@ -1,4 +1,4 @@
-"""The projective grid with a hand-written backward pass.
+"""The projective grid with a hand-written backward pass, and the floor of its denominator.
 
 Autograd's backward of the broadcast formula ``(u, v) / w`` walks a dozen full passes over the
 ``(B, H, W)`` grid (division by a broadcast denominator, zero-filled slice gradients, broadcast
@@ -14,7 +14,31 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["projective_grid"]
+__all__ = ["DENOMINATOR_EPS", "projective_grid", "safe_denominator"]
+
+#: smallest magnitude of the homogeneous denominator of a projective map.
+DENOMINATOR_EPS = 1e-6
+
+
+def safe_denominator(w: torch.Tensor, eps: float = DENOMINATOR_EPS) -> torch.Tensor:
+    """Clamp ``w`` away from zero keeping its sign (0 counts as positive): ``|w| >= eps``.
+
+    Points on or near the projective horizon thus map far away (and sample zeros) instead of
+    producing Inf or NaN.
+
+    Args:
+        w: any shape.
+        eps: the floor of ``|w|``.
+
+    Returns:
+        a tensor of the shape and dtype of ``w``.
+
+    Example:
+        >>> safe_denominator(torch.tensor([-1e-9, 0.0, 2.0]))
+        tensor([-1.0000e-06,  1.0000e-06,  2.0000e+00])
+    """
+    # one clamp per sign (copysign would be a pass shorter, but ONNX has no copysign)
+    return torch.where(w < 0, w.clamp_max(-eps), w.clamp_min(eps))
 
 
 def _forward(
@@ -26,9 +50,8 @@ def _forward(
     rows = ys[None, :, None] * mt[:, 1:2, :]  # (B, H, 3)
     coords = columns[:, None, :, :] + rows[:, :, None, :]  # (B, H, W, 3)
     w = coords[..., 2:]
-    # 1 + g x (rounded once, never -0.0) plus h y is never -0.0: copysign keeps 0 positive
     floored = w.abs() < eps
-    recip = torch.copysign(w.abs().clamp_min(eps), w).reciprocal()
+    recip = safe_denominator(w, eps).reciprocal()
     return coords[..., :2] * recip, recip, floored
 
 

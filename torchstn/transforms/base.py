@@ -49,7 +49,7 @@ from torch import nn
 from .._checks import check_finite, check_positive, check_size, check_tensor
 from ..errors import InvalidInputError
 from ..functional.coords import base_grid, grid_axes
-from ._fastgrid import projective_grid
+from ._fastgrid import DENOMINATOR_EPS, projective_grid, safe_denominator
 
 __all__ = [
     "DENOMINATOR_EPS",
@@ -277,31 +277,6 @@ class Transform(nn.Module):
         if self.scale_range is not None:
             extra.append(f"scale_range={self.scale_range}")
         return ", ".join(extra)
-
-
-#: smallest magnitude of the homogeneous denominator of a projective map.
-DENOMINATOR_EPS = 1e-6
-
-
-def safe_denominator(w: torch.Tensor, eps: float = DENOMINATOR_EPS) -> torch.Tensor:
-    """Clamp ``w`` away from zero keeping its sign (0 counts as positive): ``|w| >= eps``.
-
-    Points on or near the projective horizon thus map far away (and sample zeros) instead of
-    producing Inf or NaN.
-
-    Args:
-        w: any shape.
-        eps: the floor of ``|w|``.
-
-    Returns:
-        a tensor of the shape and dtype of ``w``.
-
-    Example:
-        >>> safe_denominator(torch.tensor([-1e-9, 0.0, 2.0]))
-        tensor([-1.0000e-06,  1.0000e-06,  2.0000e+00])
-    """
-    # w + 0.0 turns -0.0 into +0.0, which copysign would otherwise keep negative
-    return torch.copysign(w.abs().clamp_min(eps), w + 0.0)
 
 
 class MatrixTransform(Transform):
