@@ -62,6 +62,7 @@ def before_this_release(model: nn.Module) -> nn.Module:
                     bias=child.bias is not None,
                 )
                 plain.load_state_dict(child.state_dict())
+                plain.to(child.weight.device)
                 setattr(module, name, plain)
         if isinstance(module, nn.Sequential):
             items = list(module._modules.items())
