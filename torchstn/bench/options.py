@@ -180,7 +180,7 @@ def _work(settings: Settings, gen: torch.Generator) -> list[tuple[str, dict[str,
                 "channels_last": module_fn(st_cl, _cl(x), _cl(up)),
                 "bf16": _bf16(module_fn(st, x, up), dev),
                 "1 thread": _Threads(module_fn(st, x, up), 1),
-                "compile": lambda: module_fn(_compiled(st), x, up),
+                "compile": lambda st=st, x=x, up=up: module_fn(_compiled(st), x, up),
             },
         )
     )
@@ -206,7 +206,7 @@ def _work(settings: Settings, gen: torch.Generator) -> list[tuple[str, dict[str,
                 "before": step(old, x),
                 "bf16": _bf16(step(model, x), dev),
                 "1 thread": _Threads(step(model, x), 1),
-                "compile": lambda: make_step(_compiled(model), x, y),
+                "compile": lambda m=model, x=x, y=y: make_step(_compiled(m), x, y),
             },
         )
     )
@@ -229,7 +229,7 @@ def _work(settings: Settings, gen: torch.Generator) -> list[tuple[str, dict[str,
                 "channels_last": infer(eval_cl, _cl(xi)),
                 "bf16": _bf16(infer(eval_model, xi), dev),
                 "1 thread": _Threads(infer(eval_model, xi), 1),
-                "compile": lambda: infer(_compiled(eval_model), xi),
+                "compile": lambda m=eval_model, x=xi: infer(_compiled(m), x),
             },
         )
     )

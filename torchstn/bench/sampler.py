@@ -20,6 +20,7 @@ happens outside the clock):
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from ..functional import normalized_matrix_to_pixel, sample
 from ..transforms import TPS, MatrixTransform
 from ..transforms import get as get_transform
-from .timing import Settings, measure
+from .timing import Settings, compare
 
 __all__ = ["COLUMNS", "DESCRIPTION", "SHAPES", "TITLE", "family_params", "kornia_or_none", "run"]
 
@@ -108,15 +109,18 @@ def _timed_pair(
     their_arg: torch.Tensor | None,
     settings: Settings,
 ) -> dict[str, Any]:
-    """Forward and forward+backward times of ``ours(x, our_arg)`` and ``theirs(x, their_arg)``."""
+    """Forward and forward+backward times of ``ours(x, our_arg)`` and ``theirs(x, their_arg)``,
+    each pair timed interleaved (:func:`~torchstn.bench.timing.compare`)."""
     row: dict[str, Any] = {}
+    both = theirs is not None and their_arg is not None
     with torch.no_grad():
         out = ours(x, our_arg)
-        row["fwd_ms"] = measure(lambda: ours(x, our_arg), settings).ms()
+        fwd = {"ours": partial(ours, x, our_arg)}
         if theirs is not None and their_arg is not None:
             ref = theirs(x, their_arg)
             row["max_abs_diff"] = float((out - ref).abs().max())
-            row["base_fwd_ms"] = measure(lambda: theirs(x, their_arg), settings).ms()
+            fwd["theirs"] = partial(theirs, x, their_arg)
+        t = compare(fwd, settings)
     grad_out = torch.randn_like(out)
     xg = x.detach().requires_grad_(True)
 
@@ -130,9 +134,13 @@ def _timed_pair(
 
         return step
 
-    row["fwd_bwd_ms"] = measure(fwd_bwd(ours, our_arg), settings).ms()
+    steps = {"ours": fwd_bwd(ours, our_arg)}
     if theirs is not None and their_arg is not None:
-        row["base_fwd_bwd_ms"] = measure(fwd_bwd(theirs, their_arg), settings).ms()
+        steps["theirs"] = fwd_bwd(theirs, their_arg)
+    tb = compare(steps, settings)
+    row["fwd_ms"], row["fwd_bwd_ms"] = t["ours"].ms(), tb["ours"].ms()
+    if both:
+        row["base_fwd_ms"], row["base_fwd_bwd_ms"] = t["theirs"].ms(), tb["theirs"].ms()
         row["fwd_ratio"] = row["fwd_ms"] / row["base_fwd_ms"]
         row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / row["base_fwd_bwd_ms"]
     return row

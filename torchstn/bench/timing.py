@@ -14,7 +14,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +90,7 @@ def measure(fn: Callable[[], Any], settings: Settings) -> Timing:
     return Timing(statistics.median(times), min(times), settings.repeats, inner)
 
 
-def compare(fns: dict[str, Callable[[], Any]], settings: Settings) -> dict[str, Timing]:
+def compare(fns: Mapping[str, Callable[[], Any]], settings: Settings) -> dict[str, Timing]:
     """Time several callables interleaved: after their warm-ups, each repeat times every one
     of them in turn, so that a change of load on a shared machine falls on all of them alike
     (their ratios are steadier than those of separate :func:`measure` calls)."""

@@ -23,6 +23,7 @@ from ..functional import sample
 from ..models import create_model
 from ..models.st_models import STClassifier
 from ..module import SpatialTransformer
+from ..train.trainer import resolve_memory_format
 from .timing import Settings, measure
 
 __all__ = ["CASES", "COLUMNS", "DESCRIPTION", "TITLE", "make_step", "run", "saved_bytes"]
@@ -34,11 +35,15 @@ batch 128 on the inputs of the paper's experiments: cluttered MNIST 60x60, RTS 4
 28x28, with the models and options of `configs/` (ST-CNN with average pooling 2 after the
 transformer on 60x60 and 42x42). `loc`, `grid`, `sampler`, `classifier`: the share of a step
 each part of the ST-CNN takes, timed alone (forward and backward, same tensors); `other` is the
-rest (optimizer, loss, autograd). `activations MB`: what autograd saves for the backward pass.
+rest (optimizer, loss, autograd); parts timed alone can add up to more than the step (each pays
+its own start-up and memory traffic), and `other` then reads 0. `layout`: the memory format
+`torchstn train` uses by default (`run.memory_format: auto`). `activations MB`: what autograd
+saves for the backward pass.
 """
 COLUMNS = (
     ("task", "task", ""),
     ("model", "model", ""),
+    ("layout", "layout", ""),
     ("step_ms", "step ms", ".1f"),
     ("images_per_s", "images/s", ",.0f"),
     ("loc", "loc", ".0%"),
@@ -156,7 +161,9 @@ def run(settings: Settings) -> dict[str, Any]:
     for task, shape, name, options in QUICK_CASES if settings.quick else CASES:
         torch.manual_seed(0)
         model = create_model(name, shape, 10, **options).to(device)
-        x = torch.rand(batch, *shape, generator=gen).to(device)
+        layout = resolve_memory_format("auto", model, device)  # as torchstn train lays it out
+        model = model.to(memory_format=layout)  # type: ignore[call-overload]
+        x = torch.rand(batch, *shape, generator=gen).to(device).contiguous(memory_format=layout)
         y = torch.randint(0, 10, (batch,), generator=gen).to(device)
         step = make_step(model, x, y)
         if device.type == "cuda":
@@ -165,6 +172,7 @@ def run(settings: Settings) -> dict[str, Any]:
         row: dict[str, Any] = {
             "task": task,
             "input": "x".join(map(str, shape)),
+            "layout": "channels_last" if layout == torch.channels_last else "contiguous",
             "model": name,
             "step_ms": t.ms(),
             "images_per_s": batch / t.median,
