@@ -117,7 +117,7 @@ class TestHandWrittenBackward:
         xs, ys = grid_axes((7, 9), align_corners, dtype=dtype)
         mt = torch.eye(3, dtype=dtype)[None] + 0.2 * torch.randn(6, 3, 3, generator=gen).to(dtype)
         mt[:, 2, 2] = 1.0
-        mt[0, 0, 2], mt[0, 1, 2] = 1.0, 0.0  # w = 1 + x: zero on the left edge (floored there)
+        mt[0, 2, 0], mt[0, 2, 1] = 1.0, 0.0  # w = 1 + x: zero on the left edge (floored there)
         ours, ref = mt.clone().requires_grad_(), mt.clone().requires_grad_()
         grid = _ProjectiveGrid.apply(ours, xs, ys, DENOMINATOR_EPS)
         expected = _forward(ref, xs, ys, DENOMINATOR_EPS)[0]
@@ -138,3 +138,27 @@ class TestHandWrittenBackward:
         )
         params.requires_grad_()
         assert torch.autograd.gradcheck(lambda p: t.grid(p, (4, 5)), (params,))
+
+
+def test_affine_grid_keeps_the_generators_arithmetic() -> None:
+    """The task generators draw their data through Affine.grid: its values must stay
+    ``(a x + c) + b y`` rounded step by step (a fused multiply-add would move some grid points
+    by one ulp and change the generated datasets that RESULTS.md reports)."""
+    from torchstn.functional import grid_axes
+
+    gen = torch.Generator().manual_seed(0)
+    params = transforms.get("affine").identity_params()[None] + 0.3 * torch.randn(
+        5, 6, generator=gen
+    )
+    for size in ((42, 42), (28, 60), (7, 3)):
+        xs, ys = grid_axes(size)
+        m = params.reshape(-1, 2, 3)
+        expected = torch.stack(
+            [
+                (xs * m[:, k, 0, None] + m[:, k, 2, None])[:, None, :]
+                + (ys * m[:, k, 1, None])[:, :, None]
+                for k in range(2)
+            ],
+            dim=-1,
+        )
+        assert torch.equal(transforms.get("affine").grid(params, size), expected)

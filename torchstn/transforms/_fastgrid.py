@@ -42,25 +42,25 @@ def safe_denominator(w: torch.Tensor, eps: float = DENOMINATOR_EPS) -> torch.Ten
 
 
 def _forward(
-    mt: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
+    matrix: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Grid ``(B, H, W, 2)``, ``1 / w`` and the floored mask, from ``mt`` ``(B, 3, 3)`` whose
-    rows are the coefficients of ``x``, of ``y`` and the constants of ``(u, v, w)``."""
-    columns = torch.addcmul(mt[:, 2:3, :], xs[None, :, None], mt[:, 0:1, :])  # (B, W, 3)
-    rows = ys[None, :, None] * mt[:, 1:2, :]  # (B, H, 3)
-    coords = columns[:, None, :, :] + rows[:, :, None, :]  # (B, H, W, 3)
-    w = coords[..., 2:]
+    """Grid ``(B, H, W, 2)`` (a view of ``(B, 2, H, W)`` planes), ``1 / w`` ``(B, 1, H, W)`` and
+    the floored mask, from ``(B, 3, 3)`` matrices acting on ``(x, y, 1)``."""
+    columns = torch.addcmul(matrix[:, :, 2:3], matrix[:, :, 0:1], xs)  # (B, 3, W)
+    rows = matrix[:, :, 1:2] * ys  # (B, 3, H)
+    planes = columns[:, :, None, :] + rows[:, :, :, None]  # (B, 3, H, W)
+    w = planes[:, 2:]
     floored = w.abs() < eps
     recip = safe_denominator(w, eps).reciprocal()
-    return coords[..., :2] * recip, recip, floored
+    return (planes[:, :2] * recip).permute(0, 2, 3, 1), recip, floored
 
 
 class _ProjectiveGrid(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, mt: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
+        ctx: Any, matrix: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
     ) -> torch.Tensor:
-        grid, recip, floored = _forward(mt, xs, ys, eps)
+        grid, recip, floored = _forward(matrix, xs, ys, eps)
         ctx.save_for_backward(grid, recip, floored, xs, ys)
         return grid
 
@@ -68,34 +68,31 @@ class _ProjectiveGrid(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         grid, recip, floored, xs, ys = ctx.saved_tensors
-        d = torch.empty(*grid.shape[:3], 3, dtype=grid.dtype, device=grid.device)
-        torch.mul(grad, recip, out=d[..., :2])  # dL/du, dL/dv
-        dw = (grad * grid).sum(-1, keepdim=True).mul_(recip).neg_()
-        d[..., 2:] = dw.masked_fill_(floored, 0.0)  # the floor has no slope
-        by_column = d.sum(1)  # (B, W, 3)
-        by_row = d.sum(2)  # (B, H, 3)
-        dmt = torch.stack(
-            (
-                (by_column * xs[None, :, None]).sum(1),
-                (by_row * ys[None, :, None]).sum(1),
-                by_column.sum(1),
-            ),
-            dim=1,
-        )
-        return dmt, None, None, None
+        g = grad.permute(0, 3, 1, 2)  # (B, 2, H, W), as the planes
+        points = grid.permute(0, 3, 1, 2)
+        d = torch.empty(g.shape[0], 3, *g.shape[2:], dtype=g.dtype, device=g.device)
+        torch.mul(g, recip, out=d[:, :2])  # dL/du, dL/dv
+        dw = (g * points).sum(1, keepdim=True).mul_(recip).neg_()
+        d[:, 2:] = dw.masked_fill_(floored, 0.0)  # the floor has no slope
+        by_column = d.sum(2)  # (B, 3, W)
+        by_row = d.sum(3)  # (B, 3, H)
+        dmatrix = torch.stack(
+            ((by_column * xs).sum(-1), (by_row * ys).sum(-1), by_column.sum(-1)), dim=-1
+        )  # (B, 3, 3): rows u, v, w; columns the coefficients of x, y and 1
+        return dmatrix, None, None, None
 
 
 def projective_grid(
-    mt: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
+    matrix: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
 ) -> torch.Tensor:
-    """``(B, H, W, 2)`` source points of the homogeneous map whose transposed matrix is ``mt``
-    ``(B, 3, 3)``, on the grid of columns ``xs`` ``(W,)`` and rows ``ys`` ``(H,)``, ``|w|``
-    floored at ``eps`` with its sign kept. The hand-written backward runs when ``mt`` needs a
+    """``(B, H, W, 2)`` source points of the homogeneous maps ``matrix`` ``(B, 3, 3)`` (acting on
+    ``(x, y, 1)``), on the grid of columns ``xs`` ``(W,)`` and rows ``ys`` ``(H,)``, ``|w|``
+    floored at ``eps`` with its sign kept. The hand-written backward runs when ``matrix`` needs a
     gradient outside tracing and compiling (double backward is not supported there); otherwise
     the same arithmetic runs as plain operations."""
     from .._checks import is_scripting_or_tracing
 
-    if mt.requires_grad and torch.is_grad_enabled() and not is_scripting_or_tracing():
-        return _ProjectiveGrid.apply(mt, xs, ys, eps)  # type: ignore[no-any-return]
-    coords_grid, _, _ = _forward(mt, xs, ys, eps)
+    if matrix.requires_grad and torch.is_grad_enabled() and not is_scripting_or_tracing():
+        return _ProjectiveGrid.apply(matrix, xs, ys, eps)  # type: ignore[no-any-return]
+    coords_grid, _, _ = _forward(matrix, xs, ys, eps)
     return coords_grid
