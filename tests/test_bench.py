@@ -82,8 +82,23 @@ def test_markdown_has_every_section_and_no_placeholder(quick_run) -> None:
     for name in GROUPS:
         assert f"## {group_module(name).TITLE}" in text
     assert "quick mode" in text and "nan" not in text.lower().split()
-    figure = root / "benchmarks" / "figures" / "scaling-cpu-quick.png"
-    assert figure.stat().st_size > 1000 and "benchmarks/figures/scaling-cpu-quick.png" in text
+    # a quick run's sizes mean nothing: no figure, and the page says so
+    assert "no figure for a quick-mode run" in text
+    assert not (root / "benchmarks" / "figures").exists()
+
+
+def test_the_scaling_figure_is_drawn_from_full_rows(quick_run, tmp_path) -> None:
+    from torchstn.bench import scaling
+    from torchstn.bench.markdown import render
+
+    _, doc = quick_run
+    full = json.loads(json.dumps(doc))
+    full["groups"] = {"scaling": {**full["groups"]["scaling"], "quick": False}}
+    text = render({"cpu": full}, tmp_path / "figures", tmp_path)
+    figure = tmp_path / "figures" / "scaling-cpu.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 5000
+    assert "](figures/scaling-cpu.png)" in text
+    assert scaling.slope([1, 2, 4], [3.0, 6.0, 12.0]) == pytest.approx(1.0)
 
 
 def test_only_merges_into_an_existing_results_file(quick_run, tmp_path) -> None:

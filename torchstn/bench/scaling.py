@@ -23,7 +23,9 @@ Time against batch size and image size on log-log axes: affine grid + bilinear s
 (forward+backward, one channel, the output as large as the input except at 60x60, which samples
 30x30 as the cluttered ST-CNN's pooled classifier sees it) and a training step of the ST-CNN
 (SGD with momentum, default memory format). `per image` is the time divided by the batch;
-`slope` is the exponent of a least-squares power law through the series (1: linear).
+the notes give the exponent of a least-squares power law through each series (1: linear). The
+ST-CNN averages its transformer's output over 2x2 from 42x42 up, as the configs do, so its 28x28
+step (no pooling) costs more than its 42x42 one.
 """
 COLUMNS = (
     ("series", "series", ""),
@@ -112,6 +114,7 @@ def draw(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from .._atomic import atomic_path
 
@@ -121,6 +124,8 @@ def draw(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             sel = [r for r in rows if r["series"] == series]
             xs = [r["batch"] if varies == "batch" else r["pixels"] for r in sel]
             ax.loglog(xs, [r["ms"] for r in sel], "o-", label=series)
+        for axis in (ax.xaxis, ax.yaxis):  # decades only: minor labels crowd short ranges
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("milliseconds")
         ax.grid(True, which="both", alpha=0.3)
