@@ -104,3 +104,32 @@ def test_a_fresh_run_does_not_inherit_a_stale_record(tmp_path, tiny_values):
     path.write_text(json.dumps(record))
     assert main(argv) == 0
     assert json.loads(path.read_text())["runs"][0]["command"] == "torchstn reproduce (original)"
+
+
+def test_records_carry_provenance_not_one_machines_paths(tmp_path, tiny_values, monkeypatch):
+    """Entries name their config and run relative to the repository and carry the commit and
+    the hash of the resolved config (tmp_path plays the repository: its configs/ is the
+    default config folder)."""
+    import hashlib
+
+    from torchstn import experiments
+    from torchstn.cli.reproduce import repo_relative
+
+    configs = _tiny_configs(tmp_path, tiny_values)
+    monkeypatch.setattr(experiments, "default_config_dir", lambda: configs)
+    monkeypatch.chdir(tmp_path)
+    argv = _argv(tmp_path, configs, "cnn")
+    argv[argv.index("--runs-dir") + 1] = str(tmp_path / "runs")
+    assert main(argv) == 0
+    (entry,) = json.loads((tmp_path / "results" / "cluttered.json").read_text())["runs"]
+    assert entry["config"] == "configs/cluttered/cnn.yaml"
+    assert entry["run_dir"].startswith("runs/") and not Path(entry["run_dir"]).is_absolute()
+    saved = json.loads((tmp_path / entry["run_dir"] / "config.json").read_text())
+    saved.pop("world_size")
+    text = json.dumps(saved, sort_keys=True, separators=(",", ":"))
+    assert entry["config_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert "git_commit" in entry  # None outside a checkout; a 40-hex id (maybe -dirty) inside
+    commit = entry["git_commit"]
+    assert commit is None or len(commit.removesuffix("-dirty")) == 40
+    # a run folder outside the repository is recorded as given
+    assert repo_relative("/elsewhere/runs/reproduce/x") == "/elsewhere/runs/reproduce/x"

@@ -78,6 +78,28 @@ def _seeds(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--seeds: expected comma-separated integers, got {text!r}") from None
 
 
+def repo_relative(path: str | Path) -> str:
+    """``path`` as results files record it: relative to the repository (the folder holding
+    ``configs/``) when it lies inside, so that records do not carry one machine's absolute
+    paths; a path outside (a ``--runs-dir`` elsewhere) as given."""
+    from ..experiments import default_config_dir
+
+    root = default_config_dir().resolve().parent
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def _provenance(result: dict[str, Any]) -> dict[str, Any]:
+    """What a results entry records about how its run was made (None for runs made before
+    result.json carried it)."""
+    return {k: result.get(k) for k in ("git_commit", "config_sha256")}
+
+
 def _write_record(args: argparse.Namespace, name: str, record: dict[str, Any]) -> Path:
     from ..results import render_results
     from ..train import atomic_write_text
@@ -218,8 +240,9 @@ def _colocalization_plan(
             "digit": digit,
             "seed": seed,
             "budget": budget,
-            "config": str(path),
-            "run_dir": str(run_dir),
+            "config": repo_relative(path),
+            "run_dir": repo_relative(run_dir),
+            **_provenance(result),
             "localised": result["test_localised"],
             "mean_iou": result["test_mean_iou"],
             "val_localised": 100.0 - result["val_error"],
@@ -374,8 +397,9 @@ def _run_plan(
             "budget": budget,
             "schedule": cfg.optim.schedule,
             "world_size": world.size,
-            "config": str(path),
-            "run_dir": str(run_dir),
+            "config": repo_relative(path),
+            "run_dir": repo_relative(run_dir),
+            **_provenance(result),
             **{
                 k: result[k]
                 for k in (

@@ -583,6 +583,8 @@ class Trainer:
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },
+            "git_commit": source_commit(),
+            "config_sha256": config_hash(config_to_dict(self.cfg)),
         }
         if self.rank == 0:
             atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2) + "\n")
@@ -611,6 +613,45 @@ def _catch_sigint(trainer: Trainer) -> Any:
         trainer.interrupted = True
 
     return signal.signal(signal.SIGINT, handler)
+
+
+def config_hash(values: dict[str, Any]) -> str:
+    """SHA-256 of a resolved config (its JSON with sorted keys): two runs with the same hash
+    were configured identically."""
+    import hashlib
+
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def source_commit() -> str | None:
+    """The git commit of the torchstn source that runs (``-dirty`` appended when tracked files
+    differ from it), or None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        lines = head.stdout.split()
+        # only the checkout the package itself lives in (not a repository around a venv)
+        if head.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return lines[1] + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def _hardware(device: torch.device) -> str:
