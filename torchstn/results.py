@@ -12,15 +12,70 @@ from typing import Any
 
 from .experiments import COLOCALIZATION, PAPER_COLOCALIZATION, TABLES, Table
 
-__all__ = ["render_results"]
+__all__ = ["SINGLE_SEED", "plain_counterpart", "render_results"]
+
+
+#: the mark of a cell measured with one seed only.
+SINGLE_SEED = "¹"
 
 
 def _fmt(values: list[float]) -> str:
+    """A table cell: one seed marked ``¹``; several: mean ± standard deviation (n seeds)."""
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.2f}{SINGLE_SEED}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+
+
+def plain_counterpart(model: str) -> str | None:
+    """The model without a transformer that an ST model is compared with at equal budget:
+    ``cnn`` for the ST-CNNs, ``fcn`` for the ST-FCNs (one or two transformers); None for the
+    models without a transformer."""
+    if model.startswith("st_cnn_"):
+        return "cnn"
+    if model.startswith(("st_fcn_", "st2_fcn_")):
+        return "fcn"
+    return None
+
+
+def _summary(table: Table, runs: list[dict[str, Any]]) -> list[str]:
+    """For every (column, ST model) with its plain counterpart run at the same budget: the two
+    errors, the difference and whether the transformer helped (with the spread where several
+    seeds exist: the standard error of the difference of the means)."""
+    rows = []
+    for column in table.columns:
+        for model in table.models:
+            plain = plain_counterpart(model)
+            st = [r["test_error"] for r in runs if (r["model"], r["column"]) == (model, column)]
+            base = [r["test_error"] for r in runs if (r["model"], r["column"]) == (plain, column)]
+            if plain is None or not st or not base:
+                continue
+            diff = statistics.mean(st) - statistics.mean(base)
+            se = None
+            if len(st) > 1 and len(base) > 1:
+                se = (
+                    statistics.variance(st) / len(st) + statistics.variance(base) / len(base)
+                ) ** 0.5
+            verdict = "yes" if diff < 0 else "no"
+            if se is not None and abs(diff) < 2 * se:
+                verdict += " (within 2 standard errors)"
+            spread = "" if se is None else f" ± {se:.2f}"
+            rows.append(
+                f"| {column} | {model} | {plain} | {_fmt(st)} | {_fmt(base)} | "
+                f"{diff:+.2f}{spread} | {verdict} |"
+            )
+    if not rows:
+        return []
+    return [
+        "Does the transformer help at this budget? (ST model against its plain counterpart, test "
+        "error in %; difference = ST minus plain, negative: the transformer helps)",
+        "",
+        "| column | ST model | plain | ST error | plain error | difference | ST better |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _budget_order(budget: str) -> tuple[int, float]:
@@ -76,6 +131,12 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
             f"| {model} | {', '.join(f'{p:,}' for p in params)} | " + " | ".join(cells) + " |"
         )
     lines.append("")
+    lines.append(
+        f"{SINGLE_SEED} one seed; cells with several seeds show mean ± standard deviation over n "
+        "seeds."
+    )
+    lines.append("")
+    lines += _summary(table, runs)
     lines.append(
         "Training per run (epochs completed / minutes of training / learning-rate schedule / best "
         "epoch on validation):"
@@ -146,8 +207,10 @@ def render_results(results_dir: str | Path) -> str:
         "the command shown under each table to regenerate it. Model selection uses the validation "
         "split; the test split is evaluated once, on the best-on-validation weights. Our runs train "
         "for minutes on a CPU, the paper's for 150k iterations on a GPU: compare with that in mind. "
-        "A budget counts training steps and validation; generating each epoch's fresh distortions "
-        "is not counted (each run's `wall_seconds` in `results/` includes it).",
+        "A budget counts training steps and validation, and, for runs whose entry in `results/` "
+        "records a `git_commit` (made since the benchmark suite's release), the generation of "
+        "each epoch's fresh distortions too; the earlier runs did not count generation (their "
+        "`wall_seconds` includes it).",
         "",
     ]
     found = False

@@ -133,3 +133,49 @@ def test_records_carry_provenance_not_one_machines_paths(tmp_path, tiny_values, 
     assert commit is None or len(commit.removesuffix("-dirty")) == 40
     # a run folder outside the repository is recorded as given
     assert repo_relative("/elsewhere/runs/reproduce/x") == "/elsewhere/runs/reproduce/x"
+
+
+def test_results_mark_single_seeds_and_summarise_st_against_plain(tmp_path):
+    """RESULTS.md: one-seed cells carry the mark, several seeds show mean ± sd (n), and the
+    summary compares each ST model with its plain counterpart at the same budget."""
+    from torchstn.results import SINGLE_SEED, plain_counterpart
+
+    def run(model, seed, err):
+        return {
+            "column": "TC",
+            "model": model,
+            "seed": seed,
+            "budget": "30 min",
+            "test_error": err,
+            "val_error": err,
+            "epochs": 3,
+            "train_seconds": 60.0,
+            "params": 1000,
+        }
+
+    runs = [run("cnn", s, e) for s, e in ((0, 3.0), (1, 3.2), (2, 2.8))]
+    runs += [run("st_cnn_affine", s, e) for s, e in ((0, 1.6), (1, 1.8), (2, 1.7))]
+    runs += [run("st_fcn_affine", 0, 2.5), run("fcn", 0, 13.0)]
+    (tmp_path / "cluttered.json").write_text(json.dumps({"runs": runs}))
+    md = render_results(tmp_path)
+    assert f"| 2.50{SINGLE_SEED} |" in md and "| 3.00 ± 0.20 (n=3) |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| TC | st_cnn_affine | cnn |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5].startswith("-1.30 ± ") and cells[6] == "yes"
+    row = next(line for line in md.splitlines() if line.startswith("| TC | st_fcn_affine | fcn |"))
+    assert "-10.50 |" in row and row.endswith("| yes |")
+    assert [plain_counterpart(m) for m in ("st2_fcn_tps", "st_cnn_tps", "pool_cnn")] == [
+        "fcn",
+        "cnn",
+        None,
+    ]
+
+
+def test_render_rewrites_results_md_without_training(tmp_path, tiny_values):
+    argv = _argv(tmp_path, _tiny_configs(tmp_path, tiny_values), "cnn")
+    assert main(argv) == 0
+    md = tmp_path / "RESULTS.md"
+    md.write_text("stale")
+    args = ["reproduce", "render", "--results-dir", str(tmp_path / "results")]
+    assert main([*args, "--results-md", str(md)]) == 0
+    assert md.read_text() == render_results(tmp_path / "results")

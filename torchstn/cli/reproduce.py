@@ -25,7 +25,11 @@ def add_parser(sub: Any) -> None:
         description="Train every model of a table on every selected column, then write "
         "results/TABLE.json and regenerate RESULTS.md. Completed runs are reused unless --force.",
     )
-    p.add_argument("table", help="table1, cluttered, addition or colocalization")
+    p.add_argument(
+        "table",
+        help="table1, cluttered, addition or colocalization; or render: rewrite RESULTS.md from "
+        "the records in --results-dir without training",
+    )
     p.add_argument("--columns", help="comma-separated subset of the columns (table1: R,RTS,P,E)")
     p.add_argument("--models", help="comma-separated subset of the models")
     p.add_argument(
@@ -291,6 +295,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..experiments import default_config_dir, get_table
 
+    if args.table == "render":
+        from ..results import render_results
+        from ..train import atomic_write_text
+
+        atomic_write_text(args.results_md, render_results(Path(args.results_dir)))
+        print(f"wrote {args.results_md} from {args.results_dir}")
+        return 0
     table = get_table(args.table)
     columns = _subset(args.columns, tuple(table.columns), "column")
     if table.name == "colocalization":
