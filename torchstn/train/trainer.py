@@ -626,7 +626,8 @@ def config_hash(values: dict[str, Any]) -> str:
 
 def source_commit() -> str | None:
     """The git commit of the torchstn source that runs (``-dirty`` appended when tracked files
-    differ from it), or None outside a git checkout."""
+    under ``torchstn/`` or ``configs/`` differ from it), or None outside the git checkout the
+    package lives in."""
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
@@ -643,7 +644,8 @@ def source_commit() -> str | None:
         if head.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # the code and the configs: results files written by runs do not make it dirty
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "torchstn", "configs"],
             cwd=root,
             capture_output=True,
             text=True,
