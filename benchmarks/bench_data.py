@@ -16,23 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import torch
 
 from torchstn import __version__, data
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from torchstn.bench.timing import cpu_name
 
 
 def _rate(
@@ -75,7 +64,7 @@ def main() -> None:
             "baseline_per_sample_images_per_s": round(baseline),
             "speedup": round(rate / baseline, 1),
             "threads": torch.get_num_threads(),
-            "cpu": _cpu(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "load_average_1min": round(os.getloadavg()[0], 2),
             "torch": torch.__version__,

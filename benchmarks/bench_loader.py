@@ -161,15 +161,9 @@ def wait_for_quiet(args: argparse.Namespace) -> dict[str, Any]:
 
 def _environment() -> dict[str, Any]:
     from torchstn import __version__
+    from torchstn.bench.timing import cpu_name
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
+    model = cpu_name()
     import PIL
 
     return {

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Settings", "Timing", "compare", "environment", "measure", "ratio", "synchronize"]
+__all__ = ["Settings", "Timing", "compare", "cpu_name", "environment", "measure", "synchronize"]
 
 
 @dataclass(frozen=True)
@@ -69,25 +69,9 @@ def synchronize(device: str | torch.device) -> None:
 
 def measure(fn: Callable[[], Any], settings: Settings) -> Timing:
     """Time ``fn()``: ``settings.warmup`` untimed calls, then ``settings.repeats`` timed blocks
-    of ``inner`` calls each (``inner`` chosen so that a block lasts ``settings.min_seconds``)."""
-    for _ in range(settings.warmup):
-        fn()
-    synchronize(settings.device)
-    inner = 1
-    if settings.min_seconds > 0:
-        start = time.perf_counter()
-        fn()
-        synchronize(settings.device)
-        once = time.perf_counter() - start
-        inner = max(1, min(1000, int(settings.min_seconds / max(once, 1e-9))))
-    times = []
-    for _ in range(settings.repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        synchronize(settings.device)
-        times.append((time.perf_counter() - start) / inner)
-    return Timing(statistics.median(times), min(times), settings.repeats, inner)
+    of ``inner`` calls each (``inner`` chosen so that a block lasts ``settings.min_seconds``):
+    :func:`compare` of one callable."""
+    return compare({"fn": fn}, settings)["fn"]
 
 
 def compare(fns: Mapping[str, Callable[[], Any]], settings: Settings) -> dict[str, Timing]:
@@ -120,12 +104,8 @@ def compare(fns: Mapping[str, Callable[[], Any]], settings: Settings) -> dict[st
     }
 
 
-def ratio(ours: Timing, theirs: Timing) -> float:
-    """``ours / theirs`` of the medians (below 1: ours is faster)."""
-    return ours.median / theirs.median if theirs.median > 0 else float("nan")
-
-
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -150,7 +130,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 
     env: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
