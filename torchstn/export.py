@@ -212,7 +212,8 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
@@ -347,7 +348,7 @@ def export(
             except TorchSTNError:
                 raise
             except Exception as err:
-                raise ExportError(f"{fmt} export failed: {_first_line(err)}") from None
+                raise ExportError(f"{fmt} export failed: {first_line(err)}") from None
             seconds = time.perf_counter() - start
             if verify:
                 diff = _verify(module, (c, h, w), load_exported(tmp, fmt))
@@ -447,7 +448,7 @@ def load_exported(
     except TorchSTNError:
         raise
     except Exception as err:
-        raise DataError(f"{path}: not a readable {fmt} file ({_first_line(err)})") from None
+        raise DataError(f"{path}: not a readable {fmt} file ({first_line(err)})") from None
 
     def run_torch(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
@@ -483,6 +484,6 @@ def read_metadata(path: str | Path, format: str | None = None) -> dict[str, Any]
     except TorchSTNError:
         raise
     except Exception as err:
-        raise DataError(f"{path}: not a readable {fmt} file ({_first_line(err)})") from None
+        raise DataError(f"{path}: not a readable {fmt} file ({first_line(err)})") from None
     text = files[_META_FILE]
     return dict(json.loads(text)) if text else {}

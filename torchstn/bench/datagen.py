@@ -23,14 +23,12 @@ import itertools
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .._checks import set_finite_checks
 from ..data import epoch_seed, get_task
 from ..data.tasks import Task
 from ..models import create_model
-from ..optim import param_groups
 from .timing import Settings, Timing, measure
+from .training import make_step
 
 __all__ = ["COLUMNS", "DESCRIPTION", "TASKS", "TITLE", "run"]
 
@@ -121,20 +119,10 @@ def _train_step(name: str, options: dict[str, Any], task: Task, settings: Settin
     device = torch.device(settings.device)
     torch.manual_seed(0)
     model = create_model(name, task.in_shape, task.num_classes, **options).to(device)
-    opt = torch.optim.SGD(param_groups(model, LR, 1.0), lr=LR, momentum=MOMENTUM)
     x = torch.rand(BATCH_SIZE, *task.in_shape, device=device)
     y = torch.randint(task.num_classes, (BATCH_SIZE,), device=device)
-
-    def step() -> None:
-        with set_finite_checks(False):
-            loss = F.cross_entropy(model(x), y)
-        float(loss.detach())  # the trainer reads every step's loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
     model.train()
-    return measure(step, settings)
+    return measure(make_step(model, x, y, LR, MOMENTUM), settings)
 
 
 def _notes(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..export import export, exportable
+from ..export import export, exportable, first_line
 from ..models import create_model
 from .timing import Settings, measure
 
@@ -77,8 +77,7 @@ Runner = Callable[[Any], Any]  # a tensor, or a NumPy array for ONNX Runtime
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    line = text.splitlines()[0] if text else type(err).__name__
+    line = first_line(err)
     return line if len(line) <= 160 else line[:157] + "..."
 
 

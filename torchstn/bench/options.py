@@ -11,12 +11,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..export import first_line
 from ..functional import sample
 from ..localization import ConvLocalization
 from ..models import create_model
 from ..models.fastconv import InputGradConv2d
 from ..module import SpatialTransformer
 from ..transforms import get as get_transform
+from .module import _fwd_bwd
 from .sampler import family_params
 from .timing import Settings, compare
 from .training import make_step
@@ -162,26 +164,16 @@ def _work(settings: Settings, gen: torch.Generator) -> list[tuple[str, dict[str,
     x = torch.rand(batch, *shape3, generator=gen).to(dev)
     up = torch.randn(batch, *shape3, generator=gen).to(dev)
 
-    def module_fn(model: nn.Module, x: torch.Tensor, up: torch.Tensor) -> Callable:
-        xg = x.clone().requires_grad_(True)
-
-        def fn() -> None:
-            model.zero_grad(set_to_none=True)
-            xg.grad = None
-            model(xg).backward(up)
-
-        return fn
-
     st_cl = copy.deepcopy(st).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     out.append(
         (
             "module",
             {
-                "default": module_fn(st, x, up),
-                "channels_last": module_fn(st_cl, _cl(x), _cl(up)),
-                "bf16": _bf16(module_fn(st, x, up), dev),
-                "1 thread": _Threads(module_fn(st, x, up), 1),
-                "compile": lambda st=st, x=x, up=up: module_fn(_compiled(st), x, up),
+                "default": _fwd_bwd(st, x, up),
+                "channels_last": _fwd_bwd(st_cl, _cl(x), _cl(up)),
+                "bf16": _bf16(_fwd_bwd(st, x, up), dev),
+                "1 thread": _Threads(_fwd_bwd(st, x, up), 1),
+                "compile": lambda st=st, x=x, up=up: _fwd_bwd(_compiled(st), x, up),
             },
         )
     )
@@ -256,7 +248,7 @@ def run(settings: Settings) -> dict[str, Any]:
                 compile_s = time.perf_counter() - start
                 fns["compile"] = fn
             except Exception as err:  # a missing compiler or an unsupported op: say which
-                skipped = f"compile failed: {str(err).splitlines()[0][:120]}"
+                skipped = f"compile failed: {first_line(err)[:120]}"
         steady = settings
         if item == "training step" and not settings.quick:
             # the release's before/after claim rests on this row: more repeats against the

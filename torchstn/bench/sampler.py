@@ -103,24 +103,20 @@ def _theta(name: str, params: torch.Tensor) -> torch.Tensor:
 
 def _timed_pair(
     ours: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    theirs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    theirs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     our_arg: torch.Tensor,
-    their_arg: torch.Tensor | None,
+    their_arg: torch.Tensor,
     settings: Settings,
 ) -> dict[str, Any]:
     """Forward and forward+backward times of ``ours(x, our_arg)`` and ``theirs(x, their_arg)``,
     each pair timed interleaved (:func:`~torchstn.bench.timing.compare`)."""
-    row: dict[str, Any] = {}
-    both = theirs is not None and their_arg is not None
     with torch.no_grad():
         out = ours(x, our_arg)
-        fwd = {"ours": partial(ours, x, our_arg)}
-        if theirs is not None and their_arg is not None:
-            ref = theirs(x, their_arg)
-            row["max_abs_diff"] = float((out - ref).abs().max())
-            fwd["theirs"] = partial(theirs, x, their_arg)
-        t = compare(fwd, settings)
+        diff = float((out - theirs(x, their_arg)).abs().max())
+        t = compare(
+            {"ours": partial(ours, x, our_arg), "theirs": partial(theirs, x, their_arg)}, settings
+        )
     grad_out = torch.randn_like(out)
     xg = x.detach().requires_grad_(True)
 
@@ -134,15 +130,16 @@ def _timed_pair(
 
         return step
 
-    steps = {"ours": fwd_bwd(ours, our_arg)}
-    if theirs is not None and their_arg is not None:
-        steps["theirs"] = fwd_bwd(theirs, their_arg)
-    tb = compare(steps, settings)
-    row["fwd_ms"], row["fwd_bwd_ms"] = t["ours"].ms(), tb["ours"].ms()
-    if both:
-        row["base_fwd_ms"], row["base_fwd_bwd_ms"] = t["theirs"].ms(), tb["theirs"].ms()
-        row["fwd_ratio"] = row["fwd_ms"] / row["base_fwd_ms"]
-        row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / row["base_fwd_bwd_ms"]
+    tb = compare({"ours": fwd_bwd(ours, our_arg), "theirs": fwd_bwd(theirs, their_arg)}, settings)
+    row: dict[str, Any] = {
+        "max_abs_diff": diff,
+        "fwd_ms": t["ours"].ms(),
+        "base_fwd_ms": t["theirs"].ms(),
+        "fwd_bwd_ms": tb["ours"].ms(),
+        "base_fwd_bwd_ms": tb["theirs"].ms(),
+    }
+    row["fwd_ratio"] = row["fwd_ms"] / row["base_fwd_ms"]
+    row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / row["base_fwd_bwd_ms"]
     return row
 
 

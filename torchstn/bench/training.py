@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import set_finite_checks
 from ..functional import sample
 from ..models import create_model
 from ..models.st_models import STClassifier
@@ -71,13 +72,16 @@ BATCH = 128
 
 
 def make_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.01
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.01, momentum: float = 0.9
 ) -> Callable[[], None]:
-    """One SGD-with-momentum training step of ``model`` on ``(x, y)``, as a closure."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    """One SGD-with-momentum training step of ``model`` on ``(x, y)``, as a closure, done as
+    ``torchstn train`` does it: finite checks off and the loss read back every step."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
 
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
+        with set_finite_checks(False):
+            loss = F.cross_entropy(model(x), y)
+        float(loss.detach())  # the trainer reads every step's loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
