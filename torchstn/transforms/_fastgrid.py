@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["DENOMINATOR_EPS", "projective_grid", "safe_denominator"]
+from .._checks import is_scripting_or_tracing
+
+__all__ = ["DENOMINATOR_EPS", "homogeneous_planes", "projective_grid", "safe_denominator"]
 
 #: smallest magnitude of the homogeneous denominator of a projective map.
 DENOMINATOR_EPS = 1e-6
@@ -41,14 +43,26 @@ def safe_denominator(w: torch.Tensor, eps: float = DENOMINATOR_EPS) -> torch.Ten
     return torch.where(w < 0, w.clamp_max(-eps), w.clamp_min(eps))
 
 
+def homogeneous_planes(m: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """``(B, k, H, W)``: row ``i`` of ``m`` ``(B, k, 3)`` applied to every ``(x, y, 1)`` of the
+    grid of columns ``xs`` ``(W,)`` and rows ``ys`` ``(H,)``, as ``(a x + c) + b y``.
+
+    Separable: a column term plus a row term, one broadcast addition instead of a product per
+    pixel, along contiguous rows (about 4x cheaper than adding ``(B, 1, W, k)`` and
+    ``(B, H, 1, k)`` pairs). Rounded step by step, not with a fused multiply-add: the task
+    generators draw their data through this arithmetic, which must stay bit for bit the same.
+    """
+    columns = m[:, :, 0:1] * xs + m[:, :, 2:3]  # (B, k, W)
+    rows = m[:, :, 1:2] * ys  # (B, k, H)
+    return columns[:, :, None, :] + rows[:, :, :, None]
+
+
 def _forward(
     matrix: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grid ``(B, H, W, 2)`` (a view of ``(B, 2, H, W)`` planes), ``1 / w`` ``(B, 1, H, W)`` and
     the floored mask, from ``(B, 3, 3)`` matrices acting on ``(x, y, 1)``."""
-    columns = torch.addcmul(matrix[:, :, 2:3], matrix[:, :, 0:1], xs)  # (B, 3, W)
-    rows = matrix[:, :, 1:2] * ys  # (B, 3, H)
-    planes = columns[:, :, None, :] + rows[:, :, :, None]  # (B, 3, H, W)
+    planes = homogeneous_planes(matrix, xs, ys)  # (B, 3, H, W)
     w = planes[:, 2:]
     floored = w.abs() < eps
     recip = safe_denominator(w, eps).reciprocal()
@@ -90,8 +104,6 @@ def projective_grid(
     floored at ``eps`` with its sign kept. The hand-written backward runs when ``matrix`` needs a
     gradient outside tracing and compiling (double backward is not supported there); otherwise
     the same arithmetic runs as plain operations."""
-    from .._checks import is_scripting_or_tracing
-
     if matrix.requires_grad and torch.is_grad_enabled() and not is_scripting_or_tracing():
         return _ProjectiveGrid.apply(matrix, xs, ys, eps)  # type: ignore[no-any-return]
     coords_grid, _, _ = _forward(matrix, xs, ys, eps)

@@ -49,7 +49,7 @@ from torch import nn
 from .._checks import check_finite, check_positive, check_size, check_tensor
 from ..errors import InvalidInputError
 from ..functional.coords import base_grid, grid_axes
-from ._fastgrid import DENOMINATOR_EPS, projective_grid, safe_denominator
+from ._fastgrid import DENOMINATOR_EPS, homogeneous_planes, projective_grid, safe_denominator
 
 __all__ = [
     "DENOMINATOR_EPS",
@@ -341,22 +341,13 @@ class MatrixTransform(Transform):
     def _grid(
         self, params: torch.Tensor, size: tuple[int, int], align_corners: bool
     ) -> torch.Tensor:
-        # separable: a matrix applied to a regular grid is a column term plus a row term, so the
-        # homogeneous coordinates cost one broadcast addition instead of a batched product over
-        # every pixel (the task generators build their canvases with this same arithmetic); they
-        # are built as planes (B, k, H, W), whose additions run along contiguous rows, and the
-        # grid is their (B, H, W, 2) view (about 4x cheaper than adding (B, 1, W, 2) and
-        # (B, H, 1, 2) pairs); the axes depend on the size only and are kept between calls
+        # separable planes (see homogeneous_planes); the grid is their (B, H, W, 2) view, and
+        # the axes depend on the size only, so they are kept between calls
         xs, ys = grid_axes(size, align_corners, dtype=params.dtype, device=params.device)
         matrix = self._to_matrix(params)
         if not self.is_affine:
             return projective_grid(matrix, xs, ys, self.eps)
-        m = matrix[:, :2, :]  # rows: x' and y'; columns: the coefficients of x, y and 1
-        columns = m[:, :, 0:1] * xs + m[:, :, 2:3]  # (B, 2, W); not addcmul: its rounding
-        # can differ, and the task generators' data must stay bit for bit the same
-        rows = m[:, :, 1:2] * ys  # (B, 2, H)
-        planes = columns[:, :, None, :] + rows[:, :, :, None]  # (B, 2, H, W)
-        return planes.permute(0, 2, 3, 1)  # (B, H, W, 2), a view
+        return homogeneous_planes(matrix[:, :2, :], xs, ys).permute(0, 2, 3, 1)
 
     def _transform_points(self, matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Apply ``(B, 3, 3)`` matrices to ``(B or 1, N, 2)`` points (same arithmetic as
