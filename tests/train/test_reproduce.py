@@ -179,3 +179,33 @@ def test_render_rewrites_results_md_without_training(tmp_path, tiny_values):
     args = ["reproduce", "render", "--results-dir", str(tmp_path / "results")]
     assert main([*args, "--results-md", str(md)]) == 0
     assert md.read_text() == render_results(tmp_path / "results")
+
+
+def _append_entries(results: str, tag: str, n: int) -> None:
+    import argparse
+    import time
+
+    from torchstn.cli import reproduce
+
+    args = argparse.Namespace(results_dir=results, results_md=str(Path(results) / "R.md"))
+    for i in range(n):
+        with reproduce._record(args, "shared") as record:
+            time.sleep(0.005)  # widen the window between reading and writing
+            record["runs"].append({"tag": tag, "i": i})
+
+
+def test_side_by_side_commands_lose_no_entry(tmp_path):
+    """Two reproduce commands finishing together both land in the shared record."""
+    import multiprocessing
+
+    results = str(tmp_path / "results")
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_append_entries, args=(results, t, 15)) for t in "ab"]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    runs = json.loads((tmp_path / "results" / "shared.json").read_text())["runs"]
+    assert sorted((r["tag"], r["i"]) for r in runs) == [(t, i) for t in "ab" for i in range(15)]
+    assert (tmp_path / "results" / "R.md").is_file()

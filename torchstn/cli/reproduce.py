@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import json
 import platform
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,16 +107,24 @@ def _provenance(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result.get(k) for k in ("git_commit", "config_sha256")}
 
 
-def _write_record(args: argparse.Namespace, name: str, record: dict[str, Any]) -> Path:
+@contextlib.contextmanager
+def _record(args: argparse.Namespace, name: str) -> Iterator[dict[str, Any]]:
+    """Read ``results/NAME.json`` (or an empty record), let the caller change it, write it back
+    and regenerate RESULTS.md, all under an exclusive lock: several reproduce commands running
+    side by side share the record, and one finishing while another writes must not lose either
+    entry."""
     from ..results import render_results
     from ..train import atomic_write_text
 
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-    atomic_write_text(args.results_md, render_results(results_dir))
-    return path
+    with open(results_dir / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+        yield record
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(args.results_md, render_results(results_dir))
 
 
 def _command(name: str) -> str:
@@ -237,8 +248,6 @@ def _colocalization_plan(
             result = Trainer(cfg, run_dir, progress=False).fit()
         if not world.is_main:
             continue
-        record = json.loads(record_path.read_text()) if record_path.is_file() else {"runs": []}
-        old = next((r for r in record["runs"] if _coloc_key(r) == key), None)
         entry = {
             "column": column,
             "digit": digit,
@@ -259,9 +268,6 @@ def _colocalization_plan(
             "command": command,
             "hardware": result["hardware"],
         }
-        if reused:  # keep how the reused run was made (its training time when not recorded)
-            entry["wall_seconds"] = result["train_seconds"]
-            entry.update({k: old[k] for k in ("wall_seconds", "command") if old and k in old})
         if not reused:
             try:
                 save_run_boxes(run_dir, run_dir / "boxes.png")
@@ -272,21 +278,24 @@ def _colocalization_plan(
             f"localised (val {entry['val_localised']:.0f}%), mean IoU {entry['mean_iou']:.2f}, "
             f"{entry['steps']} steps, {entry['train_seconds']:.1f} s -> {run_dir}"
         )
-        # several reproduce commands may share the record (it was read just above); entries of
-        # the earlier protocol (no budget) are dropped
-        record["runs"] = [r for r in record["runs"] if "budget" in r and _coloc_key(r) != key]
-        record["runs"].append(entry)
-        for name in ("command", "hardware", "wall_seconds"):  # of the earlier protocol's record
-            record.pop(name, None)
-        record.update(
-            {
-                "table": "colocalization",
-                "versions": result["versions"],
-                "platform": platform.platform(),
-                "date": datetime.date.today().isoformat(),
-            }
-        )
-        _write_record(args, "colocalization", record)
+        with _record(args, "colocalization") as record:
+            old = next((r for r in record["runs"] if _coloc_key(r) == key), None)
+            if reused:  # keep how the reused run was made (its training time when not recorded)
+                entry["wall_seconds"] = result["train_seconds"]
+                entry.update({k: old[k] for k in ("wall_seconds", "command") if old and k in old})
+            # entries of the earlier protocol (no budget) are dropped
+            record["runs"] = [r for r in record["runs"] if "budget" in r and _coloc_key(r) != key]
+            record["runs"].append(entry)
+            for name in ("command", "hardware", "wall_seconds"):  # of the earlier protocol
+                record.pop(name, None)
+            record.update(
+                {
+                    "table": "colocalization",
+                    "versions": result["versions"],
+                    "platform": platform.platform(),
+                    "date": datetime.date.today().isoformat(),
+                }
+            )
     say(f"wrote {record_path} and {args.results_md}")
     return 0
 
@@ -428,37 +437,35 @@ def _run_plan(
             f"{entry['epochs']} epochs, {entry['train_seconds'] / 60:.1f} min, {entry['params']:,} params",
             flush=True,
         )
-        # re-read the record just before writing: several reproduce commands may share it
-        record = json.loads(record_path.read_text()) if record_path.is_file() else {"runs": []}
-        old = [
-            r
-            for r in record["runs"]
-            if (r["column"], r["model"], r["seed"], r.get("budget"))
-            == (column, model, seed, budget)
-        ]
-        if reused and old and "wall_seconds" in old[0]:  # keep how the reused run was made
-            entry.update(
-                {k: old[0][k] for k in ("wall_seconds", "command", "hardware") if k in old[0]}
-            )
-        else:
-            entry.update(
-                {
-                    "wall_seconds": time.perf_counter() - run_start,
-                    "command": command,
-                    "hardware": hardware,
-                }
-            )
         if not world.is_main:
             continue
-        record["runs"] = [r for r in record["runs"] if r not in old] + [entry]
-        record.update(
-            {
-                "table": table.name,
-                "versions": versions,
-                "platform": platform.platform(),
-                "date": datetime.date.today().isoformat(),
-            }
-        )
-        _write_record(args, table.name, record)
+        with _record(args, table.name) as record:  # several reproduce commands may share it
+            key = (column, model, seed, budget)
+            old = [
+                r
+                for r in record["runs"]
+                if (r["column"], r["model"], r["seed"], r.get("budget")) == key
+            ]
+            if reused and old and "wall_seconds" in old[0]:  # keep how the reused run was made
+                entry.update(
+                    {k: old[0][k] for k in ("wall_seconds", "command", "hardware") if k in old[0]}
+                )
+            else:
+                entry.update(
+                    {
+                        "wall_seconds": time.perf_counter() - run_start,
+                        "command": command,
+                        "hardware": hardware,
+                    }
+                )
+            record["runs"] = [r for r in record["runs"] if r not in old] + [entry]
+            record.update(
+                {
+                    "table": table.name,
+                    "versions": versions,
+                    "platform": platform.platform(),
+                    "date": datetime.date.today().isoformat(),
+                }
+            )
     say(f"wrote {record_path} and {args.results_md}")
     return 0
