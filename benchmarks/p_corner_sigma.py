@@ -76,7 +76,7 @@ def train(column: str, sigma: float | None, args: argparse.Namespace) -> dict:
         ]  # fmt: skip
         if sigma is not None:
             command += ["--set", f"data.options.corner_sigma={sigma:g}"]
-        log = run_dir.with_suffix(".log")
+        log = run_dir.parent / f"{run_dir.name}.log"
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as out:
             done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)

@@ -306,7 +306,8 @@ class TestProjective:
     def test_frames_are_well_shaped_quads(self) -> None:
         from torchstn.data.tasks.projective import MIN_AREA_FRACTION, _destination
 
-        s = data.get_task("projective").generate("test", num=2000, seed=0)
+        # at 5 px about 3% of the draws fold the frame and are redrawn
+        s = data.get_task("projective", corner_sigma=5.0).generate("test", num=2000, seed=0)
         quads = _destination(s.params["scale"], s.params["corner_offsets"])
         edges = quads.roll(-1, 1) - quads
         following = edges.roll(-1, 1)

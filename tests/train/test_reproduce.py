@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from torchstn.cli import main
@@ -209,3 +210,26 @@ def test_side_by_side_commands_lose_no_entry(tmp_path):
     runs = json.loads((tmp_path / "results" / "shared.json").read_text())["runs"]
     assert sorted((r["tag"], r["i"]) for r in runs) == [(t, i) for t in "ab" for i in range(15)]
     assert (tmp_path / "results" / "R.md").is_file()
+
+
+def test_corner_noise_is_calibrated_on_the_papers_fcn(tmp_path):
+    """The P sweep's record: the paper's P error scaled by our R/E level, interpolated."""
+    from torchstn.results import calibrated_corner_sigma
+
+    def run(column, sigma, err):
+        extra = {} if sigma is None else {"ink_lost_mean": 0.1, "over_10pct": 0.2}
+        return {"column": column, "corner_sigma": sigma, "test_error": err, "seed": 0, **extra}
+
+    # our R and E are twice the paper's (2.1, 3.2): the paper's P 3.1 becomes 6.2 here
+    runs = [run("R", None, 4.2), run("E", None, 6.4), run("P", 2.0, 4.0), run("P", 4.0, 8.4)]
+    target, sigma = calibrated_corner_sigma({"runs": runs})
+    assert target == pytest.approx(6.2)
+    assert sigma == pytest.approx(3.0)
+    assert calibrated_corner_sigma({"runs": runs[:3]}) is None  # does not bracket the target
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "table1.json").write_text(json.dumps({"runs": []}))
+    (results / "p_corner_sigma.json").write_text(json.dumps({"epochs": 5, "runs": runs}))
+    text = render_results(results)
+    assert "## The P column's corner noise" in text
+    assert "6.20% here, reached at 3.00 px" in text
