@@ -27,6 +27,8 @@ _COMMANDS = (
     "data",
     "demo",
     "bench",
+    "report",
+    "explain",
 )
 
 
