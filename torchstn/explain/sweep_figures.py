@@ -39,13 +39,16 @@ def plot_sweep(results: list[RunResult], budget: Budget, path: Path) -> Path:
         )
     ax = fig.add_subplot(grid[1, :])
     xs = list(range(n))
+    accs = {shown: [r.accuracy for r in _by_model(results, shown)] for shown, _, _ in MODELS}
     for colour, marker, (shown, _, _) in zip(COLOURS, "os", MODELS):
-        acc = [r.accuracy for r in _by_model(results, shown)]
+        acc = accs[shown]
         ax.plot(xs, acc, marker=marker, color=colour, lw=2, ms=7, label=shown)
         for x, a in zip(xs, acc):
+            rest = [v[x] for name, v in accs.items() if name != shown]
+            top = all(a > b or (a == b and shown == MODELS[-1][0]) for b in rest)  # higher above
             ax.annotate(
-                f"{a:.1f}", (x, a), xytext=(0, 8 if shown == "ST-CNN" else -14),
-                textcoords="offset points", ha="center", fontsize=8, color=colour,
+                f"{a:.1f}", (x, a), xytext=(0, 8 if top else -14), textcoords="offset points",
+                ha="center", fontsize=8, color=colour,
             )  # fmt: skip
     ax.set_xticks(xs)
     ax.set_xticklabels([level.short() for level in levels], fontsize=8)

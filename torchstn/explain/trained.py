@@ -20,7 +20,7 @@ from torch import nn
 from ..functional import normalized_matrix_to_pixel, normalized_to_pixel, pixel_to_normalized
 from ..module import SpatialTransformer
 from ..transforms import MatrixTransform
-from ._plot import BOX, COLOURS, draw_region, plt, save, show_image
+from ._plot import BOX, COLOURS, draw_region, mesh_lines, plt, save, show_image
 from .sweep import RunResult, transformer_of
 
 __all__ = [
@@ -288,12 +288,34 @@ def plot_architecture(a: Architecture, run: RunResult, path: Path) -> Path:
     return save(fig, path)
 
 
-def _box_axes(ax: Any, st: SpatialTransformer, image: torch.Tensor, params: torch.Tensor) -> None:
+def _margin(st: SpatialTransformer, params: torch.Tensor) -> float:
+    """Pixels to show around the input so that every box of ``params`` ``(N, P)`` is whole
+    (at least 2, at most a quarter of the side)."""
+    h, w = st.in_shape[1:]
+    over = 0.0
+    for p in params:
+        mesh = mesh_lines(st.transform, p, (h, w))
+        lo, hi = mesh.reshape(-1, 2).amin(0), mesh.reshape(-1, 2).amax(0)
+        over = max(over, float(-0.5 - lo.min()), float(hi[0] - (w - 0.5)), float(hi[1] - (h - 0.5)))
+    return min(max(over + 1.0, 2.0), max(h, w) / 4)
+
+
+def _canvas(ax: Any, image: torch.Tensor, margin: float) -> None:
+    """Show ``image`` with ``margin`` pixels of white around it and a thin frame at its edge."""
     show_image(ax, image)
-    draw_region(ax, st.transform, params, st.in_shape[1:], lw=1.5)
     h, w = image.shape
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_xlim(-0.5 - margin, w - 0.5 + margin)
+    ax.set_ylim(h - 0.5 + margin, -0.5 - margin)
+    ax.add_patch(plt().Rectangle((-0.5, -0.5), w, h, fill=False, ec="0.55", lw=0.6))
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def _box_axes(
+    ax: Any, st: SpatialTransformer, image: torch.Tensor, params: torch.Tensor, margin: float
+) -> None:
+    _canvas(ax, image, margin)
+    draw_region(ax, st.transform, params, st.in_shape[1:], lw=1.5)
 
 
 @torch.no_grad()
@@ -308,14 +330,15 @@ def plot_trained(run: RunResult, path: Path) -> Path:
     pred = model(x).argmax(1)
     n = x.shape[0]
     fig, axes = p.subplots(2, n, figsize=(1.7 * n, 3.9), squeeze=False)
+    margin = _margin(st, params)
     for i in range(n):
-        _box_axes(axes[0, i], st, x[i, 0], params[i])
+        _box_axes(axes[0, i], st, x[i, 0], params[i], margin)
         ok = int(pred[i]) == int(tracked.y[i])
         axes[0, i].set_title(
             f"label {int(tracked.y[i])}, pred {int(pred[i])}", fontsize=8,
             color="black" if ok else BOX,
         )  # fmt: skip
-        show_image(axes[1, i], out[i, 0])
+        _canvas(axes[1, i], out[i, 0], margin)
     axes[0, 0].set_ylabel("input + box", fontsize=9)
     axes[1, 0].set_ylabel("ST output", fontsize=9)
     fig.suptitle(f"the trained ST-CNN on test digits of {run.level.label()}", fontsize=10)
@@ -334,6 +357,7 @@ def plot_evolution(run: RunResult, path: Path) -> Path:
     cols = strip_columns(tracked.epochs)
     x = tracked.x[:NUM_STRIP].float()
     n = x.shape[0]
+    margin = _margin(st, torch.cat([tracked.params[k][:NUM_STRIP] for k in cols]).float())
     fig = p.figure(figsize=(2.5 * len(cols), 1.3 * n + 0.5), layout="constrained")
     panels = fig.subfigures(1, len(cols), wspace=0.04)
     for c, k in enumerate(cols):
@@ -343,8 +367,8 @@ def plot_evolution(run: RunResult, path: Path) -> Path:
         panels[c].suptitle("start (identity)" if epoch == 0 else f"after epoch {epoch}", fontsize=9)
         axes = panels[c].subplots(n, 2, squeeze=False, gridspec_kw={"wspace": 0.05})
         for i in range(n):
-            _box_axes(axes[i, 0], st, x[i, 0], params[i])
-            show_image(axes[i, 1], out[i, 0])
+            _box_axes(axes[i, 0], st, x[i, 0], params[i], margin)
+            _canvas(axes[i, 1], out[i, 0], margin)
         axes[-1, 0].set_xlabel("input + box", fontsize=8)
         axes[-1, 1].set_xlabel("output", fontsize=8)
     fig.suptitle(
