@@ -7,6 +7,7 @@ input and the warped output beside it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,29 +35,51 @@ class GalleryEntry:
     output: torch.Tensor
 
 
+#: example params of the built-in families (chosen to show what each can do).
+_EXAMPLES: dict[str, list[float]] = {
+    "affine": [0.9, 0.35, 0.0, -0.15, 0.85, 0.0],
+    "attention": [0.6, 0.1, 0.05],
+    "projective": [0.95, 0.1, 0.0, 0.0, 0.9, 0.0, 0.25, 0.1],
+    "rotation": [0.5],
+    "similarity": [-0.4, 1.25, 0.1, -0.05],
+    "translation": [0.2, -0.15],
+}
+#: standard deviation of the random params of the other families (TPS, user-registered).
+_NOISE = 0.08
+
+
+def _meaning(family: str, p: list[float]) -> str:
+    """What the params ``p`` of a family do, in words (from the values themselves)."""
+    if family == "affine":
+        return f"the matrix [[{p[0]:g}, {p[1]:g}], [{p[3]:g}, {p[4]:g}]]: a shear and a scale"
+    if family == "attention":
+        return f"a window {p[0]:g} times the side, centred at ({p[1]:g}, {p[2]:g}): a zoom in"
+    if family == "projective":
+        return f"perspective terms ({p[6]:g}, {p[7]:g}): a tilt"
+    if family == "rotation":
+        return f"a rotation by {p[0]:g} rad ({math.degrees(p[0]):.0f} degrees) about the centre"
+    if family == "similarity":
+        return (
+            f"a rotation by {p[0]:g} rad ({math.degrees(p[0]):.0f} degrees), a scale of "
+            f"{p[1]:g} (a zoom out) and a shift of ({p[2]:g}, {p[3]:g})"
+        )
+    if family == "translation":
+        return f"a shift of ({p[0]:g}, {p[1]:g}) normalised units"
+    if family == "tps":
+        return f"the control points' sources moved at random (sd {_NOISE:g})"
+    return f"the identity plus random noise (sd {_NOISE:g})"
+
+
 def _example(family: str, transform: Transform, gen: torch.Generator) -> tuple[list[float], str]:
     """Example params of a family, and a sentence on what they do."""
-    if family == "affine":
-        return [0.9, 0.35, 0.0, -0.15, 0.85, 0.0], "a shear and an anisotropic scale"
-    if family == "attention":
-        return [0.6, 0.1, 0.05], "a window of 0.6 times the side, off centre (zoom in)"
-    if family == "projective":
-        return [0.95, 0.1, 0.0, 0.0, 0.9, 0.0, 0.25, 0.1], "a perspective tilt"
-    if family == "rotation":
-        return [0.5], "a rotation by 0.5 rad (29 degrees) about the centre"
-    if family == "similarity":
-        return [-0.4, 1.25, 0.1, -0.05], "a rotation, a zoom out by 1.25 and a shift"
-    if family == "translation":
-        return [0.2, -0.15], "a shift of (0.2, -0.15) normalised units"
-    ident = transform.identity_params(torch.float64)
-    noise = 0.08
-    params = ident + noise * torch.randn(ident.shape, generator=gen, dtype=torch.float64)
-    what = (
-        f"its control points moved at random (sd {noise:g})"
-        if family == "tps"
-        else f"identity plus random noise (sd {noise:g})"
-    )
-    return params.tolist(), what
+    if family in _EXAMPLES:
+        params = _EXAMPLES[family]
+    else:
+        ident = transform.identity_params(torch.float64)
+        params = (
+            ident + _NOISE * torch.randn(ident.shape, generator=gen, dtype=ident.dtype)
+        ).tolist()
+    return params, _meaning(family, params)
 
 
 def gallery(seed: int = 0) -> list[GalleryEntry]:

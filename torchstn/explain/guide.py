@@ -231,7 +231,9 @@ def _section_worked(g: Guide) -> list[str]:
         f"{_g(w.sigma)} px, normalised over the pixel lattice) gives **{ng} of the 16 pixels** a "
         f"weight, from {float(w.gaussian.min()):.4f} (the far corner) to "
         f"{float(w.gaussian.max()):.4f} (the four neighbours), sum "
-        f"{float(w.gaussian.sum()):.4f}; its output is V = {w.gaussian_value:.4f}.",
+        f"{float(w.gaussian.sum()):.4f}: the rest of the kernel falls outside the image, which "
+        f"reads 0, so its output is V = {w.gaussian_value:.4f}, a blurred and darkened reading "
+        "near the border.",
         "",
     ]
 

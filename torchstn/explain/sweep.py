@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import get_task
 from ..module import SpatialTransformer
-from ..train import Trainer, config_from_dict
+from ..train import Trainer, TrainingDiverged, TrainingInterrupted, config_from_dict
 from ..train.evaluate import build_model
 from .budget import MODELS, Budget, Level, run_values
 
@@ -127,7 +127,15 @@ def _train(values: dict[str, Any], root: Path, tracked: Tracked | None) -> RunRe
         if tracked is not None
         else Trainer(cfg, run_dir, progress=False)
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingInterrupted:  # its checkpoint is in a folder about to be deleted
+        raise KeyboardInterrupt from None
+    except TrainingDiverged as err:
+        raise TrainingDiverged(
+            f"{values['model']['name']} on {options['canvas_size']} x "
+            f"{options['canvas_size']} diverged: {str(err).split(';')[0]}"
+        ) from None
     module = None
     if tracked is not None:
         module = build_model(cfg, trainer.data.in_shape, trainer.data.num_classes)
