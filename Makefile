@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MINUTES ?= 4
 
-.PHONY: setup test lint typecheck demo slow clean
+.PHONY: setup test lint typecheck browser demo slow clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,18 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy torchstn
 
-test: lint typecheck
+# headless Chromium renders the HTML report in its test; installed where apt-get runs as root,
+# otherwise that one test is skipped (and says why)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+	  && echo "installed chromium (the report's browser test)" \
+	  || echo "could not install chromium: the report's browser test will be skipped"; \
+	else echo "no chromium (apt-get install chromium as root): the report's browser test will be skipped"; fi
+
+test: lint typecheck browser
 	$(PY) -m pytest -m "not slow" -q
 
 slow: setup

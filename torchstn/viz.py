@@ -22,11 +22,13 @@ from .module import SpatialTransformer
 from .preprocess import Normalize, input_normalizer
 
 __all__ = [
+    "curves_figure",
     "plot_curves",
     "plot_predictions",
     "plot_transformations",
     "read_metrics",
     "sampling_mesh",
+    "transformations_figure",
 ]
 
 _COLOURS = ("#e4572e", "#29bf12", "#4f9dde", "#f3a712")
@@ -84,8 +86,8 @@ def plot_transformations(
     model: nn.Module,
     x: torch.Tensor,
     out: str | Path,
-    labels: Sequence[int] | None = None,
-    predictions: Sequence[int] | None = None,
+    labels: Sequence[int | str] | None = None,
+    predictions: Sequence[int | str] | None = None,
     title: str | None = None,
 ) -> Path:
     """Draw ``x`` ``(N, C, H, W)`` with each transformer's sampling mesh, beside its output.
@@ -93,6 +95,20 @@ def plot_transformations(
     Works for any model containing :class:`SpatialTransformer` modules that read ``x`` directly
     (one column pair per transformer). Writes a PNG atomically and returns its path.
     """
+    return _save(transformations_figure(model, x, labels, predictions, title), out)
+
+
+@torch.no_grad()
+def transformations_figure(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: Sequence[int | str] | None = None,
+    predictions: Sequence[int | str] | None = None,
+    title: str | None = None,
+) -> Any:
+    """The figure of :func:`plot_transformations` (a matplotlib figure, not saved): one column
+    per image, the input with each transformer's mesh on top, each transformer's output below,
+    every image at its own aspect ratio (square pixels); up to 8 columns per row of images."""
     plt = _plt()
     sts = [st for st in _transformers(model) if st.in_shape == tuple(x.shape[1:])]
     if not sts:
@@ -107,11 +123,20 @@ def plot_transformations(
         outs = [o._replace(output=o.output * norm.std + norm.mean) for o in outs]
     model.train(was)
     n = x.shape[0]
-    rows = 1 + len(sts)
-    fig, axes = plt.subplots(rows, n, figsize=(1.6 * n, 1.75 * rows), squeeze=False)
+    per_row = min(n, 8)
+    bands = -(-n // per_row)
+    rows = (1 + len(sts)) * bands
+    fig, grid = plt.subplots(rows, per_row, figsize=(1.6 * per_row, 1.75 * rows), squeeze=False)
     img = x.detach().float().cpu()
+    for ax in grid.flat:
+        ax.set_axis_off()
     for i in range(n):
-        ax = axes[0, i]
+        band, col = divmod(i, per_row)
+        # axes[r, 0]: row r (input, then each transformer's output) of this image's column
+        axes = grid[band * (1 + len(sts)) : (band + 1) * (1 + len(sts)), col : col + 1]
+        for ax in axes.flat:
+            ax.set_axis_on()
+        ax = axes[0, 0]
         ax.imshow(_display(img[i]).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         for j, (st, (_, params)) in enumerate(zip(sts, outs)):
             mesh = sampling_mesh(st, params[i : i + 1]).cpu()[0].numpy()
@@ -130,28 +155,32 @@ def plot_transformations(
         ax.set_ylim(img.shape[2] - 0.5, -0.5)
         text = []
         if labels is not None:
-            text.append(f"label {int(labels[i])}")
+            text.append(f"label {labels[i]}")
         if predictions is not None:
-            text.append(f"pred {int(predictions[i])}")
-        ax.set_title(", ".join(text), fontsize=7)
+            text.append(f"pred {predictions[i]}")
+        wrong = labels is not None and predictions is not None and labels[i] != predictions[i]
+        ax.set_title(", ".join(text), fontsize=7, color="#c0392b" if wrong else "black")
         for j, (y, _) in enumerate(outs):
-            axes[1 + j, i].imshow(
+            axes[1 + j, 0].imshow(
                 _display(y[i].float().cpu()).numpy(),
                 cmap="gray",
                 vmin=0,
                 vmax=1,
                 interpolation="nearest",
             )
-    axes[0, 0].set_ylabel("input + grid", fontsize=8)
-    for j in range(len(sts)):
-        axes[1 + j, 0].set_ylabel(f"ST {j + 1} output" if len(sts) > 1 else "ST output", fontsize=8)
-    for ax in axes.flat:
+    for band in range(bands):
+        top = band * (1 + len(sts))
+        grid[top, 0].set_ylabel("input + grid", fontsize=8)
+        for j in range(len(sts)):
+            name = f"ST {j + 1} output" if len(sts) > 1 else "ST output"
+            grid[top + 1 + j, 0].set_ylabel(name, fontsize=8)
+    for ax in grid.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, out)
+    return fig
 
 
 @torch.no_grad()
@@ -196,6 +225,12 @@ def plot_curves(
     metrics: Sequence[dict[str, Any]], out: str | Path, title: str | None = None
 ) -> Path:
     """Loss and error per epoch (train and validation) from ``metrics.jsonl`` records."""
+    return _save(curves_figure(metrics, title), out)
+
+
+def curves_figure(metrics: Sequence[dict[str, Any]], title: str | None = None) -> Any:
+    """The figure of :func:`plot_curves` (a matplotlib figure, not saved): integer epochs on
+    the x axes; the error on a log axis labelled at 1, 2 and 5 of each decade only."""
     if not metrics:
         raise TorchSTNError("no epochs recorded yet: nothing to plot")
     plt = _plt()
@@ -206,13 +241,17 @@ def plot_curves(
         a2.plot(epochs, [r[f"{key}_error"] for r in metrics], style, label=key)
     a1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     a2.set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
+    a2.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     a2.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    a2.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    a2.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    a2.yaxis.set_minor_formatter(NullFormatter())
     for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.grid(alpha=0.3)
         a.legend()
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, out)
+    fig.tight_layout()
+    return fig

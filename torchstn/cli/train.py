@@ -58,6 +58,11 @@ def add_parser(sub: Any) -> None:
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="write OUT/report.html at the end (torchstn report; needs matplotlib)",
+    )
     p.set_defaults(func=run)
 
 
@@ -117,9 +122,17 @@ def run(args: argparse.Namespace) -> int:
                 f"run folder {out}{resumed}",
                 flush=True,
             )
+        if getattr(args, "report", False):
+            from ..viz import _plt
+
+            _plt()  # no matplotlib: say so in one line now, not after the training
         result = trainer.fit()
         if trainer.rank == 0:
             print(json.dumps(result))
+            if getattr(args, "report", False):
+                from ..report import write_report
+
+                print(f"wrote {write_report(out)}", flush=True)
     finally:
         shutdown()
     return 0

@@ -1,0 +1,420 @@
+"""``torchstn report``: one self-contained HTML page about a training run.
+
+The page holds the training curves, test inputs with each transformer's sampling grid beside its
+output (misclassified images first), the confusion matrix, the learned transformation parameters
+against the distortions the data were generated with (where the task records them), and the
+resolved config, the result, the hardware and the versions. Every picture is a PNG inlined as a
+``data:`` URI; there are no scripts and no external resources, so the file opens offline in any
+browser and can be mailed or attached as it is.
+
+Example:
+    >>> from torchstn.report import write_report
+    >>> write_report("runs/demo")  # doctest: +SKIP
+    PosixPath('runs/demo/report.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._atomic import atomic_write_text
+from .errors import DataError, InvalidInputError, TorchSTNError
+from .module import SpatialTransformer
+
+__all__ = ["learned_geometry", "write_report"]
+
+#: test images evaluated for the confusion matrix and the parameter plots (the first ones).
+MAX_EVAL = 10_000
+
+
+def _png(fig: Any) -> str:
+    """A matplotlib figure as a ``data:image/png`` URI (the figure is closed)."""
+    from .viz import _plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", facecolor="white")
+    finally:
+        _plt().close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+@torch.no_grad()
+def learned_geometry(st: SpatialTransformer, params: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a transformer's ``(B, P)`` params do near the centre of its output, in input pixels.
+
+    Any family is read through its local affine approximation at the output's centre (finite
+    differences of ``map_points``): ``rotation`` (degrees, of the sampled region), ``scale`` (the
+    sampled region's side over the input's, square root of the area ratio), ``tx``/``ty`` (the
+    sampled region's centre from the input's centre, pixels). TPS also gives ``displacement``:
+    each control point's distance from its identity position, pixels, ``(B, K)``.
+    """
+    params = params.detach().double().cpu()
+    transform = st.transform.double().cpu()
+    eps = 0.05
+    pts = torch.tensor([[0.0, 0.0], [eps, 0.0], [0.0, eps]], dtype=torch.float64)
+    mapped = transform.map_points(params, pts.expand(params.shape[0], -1, -1).contiguous())
+    transform.float()
+    centre = mapped[:, 0]
+    jac = torch.stack(((mapped[:, 1] - centre) / eps, (mapped[:, 2] - centre) / eps), dim=-1)
+    h, w = st.in_shape[1], st.in_shape[2]
+    half = torch.tensor([w / 2, h / 2], dtype=torch.float64)
+    jac_pix = jac * half[:, None] / half[None, :]  # output-normalised -> input pixels, square
+    out: dict[str, torch.Tensor] = {
+        "rotation": torch.rad2deg(
+            torch.atan2(jac_pix[:, 1, 0] - jac_pix[:, 0, 1], jac_pix[:, 0, 0] + jac_pix[:, 1, 1])
+        ),
+        "scale": torch.linalg.det(jac).abs().sqrt(),
+        "tx": centre[:, 0] * half[0],
+        "ty": centre[:, 1] * half[1],
+    }
+    if st.transform.name == "tps":
+        identity = st.transform.identity_params().double().cpu()
+        moved = (params - identity).reshape(params.shape[0], -1, 2) * half
+        out["displacement"] = moved.norm(dim=-1)
+    return out
+
+
+def _truth(sample: Any, in_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """The distortions a generated test set records, in :func:`learned_geometry`'s units."""
+    params = getattr(sample, "params", {}) or {}
+    out = {}
+    if "angle" in params and params["angle"].dim() == 1:
+        out["rotation"] = params["angle"].double()
+    if "scale" in params and params["scale"].dim() == 1:
+        out["scale"] = params["scale"].double()
+    boxes = getattr(sample, "boxes", None)
+    if boxes is not None and boxes.dim() == 2 and boxes.shape[1] == 4:
+        centre = (boxes[:, :2] + boxes[:, 2:]).double() / 2
+        offset = centre - torch.tensor([in_shape[2] / 2, in_shape[1] / 2], dtype=torch.float64)
+        if float(offset.std(0).max()) > 0.5:  # the digit moves: its position is a distortion
+            out["tx"], out["ty"] = offset[:, 0], offset[:, 1]
+    for key in ("control_offsets", "corner_offsets"):
+        if key in params:
+            out["displacement"] = params[key].double().reshape(params[key].shape[0], -1, 2)
+            out["displacement"] = out["displacement"].norm(dim=-1)
+    return out
+
+
+_LABELS = {
+    "rotation": "rotation (degrees)",
+    "scale": "scale (region side / input side)",
+    "tx": "horizontal translation (pixels)",
+    "ty": "vertical translation (pixels)",
+    "displacement": "point displacement (pixels)",
+}
+
+
+def _geometry_figure(
+    learned: dict[str, torch.Tensor], truth: dict[str, torch.Tensor], title: str
+) -> tuple[Any, list[str]]:
+    """One panel per quantity: learned against generated (scatter, with the correlation) where
+    the data record it, else the learned distribution (histogram). Returns the figure and one
+    sentence per scatter."""
+    from .viz import _plt
+
+    plt = _plt()
+    keys = [k for k in _LABELS if k in learned]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.0), squeeze=False)
+    notes = []
+    for ax, key in zip(axes[0], keys):
+        mine = learned[key].flatten().numpy()
+        if key in truth and key != "displacement" and truth[key].numel() == learned[key].numel():
+            true = truth[key].flatten().numpy()
+            ax.scatter(true, mine, s=4, alpha=0.35, color="#4f9dde", linewidths=0)
+            r = float(torch.corrcoef(torch.stack((truth[key], learned[key])).float())[0, 1])
+            ax.set(xlabel=f"generated {_LABELS[key]}", ylabel=f"learned {key}")
+            ax.set_title(f"{key}: r = {r:+.2f}", fontsize=9)
+            notes.append(f"{key}: correlation {r:+.2f} between generated and learned")
+        else:
+            bins = 40
+            ax.hist(mine, bins=bins, color="#4f9dde", alpha=0.8, label="learned", density=True)
+            if key in truth:
+                ax.hist(
+                    truth[key].flatten().numpy(),
+                    bins=bins,
+                    histtype="step",
+                    color="#e4572e",
+                    lw=1.5,
+                    label="generated",
+                    density=True,
+                )
+                ax.legend(fontsize=7)
+            ax.set(xlabel=_LABELS[key], ylabel="density")
+            ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig, notes
+
+
+def _confusion_figure(true: torch.Tensor, pred: torch.Tensor, names: list[str]) -> Any:
+    from .viz import _plt
+
+    plt = _plt()
+    k = len(names)
+    counts = torch.zeros(k, k, dtype=torch.long)
+    counts.index_put_((true, pred), torch.ones_like(true), accumulate=True)
+    rows = counts.sum(1, keepdim=True).clamp_min(1)
+    share = (counts.double() / rows).numpy()
+    side = min(max(3.2, 0.42 * k + 1.5), 12.0)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if k <= 25:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        str(int(counts[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=7 if k <= 12 else 5,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
+    ticks = list(range(k)) if k <= 40 else list(range(0, k, max(k // 20, 1)))
+    ax.set_xticks(ticks, [names[t] for t in ticks], fontsize=7, rotation=90 if k > 12 else 0)
+    ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=7)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(f"confusion matrix ({int(counts.sum()):,} test images; colour: share of row)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+_CSS = """
+:root { color-scheme: light dark; --fg: #1d1f21; --bg: #fdfdfc; --muted: #5f6368;
+  --card: #ffffff; --line: #d9dadc; --accent: #1d63b8; }
+@media (prefers-color-scheme: dark) {
+  :root { --fg: #e8e8e6; --bg: #151618; --muted: #a5a8ad; --card: #202226; --line: #3a3d42;
+    --accent: #7fb3f0; }
+}
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg);
+  background: var(--bg); max-width: 1100px; margin: 2rem auto; padding: 0 1.2rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem;
+  border-bottom: 1px solid var(--line); padding-bottom: .2rem; }
+.sub, figcaption, .note { color: var(--muted); font-size: .92rem; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; background: #fff;
+  border: 1px solid var(--line); border-radius: 6px; padding: 6px; box-sizing: border-box; }
+table { border-collapse: collapse; margin: .6rem 0; font-size: .95rem; }
+td, th { border: 1px solid var(--line); padding: .25rem .7rem; text-align: left; }
+th { background: var(--card); }
+.big { font-size: 1.15rem; } .big b { color: var(--accent); }
+pre { background: var(--card); border: 1px solid var(--line); border-radius: 6px;
+  padding: .8rem; overflow-x: auto; font-size: .82rem; line-height: 1.35; }
+"""
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    return f"<table>{body}</table>"
+
+
+def _figure(uri: str, alt: str, caption: str) -> str:
+    return (
+        f'<figure><img src="{uri}" alt="{html.escape(alt)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _predict(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, x.shape[0], batch)])
+
+
+def _transformers_on_input(model: nn.Module, in_shape: tuple[int, ...]) -> list[SpatialTransformer]:
+    return [
+        m for m in model.modules() if isinstance(m, SpatialTransformer) and m.in_shape == in_shape
+    ]
+
+
+def write_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    weights: str = "best",
+    num_images: int = 12,
+    max_eval: int = MAX_EVAL,
+) -> Path:
+    """Write the HTML report of the run in ``run_dir`` (default ``run_dir/report.html``).
+
+    Args:
+        run_dir: a ``torchstn train`` run folder (checkpoint.pt, config.json, metrics.jsonl,
+            result.json; the last two are optional).
+        out: the HTML file to write (atomically).
+        weights: ``best`` (on validation) or ``last``.
+        num_images: test images drawn with their sampling grids (misclassified ones first).
+        max_eval: the first this many test images give the confusion matrix and the parameter
+            plots.
+
+    Raises:
+        TorchSTNError: no run there, a co-localisation run, or matplotlib missing (one line).
+    """
+    from .inference import load_run_data, load_with_info
+    from .viz import _plt, curves_figure, read_metrics, transformations_figure
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InvalidInputError(f"{run_dir}: not a run folder")
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise DataError(f"{run_dir}: no checkpoint.pt (has the run saved its first epoch?)")
+    if num_images < 1 or max_eval < 1:
+        raise InvalidInputError("num_images and max_eval must be positive")
+    out = Path(out) if out is not None else run_dir / "report.html"
+    if out.is_dir():
+        raise InvalidInputError(f"--out {out}: is a folder; give the HTML file to write")
+    _plt()  # fail in one line before any work when matplotlib is missing
+    model, info = load_with_info(run_dir, weights, "cpu")
+    cfg = info.config
+    if cfg.objective.name != "classification":
+        raise TorchSTNError(
+            f"{run_dir}: report draws classification runs; this is a {cfg.objective.name} run "
+            "(torchstn visualize draws its crops)"
+        )
+    result = _read_json(run_dir / "result.json")
+    data = load_run_data(info)
+    split = data.eval_split("test")
+    x, y = split.head(min(len(split), max_eval))
+    pred = _predict(model, x)
+    wrong = (pred != y).nonzero().flatten()
+    right = (pred == y).nonzero().flatten()
+    order = torch.cat((wrong, right))[:num_images]
+    names = [info.class_name(i) or str(i) for i in range(info.num_classes)]
+    sections: list[str] = []
+
+    # training curves
+    metrics_file = run_dir / "metrics.jsonl"
+    rows = read_metrics(metrics_file) if metrics_file.is_file() else []
+    if rows:
+        uri = _png(curves_figure(rows, title=f"{info.model_name} on {info.data_name}"))
+        sections.append(
+            "<h2>Training curves</h2>"
+            + _figure(uri, "training curves", "Loss and error per epoch, training and validation.")
+        )
+
+    # inputs, grids, outputs
+    sts = _transformers_on_input(model, tuple(x.shape[1:]))
+    pictured = f"{int(wrong.numel())} of the first {x.shape[0]:,} test images are misclassified"
+    caption = (
+        f"Test images, misclassified first ({pictured}): each input with the region its "
+        "transformer samples (border and mesh) and, below, the transformer's output."
+        if sts
+        else f"Test images, misclassified first ({pictured}); the model has no transformer."
+    )
+    idx = order.tolist()
+    if sts:
+        fig = transformations_figure(
+            model,
+            x[idx],
+            labels=[names[int(y[i])] for i in idx],
+            predictions=[names[int(pred[i])] for i in idx],
+        )
+        sections.append("<h2>What the transformer does</h2>" + _figure(_png(fig), "grids", caption))
+    sections.append(
+        "<h2>Confusion matrix</h2>"
+        + _figure(_png(_confusion_figure(y, pred, names)), "confusion matrix", "Rows: true class.")
+    )
+
+    # learned parameters against the generated distortions
+    if sts:
+        task = getattr(data, "task", None)
+        truth: dict[str, torch.Tensor] = {}
+        if task is not None:
+            sample = task.generate("test", num=cfg.data.test_size, seed=cfg.data.eval_seed)
+            if torch.equal(sample.x[: x.shape[0]], x):  # the same images: compare one to one
+                truth = {k: v[: x.shape[0]] for k, v in _truth(sample, tuple(x.shape[1:])).items()}
+        norm = _normalizer(model)
+        with torch.no_grad():
+            params = torch.cat(
+                [sts[0](norm(x[i : i + 256]), return_params=True)[1] for i in range(0, len(x), 256)]
+            )
+        geo = learned_geometry(sts[0], params)
+        fig, notes = _geometry_figure(
+            geo, truth, f"first transformer ({sts[0].transform.name}), {x.shape[0]:,} test images"
+        )
+        text = (
+            "Learned against generated where the task records the distortion (one dot per test "
+            "image), else the learned distribution. Read through the local affine map at the "
+            "output's centre; the transformer may settle on any fixed canonical pose, so a "
+            "strong correlation, of either sign, is what to look for."
+            if truth
+            else "The learned distribution (these data record no distortions to compare with)."
+        )
+        sections.append(
+            "<h2>Learned transformations</h2>"
+            + _figure(_png(fig), "learned parameters", text)
+            + ("<p class='note'>" + html.escape("; ".join(notes)) + ".</p>" if notes else "")
+        )
+
+    # config, result, environment
+    from .train.config import config_to_dict
+
+    if result:
+        keep = ("test_error", "val_error", "test_loss", "epochs", "best_epoch", "train_seconds")
+        sections.append("<h2>Result</h2>" + _table([(k, result[k]) for k in keep if k in result]))
+    env = [
+        ("hardware", (result or {}).get("hardware", "?")),
+        *[(k, v) for k, v in ((result or {}).get("versions") or {}).items()],
+        ("git commit", (result or {}).get("git_commit")),
+        ("config sha256", (result or {}).get("config_sha256")),
+        ("checkpoint", str(info.path)),
+        ("weights", f"{info.weights} (after epoch {info.weights_epoch} of {info.epoch})"),
+    ]
+    sections.append("<h2>Environment</h2>" + _table(env))
+    config_text = json.dumps(config_to_dict(cfg), indent=2)
+    sections.append(
+        "<h2>Resolved config</h2><pre>" + html.escape(config_text, quote=False) + "</pre>"
+    )
+
+    test_error = (result or {}).get("test_error")
+    headline = (
+        f"test error <b>{test_error:.2f}%</b>"
+        if isinstance(test_error, (int, float)) and math.isfinite(test_error)
+        else f"error on the first {x.shape[0]:,} test images "
+        f"<b>{100 * wrong.numel() / max(x.shape[0], 1):.2f}%</b>"
+    )
+    title = f"{info.model_name} on {info.data_name}"
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}: torchstn report</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f"<p class='sub'>Run {html.escape(str(run_dir))}; report written "
+        f"{datetime.date.today().isoformat()} by torchstn report.</p>"
+        f"<p class='big'>{headline} after {info.epoch} epochs "
+        f"({info.weights} weights, epoch {info.weights_epoch}).</p>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
+    atomic_write_text(out, page)
+    return out
+
+
+def _normalizer(model: nn.Module) -> Any:
+    from .preprocess import input_normalizer
+
+    return input_normalizer(model)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{path}: not JSON") from None
+    return value if isinstance(value, dict) else None
