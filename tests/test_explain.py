@@ -69,7 +69,11 @@ class TestGuideFiles:
 
     def test_the_guide_names_its_command_and_budget(self, guide_text: str, guide_dir: Path) -> None:
         assert f"torchstn explain --out {guide_dir} --seed 0 --quick --threads 1" in guide_text
-        assert f"{len(QUICK.levels) * len(MODELS)} training runs of {QUICK.images:,}" in guide_text
+        assert (
+            f"{len(QUICK.levels) * len(MODELS)} training runs of {QUICK.epochs} epochs, "
+            in guide_text
+        )
+        assert f"{QUICK.total_images:,} training images in all" in guide_text
         assert "torchstn train --out runs/explain-st-cnn" in guide_text
         for title in ("architecture", "worked example", "sampling kernels", "transform families"):
             assert title in guide_text

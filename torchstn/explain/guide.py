@@ -312,8 +312,9 @@ def _section_gallery(g: Guide) -> list[str]:
 def _section_sweep(g: Guide, command: str) -> list[str]:
     b = g.budget
     rows = [
-        "| level | canvas | largest shift | clutter patches | CNN | ST-CNN | ST-CNN - CNN |",
-        "|---|---|---|---|---|---|---|",
+        "| level | canvas | largest shift | clutter patches | training images per run "
+        "| CNN test accuracy | ST-CNN test accuracy | ST-CNN - CNN (points) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k, level in enumerate(b.levels):
         cnn, st = (
@@ -321,7 +322,7 @@ def _section_sweep(g: Guide, command: str) -> list[str]:
         )
         rows.append(
             f"| {k + 1} | {level.canvas} x {level.canvas} | {level.max_shift} px | "
-            f"{level.distractors} | {cnn.accuracy:.2f}% | {st.accuracy:.2f}% | "
+            f"{level.distractors} | {b.images(level):,} | {cnn.accuracy:.2f}% | {st.accuracy:.2f}% | "
             f"{st.accuracy - cnn.accuracy:+.2f} |"
         )
     counts = {r.model: r.params for r in g.runs if r.level == b.levels[-1]}
@@ -346,7 +347,13 @@ def _section_sweep(g: Guide, command: str) -> list[str]:
         f"level (seed {g.seed}). At the largest level the CNN has {counts['CNN']:,} parameters "
         f"and the ST-CNN {counts['ST-CNN']:,} (its localisation net takes the difference; the "
         "CNN's linear layer grows with the canvas). Budget: every run trains "
-        f"{b.epochs} epochs of {b.train_size:,} fresh images ({b.images:,} images), SGD with "
+        f"{b.epochs} epochs of fresh images, "
+        + ", ".join(
+            f"{b.train_size(level):,} per epoch at level {k + 1}"
+            for k, level in enumerate(b.levels)
+        )
+        + " (harder levels need more), "
+        f"{b.total_images:,} training images in all; SGD with "
         f"momentum 0.9, learning rate {_g(b.lr)} annealed by a cosine, batch {b.batch_size}; "
         f"validation on {b.val_size:,} images after every epoch. Small budgets: the numbers show "
         "the trend, not the paper's errors.",
@@ -425,8 +432,9 @@ def render_markdown(guide: Guide, command: str) -> str:
         "",
         f"torchstn {__version__}, PyTorch {torch.__version__}, CPU. Budget: "
         f"{'quick (a smoke test: the trained models have barely started to learn)' if b.name == 'quick' else 'full'}: "
-        f"{len(b.levels) * len(MODELS)} training runs of {b.images:,} images each "
-        f"({b.epochs} epochs of {b.train_size:,}); the same seed gives the same numbers.",
+        f"{len(b.levels) * len(MODELS)} training runs of {b.epochs} epochs, "
+        f"{b.total_images:,} training images in all (section 5 gives the details); the same "
+        "seed gives the same numbers.",
         "",
         "Contents: 1. the architecture; 2. the worked example; 3. the sampling kernels; 4. the "
         "transform families; 5. max-pooling against the spatial transformer; 6. what the trained "

@@ -61,7 +61,7 @@ def plot_sweep(results: list[RunResult], budget: Budget, path: Path) -> Path:
     ax.legend(loc="best")
     ax.set_title(
         f"the same CNN without and with a spatial transformer "
-        f"({budget.images:,} training images per run, seed {results[0].values['seed']})",
+        f"({budget.epochs} epochs per run, seed {results[0].values['seed']})",
         fontsize=10,
     )
     return save(fig, path)
