@@ -151,8 +151,11 @@ def transformations_figure(
                         lw=1.4 if border else 0.5,
                         alpha=1.0 if border else 0.6,
                     )
-        ax.set_xlim(-0.5, img.shape[3] - 0.5)
-        ax.set_ylim(img.shape[2] - 0.5, -0.5)
+        # a grey margin around the canvas: a sampled region reaching past the image stays whole
+        pad = 0.12 * max(img.shape[2], img.shape[3])
+        ax.set_facecolor("#c8c8c8")
+        ax.set_xlim(-0.5 - pad, img.shape[3] - 0.5 + pad)
+        ax.set_ylim(img.shape[2] - 0.5 + pad, -0.5 - pad)
         text = []
         if labels is not None:
             text.append(f"label {labels[i]}")
