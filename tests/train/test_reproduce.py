@@ -233,3 +233,33 @@ def test_corner_noise_is_calibrated_on_the_papers_fcn(tmp_path):
     text = render_results(results)
     assert "## The P column's corner noise" in text
     assert "6.20% here, reached at 3.00 px" in text
+
+
+def test_jobs_train_runs_side_by_side_each_with_its_log(tmp_path, tiny_values, capsys):
+    import os
+
+    configs = _tiny_configs(tmp_path, tiny_values)
+    argv = [*_argv(tmp_path, configs, "cnn,st_cnn_affine"), "--jobs", "2"]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "results" / "cluttered.json").read_text())
+    assert sorted(r["model"] for r in record["runs"]) == ["cnn", "st_cnn_affine"]
+    threads = max(1, (os.cpu_count() or 1) // 2)  # cores shared between the jobs
+    for r in record["runs"]:
+        # each entry names the one-run command that regenerates it
+        assert f"--models {r['model']} " in r["command"]
+        assert f"run.num_threads={threads}" in r["command"]
+        assert r["hardware"].endswith(f"{threads} threads")
+    logs = sorted((tmp_path / "runs" / "cluttered" / "TC").glob("*.log"))
+    assert [p.name for p in logs] == ["cnn-seed0-ep.log", "st_cnn_affine-seed0-ep.log"]
+    assert all("test error" in p.read_text() for p in logs)
+    assert (tmp_path / "RESULTS.md").read_text() == render_results(tmp_path / "results")
+
+    # a run that fails is named in one line with its log; the other one still lands
+    (configs / "cluttered" / "cnn.yaml").write_text("model: {name: no_such_model}\n")
+    capsys.readouterr()
+    assert main([*argv, "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "1 of 2 runs failed, the first cnn on TC seed 0" in err
+    assert err.endswith("cnn-seed0-ep.log")
+    assert main([*argv[:-2], "--jobs", "0"]) == 2
+    assert "--jobs: expected a positive number" in capsys.readouterr().err

@@ -59,6 +59,14 @@ def add_parser(sub: Any) -> None:
         help="override a config key in every run (e.g. data.train_size=20000)",
     )
     p.add_argument("--force", action="store_true", help="retrain runs that already have a result")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at the same time, each in its own process with its log beside its run "
+        "folder (RUN.log); without run.num_threads in --set each gets cores / jobs threads. "
+        "The budget per run is unchanged: --budget-minutes / runs",
+    )
     p.set_defaults(func=run)
 
 
@@ -332,6 +340,8 @@ def run(args: argparse.Namespace) -> int:
             for seed in seeds:
                 plan.append((column, model, seed, path))
     minutes = None if args.budget_minutes is None else args.budget_minutes / len(plan)
+    if args.jobs != 1:
+        return _run_jobs(args, table, plan, minutes, config_dir)
     from ..train.distributed import init_from_env, shutdown
 
     # under torchrun every rank walks the same plan and trains each run together (DDP);
@@ -341,6 +351,74 @@ def run(args: argparse.Namespace) -> int:
         return _run_plan(args, table, plan, minutes, world)
     finally:
         shutdown()
+
+
+def _run_jobs(
+    args: argparse.Namespace, table: Any, plan: list, minutes: float | None, config_dir: Path
+) -> int:
+    """Train the runs of ``plan`` ``args.jobs`` at a time, each as its own ``torchstn reproduce``
+    process of one run (same budget, same record: the record's lock keeps every entry), with
+    its output in ``RUN_FOLDER.log``; then regenerate RESULTS.md."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..errors import ConfigError, TorchSTNError
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: expected a positive number, got {args.jobs}")
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise ConfigError("--jobs: not under torchrun (every process would start its own jobs)")
+    extra = list(args.set)
+    if not any(s.split("=", 1)[0].strip() == "run.num_threads" for s in args.set):
+        extra.append(f"run.num_threads={max(1, (os.cpu_count() or 1) // args.jobs)}")
+    slug = f"{minutes:g}min" if minutes is not None else f"{args.epochs}ep" if args.epochs else "ep"
+    print(
+        f"torchstn reproduce {table.name}: {len(plan)} runs, {args.jobs} at a time"
+        + (f", {minutes:.1f} min each" if minutes else "")
+        + f" ({extra[-1] if len(extra) > len(args.set) else 'threads as set'})",
+        flush=True,
+    )
+
+    def one(item: tuple[int, tuple[str, str, int, Path]]) -> tuple[str, int, Path]:
+        i, (column, model, seed, _) = item
+        argv = ["reproduce", table.name, "--columns", column, "--models", model]
+        argv += ["--seeds", str(seed), "--configs", str(config_dir), "--device", args.device]
+        argv += ["--runs-dir", args.runs_dir, "--results-dir", args.results_dir]
+        argv += ["--results-md", args.results_md]
+        if minutes is not None:
+            argv += ["--budget-minutes", repr(minutes)]
+        if args.epochs:
+            argv += ["--epochs", str(args.epochs)]
+        if args.force:
+            argv.append("--force")
+        for value in extra:
+            argv += ["--set", value]
+        log = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}-{slug}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        name = f"{model} on {column} seed {seed}"
+        print(f"[{i}/{len(plan)}] {name}: started, log {log}", flush=True)
+        with open(log, "w") as out:
+            rc = subprocess.run(
+                [sys.executable, "-m", "torchstn", *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            ).returncode
+        done = "done" if rc == 0 else f"FAILED (exit status {rc})"
+        print(f"[{i}/{len(plan)}] {name}: {done}", flush=True)
+        return name, rc, log
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        finished = list(pool.map(one, enumerate(plan, 1)))
+    failed = [(name, log) for name, rc, log in finished if rc != 0]
+    if failed:
+        name, log = failed[0]
+        raise TorchSTNError(
+            f"{len(failed)} of {len(plan)} runs failed, the first {name}: see {log}"
+        )
+    print(f"wrote {Path(args.results_dir) / (table.name + '.json')} and {args.results_md}")
+    return 0
 
 
 def _shared(world: World, value: bool) -> bool:
