@@ -24,11 +24,13 @@ typecheck: setup
 
 # headless Chromium renders the HTML report in its test; installed where apt-get runs as root,
 # otherwise that one test is skipped (and says why)
+APT := DEBIAN_FRONTEND=noninteractive timeout 900 apt-get
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+	  { $(APT) install -y -q chromium </dev/null >/dev/null 2>&1 || \
+	    { $(APT) update -q </dev/null >/dev/null 2>&1 && \
+	      $(APT) install -y -q chromium </dev/null >/dev/null 2>&1; }; } \
 	  && echo "installed chromium (the report's browser test)" \
 	  || echo "could not install chromium: the report's browser test will be skipped"; \
 	else echo "no chromium (apt-get install chromium as root): the report's browser test will be skipped"; fi
