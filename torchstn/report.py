@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import html
 import io
@@ -60,11 +61,10 @@ def learned_geometry(st: SpatialTransformer, params: torch.Tensor) -> dict[str, 
     each control point's distance from its identity position, pixels, ``(B, K)``.
     """
     params = params.detach().double().cpu()
-    transform = st.transform.double().cpu()
+    transform = copy.deepcopy(st.transform).double().cpu()  # the model's own stays as it is
     eps = 0.05
     pts = torch.tensor([[0.0, 0.0], [eps, 0.0], [0.0, eps]], dtype=torch.float64)
     mapped = transform.map_points(params, pts.expand(params.shape[0], -1, -1).contiguous())
-    transform.float()
     centre = mapped[:, 0]
     jac = torch.stack(((mapped[:, 1] - centre) / eps, (mapped[:, 2] - centre) / eps), dim=-1)
     h, w = st.in_shape[1], st.in_shape[2]
@@ -231,9 +231,18 @@ def _figure(uri: str, alt: str, caption: str) -> str:
     )
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, x.shape[0], batch)])
+def _predict(
+    model: nn.Module, x: torch.Tensor, st: SpatialTransformer | None, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The predicted classes of ``x`` and, in the same forward passes, the ``(N, P)`` params of
+    transformer ``st`` (None without one)."""
+    from .module import recording_params
+
+    with torch.no_grad(), recording_params(model) as records:
+        pred = torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, x.shape[0], batch)])
+    if st is None:
+        return pred, None
+    return pred, torch.cat([r.params for r in records if r.transformer is st])
 
 
 def _transformers_on_input(model: nn.Module, in_shape: tuple[int, ...]) -> list[SpatialTransformer]:
@@ -289,7 +298,8 @@ def write_report(
     data = load_run_data(info)
     split = data.eval_split("test")
     x, y = split.head(min(len(split), max_eval))
-    pred = _predict(model, x)
+    sts = _transformers_on_input(model, tuple(x.shape[1:]))
+    pred, params = _predict(model, x, sts[0] if sts else None)
     wrong = (pred != y).nonzero().flatten()
     right = (pred == y).nonzero().flatten()
     order = torch.cat((wrong, right))[:num_images]
@@ -307,7 +317,6 @@ def write_report(
         )
 
     # inputs, grids, outputs
-    sts = _transformers_on_input(model, tuple(x.shape[1:]))
     pictured = f"{int(wrong.numel())} of the first {x.shape[0]:,} test images are misclassified"
     caption = (
         f"Test images, misclassified first ({pictured}): each input with the region its "
@@ -329,19 +338,14 @@ def write_report(
         + _figure(_png(_confusion_figure(y, pred, names)), "confusion matrix", "Rows: true class.")
     )
 
-    # learned parameters against the generated distortions
-    if sts:
+    # learned parameters (recorded with the predictions) against the generated distortions
+    if params is not None:
         task = getattr(data, "task", None)
         truth: dict[str, torch.Tensor] = {}
         if task is not None:
             sample = task.generate("test", num=cfg.data.test_size, seed=cfg.data.eval_seed)
             if torch.equal(sample.x[: x.shape[0]], x):  # the same images: compare one to one
                 truth = {k: v[: x.shape[0]] for k, v in _truth(sample, tuple(x.shape[1:])).items()}
-        norm = _normalizer(model)
-        with torch.no_grad():
-            params = torch.cat(
-                [sts[0](norm(x[i : i + 256]), return_params=True)[1] for i in range(0, len(x), 256)]
-            )
         geo = learned_geometry(sts[0], params)
         fig, notes = _geometry_figure(
             geo, truth, f"first transformer ({sts[0].transform.name}), {x.shape[0]:,} test images"
@@ -402,12 +406,6 @@ def write_report(
     )
     atomic_write_text(out, page)
     return out
-
-
-def _normalizer(model: nn.Module) -> Any:
-    from .preprocess import input_normalizer
-
-    return input_normalizer(model)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
