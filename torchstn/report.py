@@ -245,12 +245,6 @@ def _predict(
     return pred, torch.cat([r.params for r in records if r.transformer is st])
 
 
-def _transformers_on_input(model: nn.Module, in_shape: tuple[int, ...]) -> list[SpatialTransformer]:
-    return [
-        m for m in model.modules() if isinstance(m, SpatialTransformer) and m.in_shape == in_shape
-    ]
-
-
 def write_report(
     run_dir: str | Path,
     out: str | Path | None = None,
@@ -274,7 +268,7 @@ def write_report(
         TorchSTNError: no run there, a co-localisation run, or matplotlib missing (one line).
     """
     from .inference import load_run_data, load_with_info
-    from .viz import _plt, curves_figure, read_metrics, transformations_figure
+    from .viz import _plt, curves_figure, input_transformers, read_metrics, transformations_figure
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -298,7 +292,7 @@ def write_report(
     data = load_run_data(info)
     split = data.eval_split("test")
     x, y = split.head(min(len(split), max_eval))
-    sts = _transformers_on_input(model, tuple(x.shape[1:]))
+    sts = input_transformers(model, x.shape[1:])
     pred, params = _predict(model, x, sts[0] if sts else None)
     wrong = (pred != y).nonzero().flatten()
     right = (pred == y).nonzero().flatten()

@@ -23,6 +23,7 @@ from .preprocess import Normalize, input_normalizer
 
 __all__ = [
     "curves_figure",
+    "input_transformers",
     "plot_curves",
     "plot_predictions",
     "plot_transformations",
@@ -77,8 +78,14 @@ def sampling_mesh(
     return pix.reshape(params.shape[0], 2, lines, points, 2)
 
 
-def _transformers(model: nn.Module) -> list[SpatialTransformer]:
-    return [m for m in model.modules() if isinstance(m, SpatialTransformer)]
+def input_transformers(model: nn.Module, in_shape: Sequence[int]) -> list[SpatialTransformer]:
+    """The :class:`SpatialTransformer` modules of ``model`` that take ``(C, H, W)`` ``in_shape``
+    inputs (those that can read the model's input directly), in module order."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, SpatialTransformer) and m.in_shape == tuple(in_shape)
+    ]
 
 
 @torch.no_grad()
@@ -110,7 +117,7 @@ def transformations_figure(
     per image, the input with each transformer's mesh on top, each transformer's output below,
     every image at its own aspect ratio (square pixels); up to 8 columns per row of images."""
     plt = _plt()
-    sts = [st for st in _transformers(model) if st.in_shape == tuple(x.shape[1:])]
+    sts = input_transformers(model, x.shape[1:])
     if not sts:
         raise TorchSTNError("the model has no spatial transformer that reads its input")
     was = model.training
