@@ -248,9 +248,20 @@ def test_jobs_train_runs_side_by_side_each_with_its_log(tmp_path, tiny_values, c
         # each entry names the one-run command that regenerates it
         assert f"--models {r['model']} " in r["command"]
         assert f"run.num_threads={threads}" in r["command"]
+        # the options given, nothing else (the defaults are left out)
+        given = (
+            f"--configs {configs} --device cpu --runs-dir {tmp_path / 'runs'} "
+            f"--results-dir {tmp_path / 'results'} --results-md {tmp_path / 'RESULTS.md'}"
+        )
+        assert r["command"] == (
+            f"torchstn reproduce cluttered --columns TC --models {r['model']} --seeds 0 "
+            f"{given} --set run.num_threads={threads}"
+        )
         assert r["hardware"].endswith(f"{threads} threads")
     logs = sorted((tmp_path / "runs" / "cluttered" / "TC").glob("*.log"))
-    assert [p.name for p in logs] == ["cnn-seed0-ep.log", "st_cnn_affine-seed0-ep.log"]
+    # each log sits beside its run folder, named alike
+    assert [p.name for p in logs] == [f"{r}-seed0-1ep.log" for r in ("cnn", "st_cnn_affine")]
+    assert all(p.with_suffix("").is_dir() for p in logs)
     assert all("test error" in p.read_text() for p in logs)
     assert (tmp_path / "RESULTS.md").read_text() == render_results(tmp_path / "results")
 
@@ -260,6 +271,6 @@ def test_jobs_train_runs_side_by_side_each_with_its_log(tmp_path, tiny_values, c
     assert main([*argv, "--force"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "1 of 2 runs failed, the first cnn on TC seed 0" in err
-    assert err.endswith("cnn-seed0-ep.log")
+    assert err.endswith("cnn-seed0-10ep.log")  # the broken config names no epochs: the default
     assert main([*argv[:-2], "--jobs", "0"]) == 2
     assert "--jobs: expected a positive number" in capsys.readouterr().err

@@ -341,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
                 plan.append((column, model, seed, path))
     minutes = None if args.budget_minutes is None else args.budget_minutes / len(plan)
     if args.jobs != 1:
-        return _run_jobs(args, table, plan, minutes, config_dir)
+        return _run_jobs(args, table, plan, minutes)
     from ..train.distributed import init_from_env, shutdown
 
     # under torchrun every rank walks the same plan and trains each run together (DDP);
@@ -353,9 +353,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown()
 
 
-def _run_jobs(
-    args: argparse.Namespace, table: Any, plan: list, minutes: float | None, config_dir: Path
-) -> int:
+def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float | None) -> int:
     """Train the runs of ``plan`` ``args.jobs`` at a time, each as its own ``torchstn reproduce``
     process of one run (same budget, same record: the record's lock keeps every entry), with
     its output in ``RUN_FOLDER.log``; then regenerate RESULTS.md."""
@@ -372,7 +370,6 @@ def _run_jobs(
     extra = list(args.set)
     if not any(s.split("=", 1)[0].strip() == "run.num_threads" for s in args.set):
         extra.append(f"run.num_threads={max(1, (os.cpu_count() or 1) // args.jobs)}")
-    slug = f"{minutes:g}min" if minutes is not None else f"{args.epochs}ep" if args.epochs else "ep"
     print(
         f"torchstn reproduce {table.name}: {len(plan)} runs, {args.jobs} at a time"
         + (f", {minutes:.1f} min each" if minutes else "")
@@ -381,19 +378,29 @@ def _run_jobs(
     )
 
     def one(item: tuple[int, tuple[str, str, int, Path]]) -> tuple[str, int, Path]:
-        i, (column, model, seed, _) = item
+        i, (column, model, seed, path) = item
         argv = ["reproduce", table.name, "--columns", column, "--models", model]
-        argv += ["--seeds", str(seed), "--configs", str(config_dir), "--device", args.device]
-        argv += ["--runs-dir", args.runs_dir, "--results-dir", args.results_dir]
-        argv += ["--results-md", args.results_md]
+        argv += ["--seeds", str(seed)]
+        # only what differs from the defaults: the entry's command stays short and names no
+        # folder of this machine
+        for flag, value, default in (
+            ("--configs", args.configs, None),
+            ("--device", args.device, "auto"),
+            ("--runs-dir", args.runs_dir, "runs/reproduce"),
+            ("--results-dir", args.results_dir, "results"),
+            ("--results-md", args.results_md, "RESULTS.md"),
+        ):
+            if value is not None and value != default:
+                argv += [flag, value]
         if minutes is not None:
-            argv += ["--budget-minutes", repr(minutes)]
+            argv += ["--budget-minutes", f"{minutes:g}"]
         if args.epochs:
             argv += ["--epochs", str(args.epochs)]
         if args.force:
             argv.append("--force")
         for value in extra:
             argv += ["--set", value]
+        _, slug = _budget(minutes, args.epochs, path, args.set)
         log = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}-{slug}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         name = f"{model} on {column} seed {seed}"
@@ -419,6 +426,22 @@ def _run_jobs(
         )
     print(f"wrote {Path(args.results_dir) / (table.name + '.json')} and {args.results_md}")
     return 0
+
+
+def _budget(
+    minutes: float | None, epochs: int | None, path: Path, overrides: list[str]
+) -> tuple[str, str]:
+    """A run's budget as its results entry names it (``10 min``, ``30 epochs``) and as its run
+    folder and log do (``10min``, ``30ep``)."""
+    if minutes is not None:
+        budget = f"{minutes:g} min"
+    else:
+        from ..train import apply_overrides, load_config
+        from ..train.config import RunConfig
+
+        run = apply_overrides(load_config(path), overrides).get("run") or {}
+        budget = f"{epochs or run.get('epochs') or RunConfig.epochs} epochs"
+    return budget, budget.replace(" min", "min").replace(" epochs", "ep")
 
 
 def _shared(world: World, value: bool) -> bool:
@@ -465,8 +488,7 @@ def _run_plan(
             values["run"]["epochs"] = args.epochs
         cfg = config_from_dict(values)
         # runs of one table at different budgets are kept (and reported) side by side
-        budget = f"{minutes:g} min" if minutes is not None else f"{cfg.run.epochs} epochs"
-        slug = budget.replace(" min", "min").replace(" epochs", "ep")
+        budget, slug = _budget(minutes, args.epochs, path, args.set)
         run_dir = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}-{slug}"
         result_file = run_dir / "result.json"
         run_start = time.perf_counter()
