@@ -182,6 +182,27 @@ def test_render_rewrites_results_md_without_training(tmp_path, tiny_values):
     assert md.read_text() == render_results(tmp_path / "results")
 
 
+def test_results_md_names_runs_whose_budget_did_not_count_generation(tmp_path):
+    """The exception about generation appears only while a time-budget entry lacks a commit."""
+
+    def entry(model, budget, commit):
+        return {
+            "column": "TC", "model": model, "seed": 0, "budget": budget, "test_error": 2.0,
+            "val_error": 2.0, "epochs": 3, "best_epoch": 3, "train_seconds": 60.0,
+            "params": 10, "git_commit": commit,
+        }  # fmt: skip
+
+    results = tmp_path / "results"
+    results.mkdir()
+    path = results / "cluttered.json"
+    path.write_text(
+        json.dumps({"runs": [entry("cnn", "1 min", "abc"), entry("fcn", "3 epochs", None)]})
+    )
+    assert "did not count generation" not in render_results(results)
+    path.write_text(json.dumps({"runs": [entry("cnn", "1 min", None)]}))
+    assert "did not count generation" in render_results(results)
+
+
 def _append_entries(results: str, tag: str, n: int) -> None:
     import argparse
     import time
