@@ -119,15 +119,22 @@ def test_learned_geometry_reads_rotation_scale_translation():
 def test_generated_distortions_are_read_in_the_same_units():
     from torchstn import data
     from torchstn.report import _truth
+    from torchstn.train.config import DataConfig
+    from torchstn.train.datamodule import DataModule
 
-    s = data.get_task("rts").generate("test", num=64, seed=0)
-    truth = _truth(s, (1, 42, 42))
+    # the data module keeps its test set's ground truth: the report reads it from there
+    module = DataModule(DataConfig(task="rts", train_size=64, val_size=32, test_size=64), seed=0)
+    s = data.get_task("rts").generate("test", num=64, seed=module.cfg.eval_seed)
+    assert module.test_truth is not None
+    truth = _truth(module.test_truth, (1, 42, 42))
     assert torch.equal(truth["rotation"], s.params["angle"].double())
     assert torch.equal(truth["scale"], s.params["scale"].double())
     centre = (s.boxes[:, 0] + s.boxes[:, 2]).double() / 2 - 21
     torch.testing.assert_close(truth["tx"], centre)
     still = data.get_task("rotated").generate("test", num=64, seed=0)
-    assert "tx" not in _truth(still, (1, 28, 28))  # the digit does not move: no translation
+    assert "tx" not in _truth(
+        {"boxes": still.boxes, "params": still.params}, (1, 28, 28)
+    )  # the digit does not move: no translation
 
 
 def _chromium() -> str | None:

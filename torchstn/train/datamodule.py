@@ -87,6 +87,9 @@ class DataModule:
         self.cfg = cfg
         self.seed = int(seed)
         self.test_is_val = False
+        #: generated tasks: the test set's ground truth, ``{"boxes": ..., "params": ...}`` of
+        #: :class:`torchstn.data.Sample` (the run report compares it with what was learned)
+        self.test_truth: dict[str, Any] | None = None
         self.class_names: list[str] | None = None
         self.skipped_at_load = 0  #: unreadable images left out while caching (``skip_bad``)
         self._pin = pin_memory
@@ -118,6 +121,8 @@ class DataModule:
 
     def _generate(self, split: str, num: int, seed: int) -> TensorSplit:
         s = self.task.generate(split=split, num=num, seed=seed)
+        if split == "test":
+            self.test_truth = {"boxes": s.boxes, "params": dict(s.params or {})}
         return TensorSplit(s.x, s.y)
 
     # ------------------------------------------------------------------ user data
