@@ -38,7 +38,7 @@ def ink_lost(sigma: float, num: int = 3000, seed: int = 1) -> dict[str, float]:
     """Share of each test digit's ink that the P warp at ``sigma`` maps outside the frame:
     the mean, and the fraction of digits losing more than 10% and 25% of it."""
     from torchstn.data import tasks
-    from torchstn.data.tasks.projective import _CORNERS, DIGIT, _destination
+    from torchstn.data.tasks.projective import DIGIT, FRAME_CORNERS, destination_corners
     from torchstn.data.tasks.projective import homography_from_corners as from_corners
     from torchstn.functional import base_grid
     from torchstn.transforms import Projective
@@ -48,8 +48,11 @@ def ink_lost(sigma: float, num: int = 3000, seed: int = 1) -> dict[str, float]:
     digits = plain.generate("test", num=num, seed=seed)  # the same source digits, unwarped
     if not torch.equal(digits.params["source_index"], warped.params["source_index"]):
         raise RuntimeError("the unwarped digits are not the warped ones' sources")
-    quads = _destination(warped.params["scale"], warped.params["corner_offsets"]) / (DIGIT / 2) - 1
-    frame = torch.tensor(_CORNERS, dtype=torch.float64).expand_as(quads)
+    quads = (
+        destination_corners(warped.params["scale"], warped.params["corner_offsets"]) / (DIGIT / 2)
+        - 1
+    )
+    frame = torch.tensor(FRAME_CORNERS, dtype=torch.float64).expand_as(quads)
     forward = from_corners(quads, frame).float()  # digit frame -> warped quadrilateral
     points = base_grid((DIGIT, DIGIT)).reshape(1, -1, 2).expand(num, -1, -1)
     inside = (Projective().map_points(forward, points).abs() <= 1).all(-1).float()

@@ -304,11 +304,11 @@ class TestCluttered:
 
 class TestProjective:
     def test_frames_are_well_shaped_quads(self) -> None:
-        from torchstn.data.tasks.projective import MIN_AREA_FRACTION, _destination
+        from torchstn.data.tasks.projective import MIN_AREA_FRACTION, destination_corners
 
         # at 5 px about 3% of the draws fold the frame and are redrawn
         s = data.get_task("projective", corner_sigma=5.0).generate("test", num=2000, seed=0)
-        quads = _destination(s.params["scale"], s.params["corner_offsets"])
+        quads = destination_corners(s.params["scale"], s.params["corner_offsets"])
         edges = quads.roll(-1, 1) - quads
         following = edges.roll(-1, 1)
         cross = edges[..., 0] * following[..., 1] - edges[..., 1] * following[..., 0]
@@ -319,11 +319,11 @@ class TestProjective:
         assert float(s.x.amax(dim=(1, 2, 3)).min()) > 0.5  # no digit vanishes
 
     def test_homography_maps_the_frame_to_the_quad(self) -> None:
-        from torchstn.data.tasks.projective import _destination
+        from torchstn.data.tasks.projective import destination_corners
         from torchstn.transforms import Projective
 
         s = data.get_task("projective").generate("test", num=64, seed=1)
-        quads = _destination(s.params["scale"], s.params["corner_offsets"]).float() / 14 - 1
+        quads = destination_corners(s.params["scale"], s.params["corner_offsets"]).float() / 14 - 1
         frame = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]).expand(64, 4, 2)
         mapped = Projective().map_points(s.params["homography"], quads)
         torch.testing.assert_close(mapped, frame, atol=1e-3, rtol=0)

@@ -13,11 +13,17 @@ from .base import Task, cycle_indices, uniform
 from .canvas import DIGIT, clip_boxes, digits_to_float, ink_boxes
 from .options import as_float, as_range
 
-__all__ = ["MIN_AREA_FRACTION", "Projective", "homography_from_corners"]
+__all__ = [
+    "FRAME_CORNERS",
+    "MIN_AREA_FRACTION",
+    "Projective",
+    "destination_corners",
+    "homography_from_corners",
+]
 
 #: the corners of the normalised frame, in the order top-left, top-right, bottom-right,
 #: bottom-left, ``(x, y)``.
-_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
+FRAME_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
 #: each triangle of three consecutive corners of the warped frame must keep at least this
 #: fraction of its area in the scaled, undistorted frame; other corner noise is redrawn.
 MIN_AREA_FRACTION = 0.1
@@ -25,9 +31,11 @@ MIN_AREA_FRACTION = 0.1
 _MAX_REDRAWS = 100
 
 
-def _destination(scale: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """``(B, 4, 2)`` pixel positions of the warped frame's corners (the canvas spans [0, 28])."""
-    corners = torch.tensor(_CORNERS, dtype=torch.float64)
+def destination_corners(scale: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``(B, 4, 2)`` pixel positions of the warped frame's corners (the canvas spans [0, 28]),
+    from a generated sample's ``params["scale"]`` and ``params["corner_offsets"]``, in the order
+    of :data:`FRAME_CORNERS`."""
+    corners = torch.tensor(FRAME_CORNERS, dtype=torch.float64)
     half = DIGIT / 2
     return half + half * scale.double()[:, None, None] * corners + offsets.double()
 
@@ -126,7 +134,7 @@ class Projective(Task):
         sigma = self.options["corner_sigma"]
         offsets = (torch.randn(num, 4, 2, generator=gen, dtype=torch.float64) * sigma).float()
         for _ in range(_MAX_REDRAWS):
-            folded = ~_well_shaped(_destination(scale, offsets), scale)
+            folded = ~_well_shaped(destination_corners(scale, offsets), scale)
             count = int(folded.sum())
             if count == 0:
                 break
@@ -141,8 +149,8 @@ class Projective(Task):
     def _render(
         self, images: torch.Tensor, draws: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        dst = _destination(draws["scale"], draws["corner_offsets"])  # (B, 4, 2) pixels
-        corners = torch.tensor(_CORNERS, dtype=torch.float64).expand_as(dst)
+        dst = destination_corners(draws["scale"], draws["corner_offsets"])  # (B, 4, 2) pixels
+        corners = torch.tensor(FRAME_CORNERS, dtype=torch.float64).expand_as(dst)
         homography = homography_from_corners(corners, dst / (DIGIT / 2) - 1)
         # the points through map_points (a homogeneous product per pixel), not grid's separable
         # arithmetic: the P data stay bit for bit those of earlier releases, whose results
