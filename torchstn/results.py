@@ -141,6 +141,12 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
     lines.append(
         "Training per run (epochs completed / minutes of training / learning-rate schedule / best "
         "epoch on validation):"
+        + (
+            " a best epoch one past the epochs completed is the last, partial epoch, cut short by "
+            "the time budget and validated like the others."
+            if any((r.get("best_epoch") or 0) > r["epochs"] for r in runs)
+            else ""
+        )
     )
     lines.append("")
     for r in runs:

@@ -201,6 +201,12 @@ def test_results_md_names_runs_whose_budget_did_not_count_generation(tmp_path):
     assert "did not count generation" not in render_results(results)
     path.write_text(json.dumps({"runs": [entry("cnn", "1 min", None)]}))
     assert "did not count generation" in render_results(results)
+    assert "partial epoch" not in render_results(results)
+    late = {**entry("cnn", "1 min", "abc"), "best_epoch": 4}  # 3 epochs done, a 4th cut short
+    path.write_text(json.dumps({"runs": [late]}))
+    assert "a best epoch one past the epochs completed is the last, partial epoch" in (
+        render_results(results)
+    )
 
 
 def _append_entries(results: str, tag: str, n: int) -> None:
