@@ -90,14 +90,58 @@ def _budget_order(budget: str) -> tuple[int, float]:
 
 
 def _render_table(table: Table, record: dict[str, Any]) -> str:
-    runs = record.get("runs", [])
+    runs = [r for r in record.get("runs", []) if not r.get("variant")]
     budgets = sorted({r.get("budget", "?") for r in runs}, key=_budget_order)
     lines = [f"## {table.title}", ""]
     for budget in budgets:
         lines += _render_budget(table, record, [r for r in runs if r.get("budget", "?") == budget])
+    lines += _render_variants(table, record.get("runs", []))
     if table.notes:
         lines += [table.notes, ""]
     return "\n".join(lines)
+
+
+def _render_variants(table: Table, runs: list[dict[str, Any]]) -> list[str]:
+    """The runs of ``reproduce --variant``: each beside the table's own cell at its budget
+    (the baseline: the same column, model and budget without the variant's overrides)."""
+    variants = [r for r in runs if r.get("variant")]
+    if not variants:
+        return []
+    lines = [
+        "### Variants: attempts with changed settings",
+        "",
+        "Each variant trains a model of this table with some settings changed (`--set`), at a "
+        "budget the table has; the baseline is the table's own cell (test error in %; "
+        "difference = variant minus the baseline's mean, negative: the variant does better).",
+        "",
+        "| variant | column | model | budget | changed settings | seeds | ours | baseline | "
+        "difference | epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in variants:
+        key = (r["variant"], r["column"], r["model"], r.get("budget", "?"))
+        groups.setdefault(key, []).append(r)
+    for (variant, column, model, budget), mine in sorted(groups.items(), key=str):
+        base = [
+            r["test_error"]
+            for r in runs
+            if not r.get("variant")
+            and (r["column"], r["model"], r.get("budget", "?")) == (column, model, budget)
+        ]
+        errs = [r["test_error"] for r in mine]
+        changed = sorted({o for r in mine for o in r.get("overrides", [])})
+        diff = f"{statistics.mean(errs) - statistics.mean(base):+.2f}" if base else "–"
+        lines.append(
+            f"| {variant} | {column} | {model} | {budget} | "
+            + ", ".join(f"`{o}`" for o in changed)
+            + f" | {sorted(r['seed'] for r in mine)} | {_fmt(errs)} | {_fmt(base)} | {diff} | "
+            + ", ".join(str(r["epochs"]) for r in sorted(mine, key=lambda r: r["seed"]))
+            + " |"
+        )
+    commands = sorted({r["command"] for r in variants if r.get("command")})
+    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands), ""]
+    return lines
 
 
 def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:

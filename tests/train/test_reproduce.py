@@ -301,3 +301,57 @@ def test_jobs_train_runs_side_by_side_each_with_its_log(tmp_path, tiny_values, c
     assert err.endswith("cnn-seed0-10ep.log")  # the broken config names no epochs: the default
     assert main([*argv[:-2], "--jobs", "0"]) == 2
     assert "--jobs: expected a positive number" in capsys.readouterr().err
+
+
+def test_a_variant_is_kept_and_reported_beside_the_tables_own_cell(tmp_path, tiny_values, capsys):
+    """``--variant NAME --set ...``: its own run folder and entry (the table's cell is kept),
+    a row in RESULTS.md's variants section against that cell, reused like any run; the
+    ``--jobs`` path passes it on and names the log alike."""
+    argv = _argv(tmp_path, _tiny_configs(tmp_path, tiny_values), "cnn")
+    assert main(argv) == 0
+    variant = [*argv, "--variant", "lr2", "--set", "optim.lr=0.2"]
+    assert main(variant) == 0
+    record = json.loads((tmp_path / "results" / "cluttered.json").read_text())
+    base, tried = sorted(record["runs"], key=lambda r: r.get("variant") or "")
+    assert "variant" not in base and tried["variant"] == "lr2"
+    assert tried["overrides"] == ["optim.lr=0.2"]
+    assert Path(tried["run_dir"]).name == "cnn-seed0-1ep-lr2"
+    assert json.loads((Path(tried["run_dir"]) / "config.json").read_text())["optim"]["lr"] == 0.2
+    assert json.loads((Path(base["run_dir"]) / "config.json").read_text())["optim"]["lr"] != 0.2
+    assert tried["test_error"] != base["test_error"]  # a different run, not the cell reused
+
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert md == render_results(tmp_path / "results")
+    table, variants = md.split("### Variants")
+    assert table.count("| cnn |") == 1  # the table's cell is the baseline run's alone
+    assert f"{base['test_error']:.2f}" in table and f"{tried['test_error']:.2f}" not in table
+    row = next(line for line in variants.splitlines() if line.startswith("| lr2 |"))
+    diff = tried["test_error"] - base["test_error"]
+    assert f"| {tried['test_error']:.2f}¹ | {base['test_error']:.2f}¹ | {diff:+.2f} |" in row
+    assert "`optim.lr=0.2`" in row and "Commands: `torchstn reproduce cluttered`" in variants
+
+    capsys.readouterr()
+    assert main(variant) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert main([*variant, "--jobs", "2", "--force"]) == 0
+    log = tmp_path / "runs" / "cluttered" / "TC" / "cnn-seed0-1ep-lr2.log"
+    assert "test error" in log.read_text()
+    runs = json.loads((tmp_path / "results" / "cluttered.json").read_text())["runs"]
+    assert (
+        len(runs) == 2 and "--variant lr2" in next(r for r in runs if r.get("variant"))["command"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--variant", "a b", "--set", "optim.lr=0.1"], "a folder name"),
+        (["--variant", "../up", "--set", "optim.lr=0.1"], "a folder name"),
+        (["--variant", "lr2"], "name the settings it changes with --set"),
+    ],
+)
+def test_a_variant_needs_a_folder_name_and_its_settings(extra, message, capsys):
+    assert main(["reproduce", "cluttered", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["reproduce", "colocalization", "--variant", "x", "--set", "a=1"]) == 2
+    assert "colocalization records no variants" in capsys.readouterr().err

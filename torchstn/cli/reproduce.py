@@ -58,6 +58,13 @@ def add_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="override a config key in every run (e.g. data.train_size=20000)",
     )
+    p.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="name the --set overrides as an attempt to do better than the table's own settings: "
+        "its runs get their own folders (MODEL-seedS-BUDGET-NAME) and results entries, "
+        "reported beside the table's cells rather than in them",
+    )
     p.add_argument("--force", action="store_true", help="retrain runs that already have a result")
     p.add_argument(
         "--jobs",
@@ -82,6 +89,28 @@ def _subset(value: str | None, allowed: tuple[str, ...], what: str) -> tuple[str
             f"unknown {what} {', '.join(bad) or value!r}; valid choices: {', '.join(allowed)}"
         )
     return chosen
+
+
+def _variant(name: str | None, overrides: list[str]) -> str | None:
+    """``--variant``: a name fit for a folder, given with the overrides it names."""
+    import re
+
+    from ..errors import ConfigError
+
+    if name is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(
+            f"--variant: expected letters, digits, '.', '_' or '-' (a folder name), got {name!r}"
+        )
+    if not overrides:
+        raise ConfigError(f"--variant {name}: name the settings it changes with --set KEY=VALUE")
+    return name
+
+
+def _run_name(model: str, seed: int, slug: str, variant: str | None) -> str:
+    """A run's folder name (its log adds ``.log``)."""
+    return f"{model}-seed{seed}-{slug}" + (f"-{variant}" if variant else "")
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -321,7 +350,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = get_table(args.table)
     columns = _subset(args.columns, tuple(table.columns), "column")
+    args.variant = _variant(args.variant, args.set)
     if table.name == "colocalization":
+        if args.variant:
+            raise ConfigError("--variant: colocalization records no variants")
         return _colocalization(args, columns)
     models = _subset(args.models, table.models, "model")
     try:
@@ -398,13 +430,21 @@ def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float |
             argv += ["--epochs", str(args.epochs)]
         if args.force:
             argv.append("--force")
+        if args.variant:
+            argv += ["--variant", args.variant]
         for value in extra:
             argv += ["--set", value]
         _, slug = _budget(minutes, args.epochs, path, args.set)
-        log = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}-{slug}.log"
+        log = (
+            Path(args.runs_dir)
+            / table.name
+            / column
+            / f"{_run_name(model, seed, slug, args.variant)}.log"
+        )
         log.parent.mkdir(parents=True, exist_ok=True)
         name = f"{model} on {column} seed {seed}"
-        print(f"[{i}/{len(plan)}] {name}: started, log {log}", flush=True)
+        # one write per line: the jobs' threads print side by side
+        print(f"[{i}/{len(plan)}] {name}: started, log {log}\n", end="", flush=True)
         with open(log, "w") as out:
             rc = subprocess.run(
                 [sys.executable, "-m", "torchstn", *argv],
@@ -413,7 +453,7 @@ def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float |
                 check=False,
             ).returncode
         done = "done" if rc == 0 else f"FAILED (exit status {rc})"
-        print(f"[{i}/{len(plan)}] {name}: {done}", flush=True)
+        print(f"[{i}/{len(plan)}] {name}: {done}\n", end="", flush=True)
         return name, rc, log
 
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -489,7 +529,9 @@ def _run_plan(
         cfg = config_from_dict(values)
         # runs of one table at different budgets are kept (and reported) side by side
         budget, slug = _budget(minutes, args.epochs, path, args.set)
-        run_dir = Path(args.runs_dir) / table.name / column / f"{model}-seed{seed}-{slug}"
+        run_dir = (
+            Path(args.runs_dir) / table.name / column / _run_name(model, seed, slug, args.variant)
+        )
         result_file = run_dir / "result.json"
         run_start = time.perf_counter()
         reused = _shared(world, result_file.is_file() and not args.force)
@@ -517,6 +559,7 @@ def _run_plan(
             "budget": budget,
             "schedule": cfg.optim.schedule,
             "world_size": world.size,
+            **({"variant": args.variant, "overrides": list(args.set)} if args.variant else {}),
             "config": repo_relative(path),
             "run_dir": repo_relative(run_dir),
             **_provenance(result),
@@ -540,11 +583,11 @@ def _run_plan(
         if not world.is_main:
             continue
         with _record(args, table.name) as record:  # several reproduce commands may share it
-            key = (column, model, seed, budget)
+            key = (column, model, seed, budget, args.variant)
             old = [
                 r
                 for r in record["runs"]
-                if (r["column"], r["model"], r["seed"], r.get("budget")) == key
+                if (r["column"], r["model"], r["seed"], r.get("budget"), r.get("variant")) == key
             ]
             if reused and old and "wall_seconds" in old[0]:  # keep how the reused run was made
                 entry.update(
