@@ -247,6 +247,32 @@ def _render_colocalization(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _render_selection(record: dict[str, Any]) -> str:
+    """How the co-localisation settings were chosen, from ``results/colocalization_selection.json``:
+    every candidate's mean % localised on training images, the chosen one per column in bold."""
+    columns = COLOCALIZATION.columns
+    chosen = record.get("chosen", {})
+    lines = [
+        f"The settings were chosen on MNIST training images only "
+        f"(`results/colocalization_selection.json`, {record.get('date', '?')}): "
+        f"{record.get('protocol', '')} Mean % localised on the training images (mean IoU):",
+        "",
+        "| setting | changed settings | " + " | ".join(columns) + " |",
+        "|" + "---|" * (2 + len(columns)),
+    ]
+    for name, setting in record.get("settings", {}).items():
+        cells = []
+        for column in columns:
+            score = setting.get(column)
+            cell = "–" if score is None else f"{score['localised']:.1f} ({score['mean_iou']:.3f})"
+            cells.append(f"**{cell}**" if chosen.get(column) == name else cell)
+        overrides = ", ".join(f"`{o}`" for o in setting.get("overrides", [])) or "–"
+        lines.append(
+            f"| {name}: {setting['description']} | {overrides} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join([*lines, ""])
+
+
 def calibrated_corner_sigma(record: dict[str, Any]) -> tuple[float, float] | None:
     """The P corner noise that puts the FCN's P error where the paper's is, from a
     ``benchmarks/p_corner_sigma.py`` record: the paper's P error scaled by our FCN's mean R and E
@@ -361,6 +387,9 @@ def render_results(results_dir: str | Path) -> str:
     if coloc.is_file():
         found = True
         parts.append(_render_colocalization(json.loads(coloc.read_text())))
+        selection = results_dir / "colocalization_selection.json"
+        if selection.is_file():
+            parts.append(_render_selection(json.loads(selection.read_text())))
     if not found:
         parts.append("No results yet: run `torchstn reproduce TABLE`.\n")
     return "\n".join(parts)

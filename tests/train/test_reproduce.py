@@ -355,3 +355,40 @@ def test_a_variant_needs_a_folder_name_and_its_settings(extra, message, capsys):
     assert message in capsys.readouterr().err
     assert main(["reproduce", "colocalization", "--variant", "x", "--set", "a=1"]) == 2
     assert "colocalization records no variants" in capsys.readouterr().err
+
+
+def test_colocalization_selection_is_rendered_from_its_record(tmp_path):
+    """The co-localisation settings' selection table comes from its record: every candidate's
+    score on training images, the chosen one per column in bold, no score where it did not run."""
+    results = tmp_path / "results"
+    results.mkdir()
+    coloc = {
+        "column": "T", "digit": 3, "seed": 0, "budget": "4 epochs", "localised": 90.0,
+        "mean_iou": 0.6, "val_localised": 88.0, "start_localised": 7.0, "train_seconds": 5.0,
+    }  # fmt: skip
+    (results / "colocalization.json").write_text(json.dumps({"runs": [coloc]}))
+    assert "settings were chosen" not in render_results(results)  # no record: no section
+    selection = {
+        "protocol": "each setting ran the table on training images.",
+        "date": "2026-01-02",
+        "chosen": {"T": "A", "TC": "B"},
+        "settings": {
+            "A": {
+                "description": "constant rate",
+                "overrides": [],
+                "T": {"localised": 99.5, "mean_iou": 0.7712},
+                "TC": {"localised": 61.25, "mean_iou": 0.5},
+            },
+            "B": {
+                "description": "cosine",
+                "overrides": ["optim.schedule=cosine"],
+                "TC": {"localised": 70.0, "mean_iou": 0.55},
+            },
+        },
+    }
+    (results / "colocalization_selection.json").write_text(json.dumps(selection))
+    md = render_results(results)
+    assert "each setting ran the table on training images." in md and "2026-01-02" in md
+    lines = md.splitlines()
+    assert "| A: constant rate | – | **99.5 (0.771)** | 61.2 (0.500) |" in lines
+    assert "| B: cosine | `optim.schedule=cosine` | – | **70.0 (0.550)** |" in lines
