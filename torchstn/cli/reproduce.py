@@ -434,7 +434,7 @@ def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float |
             argv += ["--variant", args.variant]
         for value in extra:
             argv += ["--set", value]
-        _, slug = _budget(minutes, args.epochs, path, args.set)
+        _, slug = _budget(minutes, _config_epochs(path, args.set, args.epochs))
         log = (
             Path(args.runs_dir)
             / table.name
@@ -468,20 +468,23 @@ def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float |
     return 0
 
 
-def _budget(
-    minutes: float | None, epochs: int | None, path: Path, overrides: list[str]
-) -> tuple[str, str]:
+def _budget(minutes: float | None, epochs: int) -> tuple[str, str]:
     """A run's budget as its results entry names it (``10 min``, ``30 epochs``) and as its run
-    folder and log do (``10min``, ``30ep``)."""
-    if minutes is not None:
-        budget = f"{minutes:g} min"
-    else:
-        from ..train import apply_overrides, load_config
-        from ..train.config import RunConfig
-
-        run = apply_overrides(load_config(path), overrides).get("run") or {}
-        budget = f"{epochs or run.get('epochs') or RunConfig.epochs} epochs"
+    folder and log do (``10min``, ``30ep``); ``epochs``, the run's resolved epochs, names it
+    when there is no time budget."""
+    budget = f"{minutes:g} min" if minutes is not None else f"{epochs} epochs"
     return budget, budget.replace(" min", "min").replace(" epochs", "ep")
+
+
+def _config_epochs(path: Path, overrides: list[str], epochs: int | None) -> int:
+    """The epochs a run of the config at ``path`` trains for without a time budget: ``--epochs``,
+    else the config's (after ``--set``), else the default; read without validating the config
+    (the run's own process validates it, and a broken one still gets a log to say so)."""
+    from ..train import apply_overrides, load_config
+    from ..train.config import RunConfig
+
+    run = apply_overrides(load_config(path), overrides).get("run") or {}
+    return int(epochs or run.get("epochs") or RunConfig.epochs)
 
 
 def _shared(world: World, value: bool) -> bool:
@@ -528,7 +531,7 @@ def _run_plan(
             values["run"]["epochs"] = args.epochs
         cfg = config_from_dict(values)
         # runs of one table at different budgets are kept (and reported) side by side
-        budget, slug = _budget(minutes, args.epochs, path, args.set)
+        budget, slug = _budget(minutes, cfg.run.epochs)
         run_dir = (
             Path(args.runs_dir) / table.name / column / _run_name(model, seed, slug, args.variant)
         )
