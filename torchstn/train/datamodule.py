@@ -117,12 +117,12 @@ class DataModule:
         self._val: Split
         self._test: Split
         self._val = self._generate("val", cfg.val_size, cfg.eval_seed)
-        self._test = self._generate("test", cfg.test_size, cfg.eval_seed)
+        test = self.task.generate(split="test", num=cfg.test_size, seed=cfg.eval_seed)
+        self._test = TensorSplit(test.x, test.y)
+        self.test_truth = {"boxes": test.boxes, "params": dict(test.params or {})}
 
     def _generate(self, split: str, num: int, seed: int) -> TensorSplit:
         s = self.task.generate(split=split, num=num, seed=seed)
-        if split == "test":
-            self.test_truth = {"boxes": s.boxes, "params": dict(s.params or {})}
         return TensorSplit(s.x, s.y)
 
     # ------------------------------------------------------------------ user data
