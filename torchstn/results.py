@@ -110,11 +110,12 @@ def _render_variants(table: Table, runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "### Variants: attempts with changed settings",
         "",
-        "Each variant trains a model of this table with some settings changed (`--set`), at a "
-        "budget the table has; the baseline is the table's own cell (test error in %; "
+        "Each variant trains a model of this table with some settings changed (its `--set`, "
+        "which also lists any it shares with the table's runs), at a budget the table has; the "
+        "baseline is the table's own cell (test error in %; "
         "difference = variant minus the baseline's mean, negative: the variant does better).",
         "",
-        "| variant | column | model | budget | changed settings | seeds | ours | baseline | "
+        "| variant | column | model | budget | its --set | seeds | ours | baseline | "
         "difference | epochs |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
