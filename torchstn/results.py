@@ -194,7 +194,11 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
         )
     )
     lines.append("")
-    for r in runs:
+    order = {m: i for i, m in enumerate(table.models)}
+    columns = {c: i for i, c in enumerate(table.columns)}
+    for r in sorted(
+        runs, key=lambda r: (columns.get(r["column"], 99), order.get(r["model"], 99), r["seed"])
+    ):
         lines.append(
             f"- {r['model']} on {r['column']} (seed {r['seed']}): {r['epochs']} epochs, "
             f"{r['train_seconds'] / 60:.1f} min, {r.get('schedule', '?')} schedule, "
