@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -157,8 +158,19 @@ def test_results_mark_single_seeds_and_summarise_st_against_plain(tmp_path):
     runs = [run("cnn", s, e) for s, e in ((0, 3.0), (1, 3.2), (2, 2.8))]
     runs += [run("st_cnn_affine", s, e) for s, e in ((0, 1.6), (1, 1.8), (2, 1.7))]
     runs += [run("st_fcn_affine", 0, 2.5), run("fcn", 0, 13.0)]
+    runs = runs[::-1]  # recorded in any order (as runs finish)
     (tmp_path / "cluttered.json").write_text(json.dumps({"runs": runs}))
     md = render_results(tmp_path)
+    # the per-run lines follow the table: its models in order, then the seeds
+    listed = [
+        " ".join(re.match(r"- (\S+) on TC \(seed (\d+)\)", line).groups())
+        for line in md.splitlines()
+        if line.startswith("- ")
+    ]
+    assert listed == [
+        "fcn 0", "cnn 0", "cnn 1", "cnn 2", "st_fcn_affine 0",
+        "st_cnn_affine 0", "st_cnn_affine 1", "st_cnn_affine 2",
+    ]  # fmt: skip
     assert f"| 2.50{SINGLE_SEED} |" in md and "| 3.00 ± 0.20 (n=3) |" in md
     row = next(line for line in md.splitlines() if line.startswith("| TC | st_cnn_affine | cnn |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
