@@ -124,6 +124,8 @@ class Trainer:
         self, cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True
     ) -> None:
         self.run_dir = Path(run_dir)
+        # the code that runs is the code of now: a commit made while the run trains is not its
+        self.source_commit = source_commit()
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         self.state: dict[str, Any] | None = None
         if resume:
@@ -583,7 +585,7 @@ class Trainer:
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },
-            "git_commit": source_commit(),
+            "git_commit": self.source_commit,
             "config_sha256": config_hash(config_to_dict(self.cfg)),
         }
         if self.rank == 0:
