@@ -95,13 +95,13 @@ def _render_table(table: Table, record: dict[str, Any]) -> str:
     lines = [f"## {table.title}", ""]
     for budget in budgets:
         lines += _render_budget(table, record, [r for r in runs if r.get("budget", "?") == budget])
-    lines += _render_variants(table, record.get("runs", []))
+    lines += _render_variants(record.get("runs", []))
     if table.notes:
         lines += [table.notes, ""]
     return "\n".join(lines)
 
 
-def _render_variants(table: Table, runs: list[dict[str, Any]]) -> list[str]:
+def _render_variants(runs: list[dict[str, Any]]) -> list[str]:
     """The runs of ``reproduce --variant``: each beside the table's own cell at its budget
     (the baseline: the same column, model and budget without the variant's overrides)."""
     variants = [r for r in runs if r.get("variant")]

@@ -108,9 +108,12 @@ def _variant(name: str | None, overrides: list[str]) -> str | None:
     return name
 
 
-def _run_name(model: str, seed: int, slug: str, variant: str | None) -> str:
-    """A run's folder name (its log adds ``.log``)."""
-    return f"{model}-seed{seed}-{slug}" + (f"-{variant}" if variant else "")
+def _run_dir(
+    args: argparse.Namespace, table: str, column: str, model: str, seed: int, slug: str
+) -> Path:
+    """A run's folder; ``--jobs`` puts its log beside it, named alike with ``.log`` added."""
+    name = f"{model}-seed{seed}-{slug}" + (f"-{args.variant}" if args.variant else "")
+    return Path(args.runs_dir) / table / column / name
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -435,12 +438,8 @@ def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float |
         for value in extra:
             argv += ["--set", value]
         _, slug = _budget(minutes, _config_epochs(path, args.set, args.epochs))
-        log = (
-            Path(args.runs_dir)
-            / table.name
-            / column
-            / f"{_run_name(model, seed, slug, args.variant)}.log"
-        )
+        folder = _run_dir(args, table.name, column, model, seed, slug)
+        log = folder.parent / f"{folder.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         name = f"{model} on {column} seed {seed}"
         # one write per line: the jobs' threads print side by side
@@ -532,9 +531,7 @@ def _run_plan(
         cfg = config_from_dict(values)
         # runs of one table at different budgets are kept (and reported) side by side
         budget, slug = _budget(minutes, cfg.run.epochs)
-        run_dir = (
-            Path(args.runs_dir) / table.name / column / _run_name(model, seed, slug, args.variant)
-        )
+        run_dir = _run_dir(args, table.name, column, model, seed, slug)
         result_file = run_dir / "result.json"
         run_start = time.perf_counter()
         reused = _shared(world, result_file.is_file() and not args.force)
