@@ -267,3 +267,47 @@ class TestErrors:
         monkeypatch.setenv("RANK", "2")
         code = main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")])
         assert code == 2 and capsys.readouterr().err == ""
+
+
+class TestShutdown:
+    """``shutdown`` on a one-process gloo group (the two-process paths run under torchrun above)."""
+
+    def _group(self, tmp_path):
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            pytest.skip("a process group is already initialised")
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+        )
+        return dist
+
+    @pytest.mark.parametrize("finished", [True, False])
+    def test_frees_models_in_a_cycle_before_destroying_the_group(self, tmp_path, finished):
+        import gc
+        import weakref
+
+        from torchstn.train.distributed import shutdown
+
+        dist = self._group(tmp_path)
+        try:
+            ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+            ddp(torch.rand(4, 3)).sum().backward()
+            holder: dict = {"ddp": ddp}
+            holder["self"] = holder  # a cycle, as a finished Trainer makes
+            alive = weakref.ref(ddp)
+            del ddp, holder
+            gc.disable()  # only shutdown may collect it
+            shutdown(finished)
+            assert alive() is None
+            assert not dist.is_initialized()
+        finally:
+            gc.enable()
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def test_without_a_group_it_does_nothing(self):
+        from torchstn.train.distributed import shutdown
+
+        shutdown(True)
+        shutdown(False)

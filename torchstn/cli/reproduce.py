@@ -190,10 +190,13 @@ def _colocalization(args: argparse.Namespace, columns: tuple[str, ...]) -> int:
         plan += [(column, digit, seed, path) for digit in digits for seed in _seeds(args.seeds)]
     minutes = None if args.budget_minutes is None else args.budget_minutes / len(plan)
     world, _ = init_from_env(args.device)
+    finished = False
     try:
-        return _colocalization_plan(args, plan, minutes, world)
+        code = _colocalization_plan(args, plan, minutes, world)
+        finished = True
+        return code
     finally:
-        shutdown()
+        shutdown(finished)
 
 
 def _digits(text: str | None) -> tuple[int, ...]:
@@ -382,10 +385,13 @@ def run(args: argparse.Namespace) -> int:
     # under torchrun every rank walks the same plan and trains each run together (DDP);
     # rank 0 alone prints and writes
     world, _ = init_from_env(args.device)
+    finished = False
     try:
-        return _run_plan(args, table, plan, minutes, world)
+        code = _run_plan(args, table, plan, minutes, world)
+        finished = True
+        return code
     finally:
-        shutdown()
+        shutdown(finished)
 
 
 def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float | None) -> int:

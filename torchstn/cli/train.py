@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
+    finished = False
     try:
         trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
         if trainer.rank == 0:
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 from ..report import write_report
 
                 print(f"wrote {write_report(out)}", flush=True)
+        finished = True
     finally:
-        shutdown()
+        shutdown(finished)
     return 0

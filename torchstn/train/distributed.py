@@ -113,10 +113,26 @@ def init_from_env(device: str) -> tuple[World, str]:
     return World(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
-def shutdown() -> None:
-    """Destroy the process group if this module (or anyone) started one."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(finished: bool = False) -> None:
+    """Destroy the process group if this module (or anyone) started one.
+
+    Args:
+        finished: every rank got to the end without an error. The ranks then wait for each other
+            first, so that none closes its connections while another still talks over them (rank
+            0 writes the results after the last collective; a rank that left at once and tore
+            down its side could abort the group). After an error there is no waiting: the other
+            ranks may be gone, and a barrier would hang until the group's timeout.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    # a finished Trainer sits in a reference cycle (its DDP wrapper holds the group): collect it
+    # while the group and the interpreter are alive, not during the interpreter's teardown
+    import gc
+
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def launched_world_size() -> int:
