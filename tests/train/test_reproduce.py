@@ -406,18 +406,21 @@ def test_colocalization_selection_is_rendered_from_its_record(tmp_path):
     assert "| B: cosine | `optim.schedule=cosine` | – | **70.0 (0.550)** |" in lines
 
 
-def test_a_run_records_the_commit_it_started_from(tmp_path, tiny_values, monkeypatch):
-    """A commit made while a run trains is not the code it ran: the result names the commit
-    of the run's start."""
+def test_a_run_records_the_commit_its_process_started_from(tmp_path, tiny_values, monkeypatch):
+    """A commit made while runs train is not the code they run: every run of a process names
+    the commit of the process's first run, however far the checkout moved on meanwhile."""
     from torchstn.train import Trainer, config_from_dict
     from torchstn.train import trainer as trainer_module
 
-    commits = iter(["a" * 40, "b" * 40])
+    commits = iter(["a" * 40, "b" * 40, "c" * 40])
     monkeypatch.setattr(trainer_module, "source_commit", lambda: next(commits))
+    monkeypatch.setattr(trainer_module, "_LOADED_COMMIT", [])  # a fresh process
     tiny_values["run"]["epochs"] = 1
-    trainer = Trainer(config_from_dict(tiny_values), tmp_path / "run", progress=False)
+    first = Trainer(config_from_dict(tiny_values), tmp_path / "run", progress=False)
     assert trainer_module.source_commit() == "b" * 40  # the checkout moved on meanwhile
-    result = trainer.fit()
+    result = first.fit()
     assert result["git_commit"] == "a" * 40
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["git_commit"] == "a" * 40
+    second = Trainer(config_from_dict(tiny_values), tmp_path / "run2", progress=False)
+    assert second.fit()["git_commit"] == "a" * 40  # the process still runs the code of "a"

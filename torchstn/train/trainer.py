@@ -124,8 +124,9 @@ class Trainer:
         self, cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True
     ) -> None:
         self.run_dir = Path(run_dir)
-        # the code that runs is the code of now: a commit made while the run trains is not its
-        self.source_commit = source_commit()
+        # the code this process loaded: a commit or an edit made since (while earlier runs of a
+        # long reproduce trained, or this one does) is not the code that runs
+        self.source_commit = loaded_commit()
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         self.state: dict[str, Any] | None = None
         if resume:
@@ -624,6 +625,19 @@ def config_hash(values: dict[str, Any]) -> str:
 
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_LOADED_COMMIT: list[str | None] = []  # loaded_commit's answer, once asked
+
+
+def loaded_commit() -> str | None:
+    """The commit of the code this process runs: :func:`source_commit` at the first call (the
+    process's first Trainer, soon after it imported torchstn), the same answer at every later
+    call. A ``torchstn reproduce`` trains run after run in one process with the code it imported
+    at its start, so asking git again for each run would name commits made in the meantime."""
+    if not _LOADED_COMMIT:
+        _LOADED_COMMIT.append(source_commit())
+    return _LOADED_COMMIT[0]
 
 
 def source_commit() -> str | None:
