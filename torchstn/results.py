@@ -140,16 +140,21 @@ def _render_variants(runs: list[dict[str, Any]]) -> list[str]:
             + ", ".join(str(r["epochs"]) for r in sorted(mine, key=lambda r: r["seed"]))
             + " |"
         )
-    commands = sorted({r["command"] for r in variants if r.get("command")})
-    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands), ""]
+    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in _commands(variants, None)), ""]
     return lines
+
+
+def _commands(runs: list[dict[str, Any]], default: str | None) -> list[str]:
+    """The commands that made ``runs``, each once: the ``--jobs`` command that started a run
+    (``launched_by``: it regenerates all its runs), else the run's own command."""
+    made = {r.get("launched_by") or r.get("command") or default for r in runs}
+    return sorted(c for c in made if c)
 
 
 def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
     budget = runs[0].get("budget", "?")
     lines = [f"### Budget: {budget} of training per run", ""]
-    default = record.get("command", f"torchstn reproduce {table.name}")
-    commands = sorted({r.get("command") or default for r in runs})
+    commands = _commands(runs, record.get("command", f"torchstn reproduce {table.name}"))
     hardware = sorted({r.get("hardware") or record.get("hardware", "?") for r in runs})
     wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs)
     lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")

@@ -297,6 +297,12 @@ def test_jobs_train_runs_side_by_side_each_with_its_log(tmp_path, tiny_values, c
             f"{given} --set run.num_threads={threads}"
         )
         assert r["hardware"].endswith(f"{threads} threads")
+        # and the command that started the jobs (run in-process here: its default name)
+        assert r["launched_by"] == "torchstn reproduce cluttered"
+    # RESULTS.md names the --jobs command once, not each one-run command
+    commands = [ln for ln in render_results(tmp_path / "results").splitlines()
+                if ln.startswith("Commands:")]  # fmt: skip
+    assert commands == ["Commands: `torchstn reproduce cluttered`  "]
     logs = sorted((tmp_path / "runs" / "cluttered" / "TC").glob("*.log"))
     # each log sits beside its run folder, named alike
     assert [p.name for p in logs] == [f"{r}-seed0-1ep.log" for r in ("cnn", "st_cnn_affine")]

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import fcntl
 import json
+import os
 import platform
 import shlex
 import sys
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from ..train.distributed import World
 
 __all__ = ["add_parser"]
+
+#: set by ``reproduce --jobs`` for its one-run children: the command the user ran
+JOBS_COMMAND_ENV = "TORCHSTN_REPRODUCE_JOBS_COMMAND"
 
 
 def add_parser(sub: Any) -> None:
@@ -398,7 +402,6 @@ def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float |
     """Train the runs of ``plan`` ``args.jobs`` at a time, each as its own ``torchstn reproduce``
     process of one run (same budget, same record: the record's lock keeps every entry), with
     its output in ``RUN_FOLDER.log``; then regenerate RESULTS.md."""
-    import os
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
@@ -417,6 +420,8 @@ def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float |
         + f" ({extra[-1] if len(extra) > len(args.set) else 'threads as set'})",
         flush=True,
     )
+
+    parent = _command(table.name)  # each run's entry names it beside its own one-run command
 
     def one(item: tuple[int, tuple[str, str, int, Path]]) -> tuple[str, int, Path]:
         i, (column, model, seed, path) = item
@@ -456,6 +461,7 @@ def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float |
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 check=False,
+                env={**os.environ, JOBS_COMMAND_ENV: parent},
             ).returncode
         done = "done" if rc == 0 else f"FAILED (exit status {rc})"
         print(f"[{i}/{len(plan)}] {name}: {done}\n", end="", flush=True)
@@ -521,10 +527,9 @@ def _run_plan(
     results_dir = Path(args.results_dir)
     record_path = results_dir / f"{table.name}.json"
     hardware = versions = None
-    invoked = sys.argv[1:2] == ["reproduce"]
-    command = (
-        "torchstn " + shlex.join(sys.argv[1:]) if invoked else f"torchstn reproduce {table.name}"
-    )
+    command = _command(table.name)
+    # a --jobs run: the parent command that started it (RESULTS.md lists that one)
+    launched_by = os.environ.get(JOBS_COMMAND_ENV)
     for i, (column, model, seed, path) in enumerate(plan, 1):
         values = apply_overrides(load_config(path), args.set)
         values["seed"], values["device"] = seed, args.device
@@ -596,14 +601,14 @@ def _run_plan(
                 if (r["column"], r["model"], r["seed"], r.get("budget"), r.get("variant")) == key
             ]
             if reused and old and "wall_seconds" in old[0]:  # keep how the reused run was made
-                entry.update(
-                    {k: old[0][k] for k in ("wall_seconds", "command", "hardware") if k in old[0]}
-                )
+                made = ("wall_seconds", "command", "launched_by", "hardware")
+                entry.update({k: old[0][k] for k in made if k in old[0]})
             else:
                 entry.update(
                     {
                         "wall_seconds": time.perf_counter() - run_start,
                         "command": command,
+                        **({"launched_by": launched_by} if launched_by else {}),
                         "hardware": hardware,
                     }
                 )
