@@ -120,7 +120,8 @@ COLOCALIZATION = Table(
     {},
     metric=(
         "% of the images co-localised that the crop localises (IoU > 0.5 with the digit's box), "
-        "mean over the digits 0-9"
+        "mean over the digits 0-9 and the seeds; with several seeds, ± the standard deviation "
+        "over seeds of each seed's mean over the digits"
     ),
     notes=(
         "Paper: T 100%, TC 75-93%. Each run co-localises 100 test-split images of one digit: it "

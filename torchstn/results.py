@@ -244,7 +244,7 @@ def _render_colocalization(record: dict[str, Any]) -> str:
                 vals = [r["localised"] for r in mine if r["digit"] == d]
                 per_digit.append(_fmt(vals) if vals else "–")
             lines.append(
-                f"| {column} | {budget} | {statistics.mean(r['localised'] for r in mine):.1f} | "
+                f"| {column} | {budget} | {_coloc_mean(mine, len(digits))} | "
                 f"{PAPER_COLOCALIZATION[column]} | "
                 f"{statistics.mean(r['mean_iou'] for r in mine):.2f} | "
                 f"{statistics.mean(r['val_localised'] for r in mine):.1f} | "
@@ -255,6 +255,19 @@ def _render_colocalization(record: dict[str, Any]) -> str:
     total = sum(r["train_seconds"] for r in runs)
     lines += ["", f"Training: {len(runs)} runs, {total / 60:.1f} min in all.", "", table.notes, ""]
     return "\n".join(lines)
+
+
+def _coloc_mean(runs: list[dict[str, Any]], digits: int) -> str:
+    """The column's % localised: the mean over its runs; with several seeds that ran every
+    digit, also the spread over seeds of each seed's mean over the digits (``± sd (n=3)``)."""
+    mean = statistics.mean(r["localised"] for r in runs)
+    per_seed: dict[int, list[float]] = {}
+    for r in runs:
+        per_seed.setdefault(r["seed"], []).append(r["localised"])
+    complete = [statistics.mean(v) for v in per_seed.values() if len(v) == digits]
+    if len(complete) < 2:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {statistics.stdev(complete):.1f} (n={len(complete)})"
 
 
 def _render_selection(record: dict[str, Any]) -> str:

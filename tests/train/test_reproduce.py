@@ -430,3 +430,29 @@ def test_a_run_records_the_commit_its_process_started_from(tmp_path, tiny_values
     assert saved["git_commit"] == "a" * 40
     second = Trainer(config_from_dict(tiny_values), tmp_path / "run2", progress=False)
     assert second.fit()["git_commit"] == "a" * 40  # the process still runs the code of "a"
+
+
+def test_colocalization_with_seeds_shows_the_spread_over_seeds(tmp_path):
+    """Several seeds: each digit's cell is mean ± sd, and the column's mean carries the spread of
+    the per-seed means over the digits (a seed that missed a digit is left out of the spread)."""
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def run(digit, seed, localised):
+        return {
+            "column": "T", "digit": digit, "seed": seed, "budget": "4 epochs",
+            "localised": localised, "mean_iou": 0.5, "val_localised": 50.0,
+            "start_localised": 7.0, "train_seconds": 1.0,
+        }  # fmt: skip
+
+    # seed means: 90, 80, 70 (sd 10); seed 3 ran digit 0 only
+    runs = [run(0, 0, 100.0), run(1, 0, 80.0), run(0, 1, 90.0), run(1, 1, 70.0)]
+    runs += [run(0, 2, 60.0), run(1, 2, 80.0), run(0, 3, 10.0)]
+    (results / "colocalization.json").write_text(json.dumps({"runs": runs}))
+    row = next(ln for ln in render_results(results).splitlines() if ln.startswith("| T |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == f"{sum(r['localised'] for r in runs) / 7:.1f} ± 10.0 (n=3)"
+    assert cells[7:] == ["65.00 ± 40.41 (n=4)", "76.67 ± 5.77 (n=3)"]
+    (results / "colocalization.json").write_text(json.dumps({"runs": runs[:2]}))
+    row = next(ln for ln in render_results(results).splitlines() if ln.startswith("| T |"))
+    assert row.split("|")[3].strip() == "90.0"  # one seed: no spread
