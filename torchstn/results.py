@@ -217,7 +217,7 @@ def _render_colocalization(record: dict[str, Any]) -> str:
     table = COLOCALIZATION
     runs = record.get("runs", [])
     lines = [f"## {table.title}", ""]
-    commands = sorted({r.get("command", "torchstn reproduce colocalization") for r in runs})
+    commands = _commands(runs, "torchstn reproduce colocalization")
     hardware = sorted({r.get("hardware", "?") for r in runs})
     wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs)
     lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")

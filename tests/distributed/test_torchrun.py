@@ -313,3 +313,15 @@ class TestShutdown:
 
         shutdown(True)
         shutdown(False)
+
+    def test_shutdown_after_waits_only_when_the_body_finished(self, monkeypatch):
+        from torchstn.train import distributed
+
+        calls: list[bool] = []
+        monkeypatch.setattr(distributed, "shutdown", lambda finished: calls.append(finished))
+        with distributed.shutdown_after():
+            pass
+        with pytest.raises(KeyError, match="bad"):
+            with distributed.shutdown_after():
+                raise KeyError("bad")
+        assert calls == [True, False]

@@ -180,7 +180,7 @@ def _colocalization(args: argparse.Namespace, columns: tuple[str, ...]) -> int:
     """The co-localisation table: one ``torchstn train`` run per (column, digit, seed)."""
     from ..errors import ConfigError
     from ..experiments import COLOCALIZATION, default_config_dir
-    from ..train.distributed import init_from_env, shutdown
+    from ..train.distributed import init_from_env, shutdown_after
 
     if args.models:
         raise ConfigError("colocalization takes no --models (its model is in its configs)")
@@ -194,13 +194,8 @@ def _colocalization(args: argparse.Namespace, columns: tuple[str, ...]) -> int:
         plan += [(column, digit, seed, path) for digit in digits for seed in _seeds(args.seeds)]
     minutes = None if args.budget_minutes is None else args.budget_minutes / len(plan)
     world, _ = init_from_env(args.device)
-    finished = False
-    try:
-        code = _colocalization_plan(args, plan, minutes, world)
-        finished = True
-        return code
-    finally:
-        shutdown(finished)
+    with shutdown_after():
+        return _colocalization_plan(args, plan, minutes, world)
 
 
 def _digits(text: str | None) -> tuple[int, ...]:
@@ -384,18 +379,13 @@ def run(args: argparse.Namespace) -> int:
     minutes = None if args.budget_minutes is None else args.budget_minutes / len(plan)
     if args.jobs != 1:
         return _run_jobs(args, table, plan, minutes)
-    from ..train.distributed import init_from_env, shutdown
+    from ..train.distributed import init_from_env, shutdown_after
 
     # under torchrun every rank walks the same plan and trains each run together (DDP);
     # rank 0 alone prints and writes
     world, _ = init_from_env(args.device)
-    finished = False
-    try:
-        code = _run_plan(args, table, plan, minutes, world)
-        finished = True
-        return code
-    finally:
-        shutdown(finished)
+    with shutdown_after():
+        return _run_plan(args, table, plan, minutes, world)
 
 
 def _run_jobs(args: argparse.Namespace, table: Any, plan: list, minutes: float | None) -> int:

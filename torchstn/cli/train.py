@@ -93,7 +93,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..train import Trainer
-    from ..train.distributed import restart_count, shutdown
+    from ..train.distributed import restart_count, shutdown_after
 
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
@@ -109,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
-    finished = False
-    try:
+    with shutdown_after():
         trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
         if trainer.rank == 0:
             world = f", {trainer.world.size} processes" if trainer.world.distributed else ""
@@ -134,7 +133,4 @@ def run(args: argparse.Namespace) -> int:
                 from ..report import write_report
 
                 print(f"wrote {write_report(out)}", flush=True)
-        finished = True
-    finally:
-        shutdown(finished)
     return 0

@@ -13,7 +13,10 @@ the same step. A rank that decided alone would leave the others waiting in an al
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +32,7 @@ __all__ = [
     "launched_world_size",
     "restart_count",
     "shutdown",
+    "shutdown_after",
     "split_batch",
 ]
 
@@ -129,10 +133,20 @@ def shutdown(finished: bool = False) -> None:
         dist.barrier()
     # a finished Trainer sits in a reference cycle (its DDP wrapper holds the group): collect it
     # while the group and the interpreter are alive, not during the interpreter's teardown
-    import gc
-
     gc.collect()
     dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def shutdown_after() -> Iterator[None]:
+    """Run the body, then :func:`shutdown`: ``finished`` when the body returned, not when it
+    raised (the exception goes on)."""
+    try:
+        yield
+    except BaseException:
+        shutdown(finished=False)
+        raise
+    shutdown(finished=True)
 
 
 def launched_world_size() -> int:
