@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MINUTES ?= 4
 
-.PHONY: setup test lint typecheck browser demo slow clean
+.PHONY: setup test test-isa lint typecheck browser demo slow clean
 
 setup: $(VENV)/.installed
 
@@ -35,7 +35,17 @@ browser:
 	  || echo "could not install chromium: the report's browser test will be skipped"; \
 	else echo "no chromium (apt-get install chromium as root): the report's browser test will be skipped"; fi
 
-test: lint typecheck browser
+# the sampler and precision tests again under PyTorch's other CPU kernel paths: reduced-precision
+# kernels differ by instruction set, so a machine with AVX-512 also checks what one without sees
+ISA_TESTS := tests/test_precision.py tests/functional tests/transforms tests/test_module.py \
+	tests/test_composite.py tests/test_fastconv.py
+test-isa: setup
+	for cap in default avx2; do \
+	  echo "ATEN_CPU_CAPABILITY=$$cap"; \
+	  ATEN_CPU_CAPABILITY=$$cap $(PY) -m pytest -m "not slow" -q -p no:cacheprovider $(ISA_TESTS) || exit 1; \
+	done
+
+test: lint typecheck browser test-isa
 	$(PY) -m pytest -m "not slow" -q
 
 slow: setup

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from torchstn import SpatialTransformer, transforms
-from torchstn.functional import MODES, PADDING_MODES, base_grid
+from torchstn.functional import MODES, PADDING_MODES, base_grid, sample
 from torchstn.transforms import Projective
 from torchstn.transforms.base import coordinate_limit
 
@@ -91,18 +91,66 @@ class TestGridsAreFinite:
             grid[0, :, 1:, 0].double(), expected, rtol=0, atol=4 * torch.finfo(dtype).eps
         )
 
-    def test_float16_limit_keeps_the_sampler_finite_up_to_4096_pixels(self) -> None:
-        """The rule of the clamp: float16 pixel coordinates ``((x + 1) W - 1) / 2`` stay finite
-        at ``x = +-coordinate_limit(float16)`` for a 4096-pixel side, in every sampler mode."""
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_sampler_is_finite_at_the_float16_limit_up_to_4096_pixels(
+        self, align_corners: bool
+    ) -> None:
+        """A float16 grid at ``+-coordinate_limit(float16)`` (the clamp of every grid) reads the
+        padding, finite, in every mode, for a 4096-pixel side: on points and on whole rows."""
         limit = coordinate_limit(torch.float16)
         assert limit == torch.finfo(torch.float16).max / 2**12
-        x = torch.rand(1, 1, 4, 4096, dtype=torch.float16)
-        grid = torch.tensor([[-limit, 0.0], [limit, 0.0], [0.0, limit], [0.0, -limit]])
-        grid = grid.to(torch.float16).reshape(1, 1, 4, 2)
+        x = torch.rand(1, 1, 16, 4096, dtype=torch.float16)
+        points = [(a * limit, b * limit) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+        for px, py in points:
+            grid = torch.tensor([px, py]).to(torch.float16).expand(1, 16, 4096, 2)
+            for mode in MODES:
+                for padding_mode in PADDING_MODES:
+                    out = sample(x, grid.contiguous(), mode, padding_mode, align_corners)
+                    assert bool(out.isfinite().all()), (px, py, mode, padding_mode)
+                    ref = sample(x.float(), grid.float(), mode, padding_mode, align_corners)
+                    assert torch.equal(out, ref.half()), (px, py, mode, padding_mode)
+
+    def test_projective_horizon_samples_finite_in_float16(self) -> None:
+        """The issue's case: a 16x4096 image on the grid of ``w = x + 1`` (grid values up to the
+        clamp, 16) gave NaN in float16 on CPU kernels of some instruction sets."""
+        x = torch.rand(1, 1, 16, 4096, dtype=torch.float16)
+        params = torch.tensor([[1.0, 0, 0, 0, 1, 0, 1, 0]], dtype=torch.float16)
+        grid = Projective().grid(params, (16, 4096))
+        assert float(grid.abs().max()) == coordinate_limit(torch.float16)
         for mode in MODES:
             for padding_mode in PADDING_MODES:
-                out = F.grid_sample(x, grid, mode, padding_mode, align_corners=False)
+                out = sample(x, grid, mode, padding_mode)
                 assert bool(out.isfinite().all()), (mode, padding_mode)
+
+    @pytest.mark.parametrize("dtype", REDUCED, ids=str)
+    def test_far_points_read_the_padding_as_in_float32(self, dtype: torch.dtype) -> None:
+        """bfloat16 ``grid_sample`` read an image pixel at ``+-finfo(bfloat16).max / 4096`` under
+        zeros padding where float32 reads 0; ``sample`` reads the padding at every magnitude."""
+        x = torch.rand(2, 3, 4, 5).to(dtype) + 1  # no pixel is 0
+        for big in (1e4, 1e8, 1e20, coordinate_limit(dtype)):
+            if big > coordinate_limit(dtype):
+                continue
+            pts = [(big, big), (-big, -big), (big, -big), (-big, big), (big, 0), (0, -big)]
+            grid = torch.tensor(pts, dtype=dtype).reshape(1, 1, 6, 2).expand(2, -1, -1, -1)
+            for mode in MODES:
+                out = sample(x, grid, mode, "zeros")
+                assert bool((out == 0).all()), (big, mode, out)
+                fill = sample(x, grid, mode, "fill", fill=[0.5, -2.0, 3.0])
+                expected = torch.tensor([0.5, -2.0, 3.0], dtype=dtype).reshape(1, 3, 1, 1)
+                assert torch.equal(fill, expected.expand_as(fill)), (big, mode)
+
+    def test_reduced_sampling_is_float32_rounded_once_with_gradients(self) -> None:
+        torch.manual_seed(0)
+        for dtype in REDUCED:
+            x = torch.rand(2, 2, 9, 7).to(dtype).requires_grad_()
+            grid = (torch.rand(2, 5, 6, 2) * 2.4 - 1.2).to(dtype).requires_grad_()
+            for mode in MODES:
+                out = sample(x, grid, mode, "border")
+                ref = F.grid_sample(x.float(), grid.float(), mode, "border", align_corners=False)
+                assert out.dtype == dtype and torch.equal(out, ref.to(dtype))
+                (gx, gg) = torch.autograd.grad(out.float().sum(), (x, grid))
+                assert gx.dtype == dtype and gg.dtype == dtype
+                assert bool(gx.isfinite().all()) and bool(gg.isfinite().all())
 
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
     def test_full_precision_is_not_clamped(self, dtype: torch.dtype) -> None:

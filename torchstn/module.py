@@ -266,8 +266,10 @@ class SpatialTransformer(nn.Module):
         of ``x``, or, inside autocast, in float32 at least (``x`` and the params are cast; the
         output is then float32): a half-precision grid misplaces samples by about a pixel at
         256 px, so under mixed precision only the localisation net runs in reduced precision.
-        A model converted with ``.half()`` or ``.to(torch.bfloat16)`` samples in that dtype;
-        its grid is finite (see :mod:`torchstn.transforms.base`, "Precision").
+        A model converted with ``.half()`` or ``.to(torch.bfloat16)`` builds its grid in that
+        dtype, finite (see :mod:`torchstn.transforms.base`, "Precision"), and samples in it on
+        CUDA; on other devices the sampler runs in float32 and rounds its output once (see
+        :func:`torchstn.functional.sample`, "Precision").
         """
         dtype = x.dtype
         if _autocast_enabled(x.device.type):

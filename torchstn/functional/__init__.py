@@ -12,7 +12,7 @@ from .coords import (
     pixel_to_normalized,
 )
 from .kernel import KERNELS, influence_weights, kernel_sample
-from .sample import FILL_PADDING_MODES, MODES, PADDING_MODES, sample
+from .sample import FILL_PADDING_MODES, MODES, PADDING_MODES, sample, sampler_dtype
 from .warp import warp
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "pixel_matrix_to_normalized",
     "pixel_to_normalized",
     "sample",
+    "sampler_dtype",
     "warp",
 ]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .._checks import check_choice, check_same_device, check_tensor
 from ..errors import InvalidInputError
 
-__all__ = ["FILL_PADDING_MODES", "MODES", "PADDING_MODES", "Fill", "sample"]
+__all__ = ["FILL_PADDING_MODES", "MODES", "PADDING_MODES", "Fill", "sample", "sampler_dtype"]
 
 #: interpolation modes of ``grid_sample``.
 MODES = ("bilinear", "nearest", "bicubic")
@@ -25,6 +25,25 @@ FILL_PADDING_MODES = (*PADDING_MODES, "fill")
 
 #: a fill value: one number for every channel, or one per channel.
 Fill: TypeAlias = float | Sequence[float]
+
+#: dtypes that :func:`sample` reads through a float32 ``grid_sample`` off CUDA (see "Precision").
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def sampler_dtype(input: torch.Tensor) -> torch.dtype:
+    """The dtype :func:`sample` runs ``grid_sample`` in for ``input``: float32 for float16 and
+    bfloat16 inputs on every device but CUDA, ``input.dtype`` otherwise (see :func:`sample`,
+    "Precision").
+
+    Example:
+        >>> sampler_dtype(torch.zeros(1, dtype=torch.float16))
+        torch.float32
+        >>> sampler_dtype(torch.zeros(1, dtype=torch.float64))
+        torch.float64
+    """
+    if input.dtype in _REDUCED and input.device.type != "cuda":
+        return torch.float32
+    return input.dtype
 
 
 def check_input_and_grid(input: torch.Tensor, grid: torch.Tensor) -> None:
@@ -98,6 +117,18 @@ def sample(
     Pad with the normalised value of black instead: ``padding_mode="fill"``,
     ``fill=[-m / s for m, s in zip(mean, std)]``.
 
+    Precision:
+        float16 and bfloat16 inputs are sampled by a float32 ``grid_sample`` on every device but
+        CUDA, and the result is cast back (gradients flow through both casts). PyTorch's
+        reduced-precision CPU kernels differ by instruction set (``ATEN_CPU_CAPABILITY``) and
+        fail far outside the image: in float16 the pixel coordinate ``(x + 1) W / 2`` overflows
+        near ``x = 16`` for ``W = 4096`` and gives NaN (bilinear, bicubic and even nearest, any
+        padding), and in bfloat16 a point at ``|x| >= 1e8`` reads a pixel of the image instead
+        of the padding. The float32 kernel has neither fault and is also 3-6x faster than the
+        reduced ones on a CPU (``benchmarks/bench_precision.py``), so the result is the float32
+        one rounded once. On CUDA the native kernel runs (a reduced-precision model there is a
+        choice for speed); :func:`sampler_dtype` tells which dtype runs.
+
     Args:
         input: ``(B, C, H, W)`` floating-point images.
         grid: ``(B, Ho, Wo, 2)`` source coordinates, same dtype and device as ``input``.
@@ -124,6 +155,10 @@ def sample(
     check_choice(mode, "mode", MODES)
     check_choice(padding_mode, "padding_mode", FILL_PADDING_MODES)
     value = check_fill(fill, padding_mode, input.shape[1])
+    work = sampler_dtype(input)
+    if work != input.dtype:
+        out = sample(input.to(work), grid.to(work), mode, padding_mode, align_corners, value)
+        return out.to(input.dtype)
     if padding_mode != "fill":
         return F.grid_sample(
             input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners

@@ -31,10 +31,13 @@ Precision:
     Grids and mapped points are finite for finite params in every floating dtype. float16 and
     bfloat16 params are promoted to float32 for the arithmetic, and the result is clamped to
     ``+-coordinate_limit(dtype)`` before it is cast back: ``finfo(dtype).max / 2**12``, 16 for
-    float16 (so that the sampler's pixel coordinates ``((x + 1) W - 1) / 2`` stay finite in
-    float16 for images up to 4096 pixels a side; a point that far out reads the padding, as it
-    would further out), about 8e34 for bfloat16 (overflow only). float32 and float64 run in their
-    own dtype, unclamped. The homogeneous denominator of a projective map is floored at
+    float16 (pixel coordinates ``(x + 1) W / 2`` of a 4096-pixel side then stay below float16's
+    largest value; a point that far out reads the padding, as it would further out), about 8e34
+    for bfloat16 (overflow only). float32 and float64 run in their own dtype, unclamped. The
+    sampler does not rely on the clamp alone: off CUDA, :func:`torchstn.functional.sample` reads
+    float16 and bfloat16 images through a float32 ``grid_sample``, since PyTorch's
+    reduced-precision CPU kernels give NaN or read the wrong pixel that far out, differently on
+    each instruction set. The homogeneous denominator of a projective map is floored at
     ``MatrixTransform.eps`` (1e-6) in magnitude, whatever the dtype.
 """
 
