@@ -60,6 +60,9 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, s
 
 def _environment(env: Mapping[str, Any], group: Mapping[str, Any]) -> str:
     where = env.get("gpu") or f"{env.get('cpu', '?')} ({env.get('cores', '?')} cores)"
+    if not env.get("gpu") and env.get("cpu_flags"):
+        isa = env["cpu_flags"]
+        where += f" [{isa['capability']} kernels; {' '.join(isa['flags']) or 'no AVX2'}]"
     parts = [
         f"{where}, {env.get('threads')} torch threads",
         f"Python {env.get('python')}, torch {env.get('torch')}, torchstn {env.get('torchstn')}",

@@ -20,7 +20,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["Settings", "Timing", "compare", "cpu_name", "environment", "measure", "synchronize"]
+from ..hardware import cpu_flags, cpu_name
+
+__all__ = [
+    "Settings",
+    "Timing",
+    "compare",
+    "cpu_flags",
+    "cpu_name",
+    "environment",
+    "measure",
+    "synchronize",
+]
 
 
 @dataclass(frozen=True)
@@ -104,18 +115,6 @@ def compare(fns: Mapping[str, Callable[[], Any]], settings: Settings) -> dict[st
     }
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _version(module: str) -> str | None:
     try:
         mod = __import__(module)
@@ -131,6 +130,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     env: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_name(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -21,7 +21,7 @@ from .config import Config
 from .datamodule import Split
 from .distributed import World, all_reduce_sum
 
-__all__ = ["autocast_context", "build_model", "evaluate", "resolve_device"]
+__all__ = ["autocast_context", "build_model", "evaluate", "resolve_device", "resolve_precision"]
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,8 +41,28 @@ def build_model(cfg: Config, in_shape: tuple[int, ...], num_classes: int) -> nn.
     return create_model(cfg.model.name, in_shape, num_classes, **cfg.model.options)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``run.precision`` with ``auto`` decided for ``device``: ``bf16`` on a CPU that computes
+    bfloat16 natively (AVX-512 BF16 or AMX on PyTorch's kernel path,
+    :func:`torchstn.hardware.native_bf16`), where bf16 autocast trains 1.6-1.8x faster than fp32
+    (BENCHMARKS.md); ``fp32`` elsewhere: on CPUs without those instructions bf16 is 2-3x slower,
+    and on CUDA it has not been measured by this project. Other values are returned as given.
+
+    Example:
+        >>> resolve_precision("fp16", torch.device("cpu"))
+        'fp16'
+    """
+    if precision != "auto":
+        return precision
+    from ..hardware import native_bf16
+
+    return "bf16" if device.type == "cpu" and native_bf16() else "fp32"
+
+
 def autocast_context(precision: str, device: torch.device) -> AbstractContextManager[Any]:
-    """Autocast for ``run.precision`` (``bf16`` or ``fp16``) on ``device``; a no-op for fp32."""
+    """Autocast for ``run.precision`` (``bf16``, ``fp16``, or ``auto`` as
+    :func:`resolve_precision` decides it) on ``device``; a no-op for fp32."""
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
