@@ -3,6 +3,8 @@
 Each sub-command lives in its own module exposing ``add_parser(subparsers)``, which registers the
 parser and sets ``func`` to a callable taking the parsed namespace and returning an exit status.
 User errors (any :class:`torchstn.TorchSTNError`) print one line to stderr and exit with status 2.
+``--import MODULE`` (any position, any command) imports a user's own code first, such as a model
+registered with :func:`torchstn.models.register_model` (see :mod:`torchstn.cli._imports`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchstn", description="Spatial Transformer Networks: train, evaluate, visualise."
     )
     parser.add_argument("--version", action="version", version=f"torchstn {__version__}")
+    parser.add_argument(
+        "--import",
+        metavar="MODULE",
+        dest="imports",
+        action="append",
+        help="import a module or .py file first (a model registered with "
+        "torchstn.models.register_model); any position, repeatable",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:
         try:
@@ -62,7 +72,15 @@ def _rank() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    from ._imports import import_user_modules, split_imports
+
     parser = build_parser()
+    try:
+        modules, argv = split_imports(sys.argv[1:] if argv is None else argv)
+        import_user_modules(modules)
+    except TorchSTNError as err:
+        print(f"torchstn: error: {err}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()

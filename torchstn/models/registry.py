@@ -7,8 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from .._checks import check_choice
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, UnknownNameError
 
 __all__ = ["count_params", "create_model", "model_names", "register_model"]
 
@@ -17,13 +16,44 @@ _MODELS: dict[str, Builder] = {}
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering a builder under ``name``."""
+    """Decorator registering a builder ``(in_shape, num_classes, **options) -> nn.Module`` under
+    ``name``, for ``model.name`` in configs and ``torchstn train --model``.
+
+    A model of your own trains through the command line once the module that registers it is
+    imported: ``torchstn train --import my_models.py --model tiny_stn ...`` (and the same
+    ``--import`` for ``eval``, ``predict``, ``export`` and ``visualize`` of its runs). A name
+    already taken by another builder is refused, so a plug-in cannot replace a built-in model.
+
+    Example:
+        >>> import torch
+        >>> @register_model("doc_linear")
+        ... def doc_linear(in_shape, num_classes, hidden=8):
+        ...     c, h, w = in_shape
+        ...     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c * h * w, num_classes))
+        >>> create_model("doc_linear", (1, 4, 4), 3)(torch.zeros(2, 1, 4, 4)).shape
+        torch.Size([2, 3])
+        >>> _ = _MODELS.pop("doc_linear")  # (keeps the registry of the test session as it was)
+    """
+    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
+        raise InvalidInputError(
+            f"register_model: expected a name of letters, digits and '_', got {name!r}"
+        )
 
     def deco(fn: Builder) -> Builder:
+        old = _MODELS.get(name)
+        if old is not None and _qualname(old) != _qualname(fn):
+            raise InvalidInputError(
+                f"register_model: {name!r} is already registered by {_qualname(old)}; "
+                "choose another name"
+            )
         _MODELS[name] = fn
         return fn
 
     return deco
+
+
+def _qualname(fn: Builder) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def model_names() -> tuple[str, ...]:
@@ -40,7 +70,13 @@ def create_model(
         UnknownNameError: unknown name (the message lists the valid ones).
         InvalidInputError: an option the builder does not take.
     """
-    builder = name if callable(name) else _MODELS[check_choice(name, "model", _MODELS)]
+    if not callable(name) and name not in _MODELS:
+        raise UnknownNameError(
+            f"model: unknown name {name!r}; expected one of {', '.join(model_names())} (a model "
+            "of your own: register it with torchstn.models.register_model and pass --import "
+            "MODULE)"
+        )
+    builder = name if callable(name) else _MODELS[name]
     try:
         return builder(tuple(int(v) for v in in_shape), int(num_classes), **options)
     except TypeError as err:
