@@ -4,20 +4,30 @@ Each table maps columns (datasets) to config folders under ``configs/`` and list
 run's config is ``configs/<folder>/<model>.yaml``. ``torchstn reproduce`` trains them and keeps the
 outcome in ``results/<table>.json``; :func:`torchstn.results.render_results` turns every such
 file into ``RESULTS.md``.
+
+The configs ship inside the package (``torchstn/configs/``; a source checkout also has a
+``configs`` link to it at its top), so that they work after ``pip install torchstn`` too:
+:func:`find_config` turns ``demo``, ``table1/rts/st_cnn_affine`` or
+``configs/table1/rts/st_cnn_affine.yaml`` into the packaged file wherever the command runs.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._checks import check_choice
+from .errors import ConfigError
 
 __all__ = [
     "COLOCALIZATION",
     "TABLES",
     "Table",
+    "config_names",
     "default_config_dir",
+    "find_config",
     "get_table",
     "table_names",
 ]
@@ -173,7 +183,70 @@ def get_table(name: str) -> Table:
     return TABLES[check_choice(name, "table", table_names())]
 
 
+#: the packaged experiment configs (``torchstn/configs``).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def default_config_dir() -> Path:
-    """``configs/`` of the source tree when run from a checkout, else ``./configs``."""
-    here = Path(__file__).resolve().parents[1] / "configs"
-    return here if here.is_dir() else Path("configs")
+    """The folder of the packaged experiment configs (``torchstn/configs``), in a source
+    checkout and in an installed package alike.
+
+    Example:
+        >>> (default_config_dir() / "demo.yaml").is_file()
+        True
+    """
+    return CONFIG_DIR
+
+
+def config_names() -> list[str]:
+    """The packaged configs by name: their paths under :func:`default_config_dir`, without
+    ``.yaml`` (``demo``, ``table1/rts/st_cnn_affine``, ...), sorted.
+
+    Example:
+        >>> "table1/rts/st_cnn_affine" in config_names()
+        True
+    """
+    root = default_config_dir()
+    return sorted(
+        p.relative_to(root).with_suffix("").as_posix()
+        for p in root.rglob("*")
+        if p.suffix in _SUFFIXES and p.is_file()
+    )
+
+
+def find_config(name: str | os.PathLike[str]) -> Path:
+    """The config file that ``name`` means: a file that exists as given, else a packaged config.
+
+    A packaged config is named by its path under ``torchstn/configs`` with or without the
+    ``.yaml`` suffix and with or without a leading ``configs/`` (the paths that RESULTS.md and
+    ``results/*.json`` record): ``demo``, ``table1/rts/st_cnn_affine``,
+    ``configs/table1/rts/st_cnn_affine.yaml`` all work, from any folder.
+
+    Raises:
+        ConfigError: neither a file nor a packaged config (one line, with the closest names).
+
+    Example:
+        >>> find_config("table1/rts/st_cnn_affine").relative_to(default_config_dir()).as_posix()
+        'table1/rts/st_cnn_affine.yaml'
+    """
+    given = Path(name).expanduser()
+    if given.is_file():
+        return given
+    root = default_config_dir()
+    key = Path(name).as_posix()
+    for prefix in ("configs/", "torchstn/configs/"):
+        key = key.removeprefix(prefix)
+    if not Path(key).is_absolute() and ".." not in Path(key).parts:
+        stem = key[: -len(Path(key).suffix)] if Path(key).suffix in _SUFFIXES else key
+        for candidate in (root / key, *(root / f"{stem}{s}" for s in _SUFFIXES)):
+            if candidate.is_file():
+                return candidate
+    names = config_names()
+    close = difflib.get_close_matches(key.removesuffix(".yaml"), names, n=3, cutoff=0.5)
+    examples = [n for n in ("demo", "table1/rts/st_cnn_affine", "cluttered/cnn") if n in names]
+    hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(examples)}"
+    raise ConfigError(
+        f"config file not found: {name} (neither a file nor one of the {len(names)} packaged "
+        f"configs; {hint})"
+    )

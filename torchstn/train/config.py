@@ -33,7 +33,7 @@ __all__ = [
 #: values of ``run.memory_format``.
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 #: values of ``run.precision``.
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -322,12 +322,15 @@ def _yaml() -> Any:
 
 
 def load_config(path: str | Path | None) -> dict[str, Any]:
-    """Read a YAML (or JSON) config file into nested dicts; ``None`` gives the defaults ``{}``."""
+    """Read a YAML (or JSON) config file into nested dicts; ``None`` gives the defaults ``{}``.
+
+    ``path`` is a file, or the name of a packaged config (``demo``, ``table1/rts/cnn``,
+    ``configs/demo.yaml``: see :func:`torchstn.experiments.find_config`)."""
     if path is None:
         return {}
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    from ..experiments import find_config
+
+    path = find_config(path)
     text = path.read_text()
     try:
         values = json.loads(text) if path.suffix == ".json" else _yaml().safe_load(text)
