@@ -1,8 +1,10 @@
-"""``torchstn data``: list the task generators, export a split to ``.npz``, preview samples.
+"""``torchstn data``: list the task generators, export a split to ``.npz``, preview samples,
+download MNIST.
 
 Examples::
 
     torchstn data list
+    torchstn data download --root mnist   # the four MNIST files, checked, for offline use
     torchstn data export cluttered --split test --num 10000 --seed 0 --out tc_test.npz
     torchstn data export rts --option "angle=[-30, 30]" --num 500 --out rts.npz
     torchstn data preview addition --out addition.png
@@ -109,6 +111,14 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from ..data.mnist import download_mnist
+
+    paths = download_mnist(args.root)
+    print(f"MNIST: the {len(paths)} files are in {paths[0].parent} (size and checksums verified)")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .. import data
 
@@ -130,7 +140,12 @@ def _common(p: argparse.ArgumentParser, num: int) -> None:
         metavar="KEY=VALUE",
         help="a task option, e.g. canvas_size=100 or 'angle=[-30, 30]' (repeatable)",
     )
-    p.add_argument("--root", default=None, help="folder holding the MNIST files")
+    p.add_argument(
+        "--root",
+        default=None,
+        help="folder holding the four MNIST .gz files (default: $TORCHSTN_MNIST, the "
+        "checkout's data/mnist, ~/.cache/torchstn/mnist; downloaded there when missing)",
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -157,6 +172,17 @@ def add_parser(subparsers: Any) -> None:
     preview.add_argument("--out", required=True, help="the .png file")
     preview.add_argument("--ncols", type=int, default=8, help="images per row")
     preview.set_defaults(func=_preview)
+
+    fetch = actions.add_parser(
+        "download",
+        help="download the four MNIST files (size and checksums verified) for offline use",
+    )
+    fetch.add_argument(
+        "--root",
+        default=None,
+        help="folder to download into (default: $TORCHSTN_MNIST, else ~/.cache/torchstn/mnist)",
+    )
+    fetch.set_defaults(func=_download)
 
     def _help(args: argparse.Namespace) -> int:
         parser.print_help()

@@ -7,9 +7,12 @@ Lookup order for the folder that holds the files of a split (gzipped ``NAME.gz``
 3. the repository's ``data/mnist`` folder (present in a source checkout; the files are vendored);
 4. the user cache ``$XDG_CACHE_HOME/torchstn/mnist`` (``~/.cache/torchstn/mnist`` by default).
 
-Where none of them has both files of the split, they are downloaded from the canonical mirrors
-into ``root`` (or ``TORCHSTN_MNIST``, or the user cache) with md5 verification. Where that fails
-too, a :class:`~torchstn.errors.DataError` says which files to put where. Every file is checked
+Where none of them has both files of the split, they are downloaded from the public mirrors
+into ``root`` (or ``TORCHSTN_MNIST``, or the user cache): each file is bounded by its known size,
+checked against its md5 and sha256, and written atomically (:func:`torchstn.data.download.download`;
+:func:`download_mnist` fetches all four ahead, for a machine that will have no network). Where
+that fails too, a one-line :class:`~torchstn.errors.DataError` names the folders searched, says
+whether there was no network, and where to copy the files. Every file is checked
 against the md5 of the original release before it is decoded (``verify=False`` skips this, for
 look-alike data sets such as Fashion-MNIST that use the same file names). Decoded arrays are
 cached in memory for the life of the process.
@@ -33,12 +36,21 @@ from . import download as _download
 from .download import md5sum
 from .idx import read_idx
 
-__all__ = ["ENV_VAR", "FILES", "MIRRORS", "clear_cache", "find_mnist", "load_mnist", "search_dirs"]
+__all__ = [
+    "ENV_VAR",
+    "FILES",
+    "MIRRORS",
+    "clear_cache",
+    "download_mnist",
+    "find_mnist",
+    "load_mnist",
+    "search_dirs",
+]
 
 #: environment variable naming a folder that holds the MNIST files.
 ENV_VAR = "TORCHSTN_MNIST"
 
-#: canonical mirrors of the original release, tried in order.
+#: public mirrors of the original release (those common libraries use), tried in order.
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -68,6 +80,26 @@ MD5 = {
     "t10k-labels-idx1-ubyte": (
         "ec29112dd5afa0611ce80d1b7f02629c",
         "27ae3e4e09519cfbb04c329615203637",
+    ),
+}
+
+#: file (without ``.gz``) -> (bytes, sha256) of the ``.gz``: a download stops at that size.
+GZ = {
+    "train-images-idx3-ubyte": (
+        9912422,
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    ),
+    "train-labels-idx1-ubyte": (
+        28881,
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    ),
+    "t10k-images-idx3-ubyte": (
+        1648877,
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        4542,
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
     ),
 }
 
@@ -115,6 +147,25 @@ def _download_dir(root: str | os.PathLike[str] | None) -> Path:
     return Path(env).expanduser() if env else _cache_dir()
 
 
+def _fetch(name: str, target: Path) -> Path:
+    """Download ``name.gz`` into ``target`` from the first mirror that serves the right bytes."""
+    size, sha256 = GZ[name]
+    urls = [m + f"{name}.gz" for m in MIRRORS]
+    return _download.download(urls, target / f"{name}.gz", MD5[name][0], sha256=sha256, size=size)
+
+
+def _not_found(split: str, dirs: list[Path], target: Path, why: str) -> DataError:
+    """The one-line error of :func:`find_mnist`: where it looked, why it could not download, and
+    what to do."""
+    shown = [d for d in dirs if d != REPO_DIR or d.is_dir()]  # no checkout folder when installed
+    where = ", ".join(str(d) for d in shown)
+    wanted = " and ".join(f"{n}.gz" for n in FILES[split])
+    return DataError(
+        f"MNIST {split} files not found in {where}; {why}: copy the four MNIST .gz files (this "
+        f"needs {wanted}) into {target} or pass --root FOLDER (or set {ENV_VAR}=FOLDER)"
+    )
+
+
 def find_mnist(
     split: str = "train", root: str | os.PathLike[str] | None = None, download: bool = True
 ) -> tuple[Path, Path]:
@@ -129,8 +180,9 @@ def find_mnist(
         ``(images_path, labels_path)`` (not yet verified; :func:`load_mnist` verifies).
 
     Raises:
-        DataError: the files are nowhere and could not be downloaded; the message names the files
-            and the folders.
+        DataError: the files are nowhere and could not be downloaded; one line naming the folders
+            searched, why there was no download (no network, or each mirror's failure) and where
+            to copy the files.
     """
     check_choice(split, "split", FILES)
     names = FILES[split]
@@ -140,25 +192,43 @@ def find_mnist(
         if found[0] is not None and found[1] is not None:
             return found[0], found[1]
     target = _download_dir(root)
-    reason = "downloading is disabled (download=False)"
-    if download:
-        try:
-            paths = []
-            for name in names:
-                path = _existing(target, name)
-                if path is None:
-                    urls = [m + f"{name}.gz" for m in MIRRORS]
-                    path = _download.download(urls, target / f"{name}.gz", MD5[name][0])
-                paths.append(path)
-            return paths[0], paths[1]
-        except DataError as err:
-            reason = str(err)
-    wanted = " and ".join(f"{n}.gz" for n in names)
-    where = "; ".join(str(d) for d in dirs)
-    raise DataError(
-        f"MNIST {split} files not found: put {wanted} (gzipped or not, from {MIRRORS[0]}) into "
-        f"{target} (or pass root=FOLDER, or set {ENV_VAR}=FOLDER); searched: {where}; {reason}"
-    )
+    if not download:
+        raise _not_found(split, dirs, target, "downloading is disabled (download=False)")
+    try:
+        paths = [_existing(target, name) or _fetch(name, target) for name in names]
+    except _download.DownloadError as err:
+        why = "no network to download them" if err.unreachable else f"{err}"
+        raise _not_found(split, dirs, target, why) from None
+    return paths[0], paths[1]
+
+
+def download_mnist(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Download the four MNIST files into ``root`` (default: ``TORCHSTN_MNIST``, else the user
+    cache) where they are missing or fail their checksum; the files there that pass are kept.
+
+    For a machine that will have no network: download here, then copy the folder there (or
+    point ``TORCHSTN_MNIST`` at it).
+
+    Returns:
+        The four ``.gz`` paths, train images and labels, then test.
+
+    Raises:
+        DataError: a file could not be downloaded (the message says why, one line).
+    """
+    target = _download_dir(root)
+    paths = []
+    for name in (*FILES["train"], *FILES["test"]):
+        path = target / f"{name}.gz"
+        if not (path.is_file() and md5sum(path) == MD5[name][0]):
+            try:
+                _fetch(name, target)
+            except _download.DownloadError as err:
+                why = "no network" if err.unreachable else str(err)
+                raise DataError(
+                    f"MNIST: could not download {name}.gz into {target}: {why}"
+                ) from None
+        paths.append(path)
+    return paths
 
 
 def _key(path: Path) -> _FileKey:
