@@ -128,22 +128,39 @@ def _geometry_figure(
     keys = [k for k in _LABELS if k in learned]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.0), squeeze=False)
     notes = []
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
     for ax, key in zip(axes[0], keys):
         mine = learned[key].flatten().numpy()
         if key in truth and key != "displacement" and truth[key].numel() == learned[key].numel():
             true = truth[key].flatten().numpy()
             ax.scatter(true, mine, s=4, alpha=0.35, color="#4f9dde", linewidths=0)
-            r = float(torch.corrcoef(torch.stack((truth[key], learned[key])).float())[0, 1])
+            r = _correlation(truth[key], learned[key])
             ax.set(xlabel=f"generated {_LABELS[key]}", ylabel=f"learned {key}")
-            ax.set_title(f"{key}: r = {r:+.2f}", fontsize=9)
-            notes.append(f"{key}: correlation {r:+.2f} between generated and learned")
+            ax.set_title(f"{key}: r = {r:+.2f}" if math.isfinite(r) else key, fontsize=9)
+            if math.isfinite(r):
+                notes.append(f"{key}: correlation {r:+.2f} between generated and learned")
+            ax.set_ylim(*_span(mine, key))
         else:
             bins = 40
-            ax.hist(mine, bins=bins, color="#4f9dde", alpha=0.8, label="learned", density=True)
+            lo, hi = _span(mine, key)
+            if key in truth:
+                true = truth[key].flatten().numpy()
+                lo, hi = min(lo, float(true.min())), max(hi, float(true.max()))
+            ax.hist(
+                mine,
+                bins=bins,
+                range=(lo, hi),
+                color="#4f9dde",
+                alpha=0.8,
+                label="learned",
+                density=True,
+            )
             if key in truth:
                 ax.hist(
-                    truth[key].flatten().numpy(),
+                    true,
                     bins=bins,
+                    range=(lo, hi),
                     histtype="step",
                     color="#e4572e",
                     lw=1.5,
@@ -151,13 +168,43 @@ def _geometry_figure(
                     density=True,
                 )
                 ax.legend(fontsize=7)
+            ax.set_xlim(lo, hi)
             ax.set(xlabel=_LABELS[key], ylabel="density")
             ax.set_title(key, fontsize=9)
+        for axis in (ax.xaxis, ax.yaxis):  # few labels, written out: no offset, no overlap
+            axis.set_major_locator(MaxNLocator(nbins=4))
+            axis.set_major_formatter(ScalarFormatter(useOffset=False))
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig, notes
+
+
+#: the narrowest range the learned-parameter plots show for each quantity: values that barely
+#: vary (an untrained transformer) are drawn as one bar, not spread over tick labels like
+#: 1.0012, 1.0014, ... that run into each other.
+_MIN_SPAN = {"rotation": 2.0, "scale": 0.05, "tx": 1.0, "ty": 1.0, "displacement": 0.5}
+
+
+def _span(values: Any, key: str) -> tuple[float, float]:
+    """The axis range of ``values`` of quantity ``key``: their own, widened about their middle
+    to at least ``_MIN_SPAN[key]``."""
+    lo, hi = float(values.min()), float(values.max())
+    width = _MIN_SPAN.get(key, 0.0)
+    if hi - lo >= width:
+        pad = 0.04 * (hi - lo)
+        return lo - pad, hi + pad
+    middle = (lo + hi) / 2
+    return middle - width / 2, middle + width / 2
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson's r of two series; nan where either is constant."""
+    pair = torch.stack((a.double().flatten(), b.double().flatten()))
+    if bool((pair.std(dim=1) == 0).any()):
+        return math.nan
+    return float(torch.corrcoef(pair)[0, 1])
 
 
 def _confusion_figure(true: torch.Tensor, pred: torch.Tensor, names: list[str]) -> Any:
@@ -213,6 +260,7 @@ table { border-collapse: collapse; margin: .6rem 0; font-size: .95rem; }
 td, th { border: 1px solid var(--line); padding: .25rem .7rem; text-align: left; }
 th { background: var(--card); }
 .big { font-size: 1.15rem; } .big b { color: var(--accent); }
+.warn { color: #b3261e; font-weight: 600; }
 pre { background: var(--card); border: 1px solid var(--line); border-radius: 6px;
   padding: .8rem; overflow-x: auto; font-size: .82rem; line-height: 1.35; }
 """
@@ -233,17 +281,72 @@ def _figure(uri: str, alt: str, caption: str) -> str:
 
 
 def _predict(
-    model: nn.Module, x: torch.Tensor, st: SpatialTransformer | None, batch: int = 256
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    model: nn.Module, x: torch.Tensor, sts: list[SpatialTransformer], batch: int = 256
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The predicted classes of ``x`` and, in the same forward passes, the ``(N, P)`` params of
-    transformer ``st`` (None without one)."""
+    each transformer of ``sts``."""
     from .module import recording_params
 
     with torch.no_grad(), recording_params(model) as records:
         pred = torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, x.shape[0], batch)])
-    if st is None:
-        return pred, None
-    return pred, torch.cat([r.params for r in records if r.transformer is st])
+    return pred, [torch.cat([r.params for r in records if r.transformer is st]) for st in sts]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _partial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the epoch the time budget cut short (the last one, when there is one)."""
+    return rows[-1] if rows and rows[-1].get("partial") else None
+
+
+def _epochs(
+    info: Any, rows: list[dict[str, Any]], result: dict[str, Any] | None
+) -> tuple[str, str]:
+    """How long the run trained (``6 epochs and 312 steps of epoch 7, cut short by the time
+    budget``) and which weights the report reads (``best weights: epoch 7, the partial one``)."""
+    done = int(info.epoch)
+    cut = _partial(rows)
+    steps = cut.get("steps") if cut else (result or {}).get("steps_in_partial_epoch")
+    trained = _plural(done, "epoch")
+    if cut is not None or (isinstance(steps, int) and steps > 0 and result is not None):
+        where = f" of epoch {done + 1}, cut short by the time budget"
+        trained += f" and {_plural(int(steps), 'step')}{where}" if steps else where
+    kept = int(info.weights_epoch)
+    if info.weights == "best":
+        weights = f"best weights on validation: epoch {kept}"
+        if kept > done:  # only a cut-short epoch lies past the completed ones
+            weights += ", the partial one"
+    else:
+        weights = "last weights" + (f", after epoch {kept}" if kept else "")
+        if cut is not None or (isinstance(steps, int) and steps > 0):
+            weights = "last weights: from the partial epoch"
+    return trained, weights
+
+
+#: keys of result.json shown in the report's Result table, with their format.
+_FORMATS = {
+    "test_error": "{:.2f}%",
+    "val_error": "{:.2f}%",
+    "test_loss": "{:.4f}",
+    "train_seconds": "{:.1f} s",
+}
+
+
+def _number(key: str, value: Any) -> Any:
+    """A result value as a reader wants it (``80.67%``, not ``80.66666666666667``)."""
+    fmt = _FORMATS.get(key)
+    if fmt is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return fmt.format(value)
+
+
+def _hardware(text: str) -> str:
+    """result.json's hardware line with singular counts (``1 thread``, not ``1 threads``)."""
+    import re
+
+    return re.sub(r"\b1 (core|thread|GPU)s\b", r"1 \1", str(text))
 
 
 def write_report(
@@ -269,7 +372,15 @@ def write_report(
         TorchSTNError: no run there, a co-localisation run, or matplotlib missing (one line).
     """
     from .inference import load_run_data, load_with_info
-    from .viz import _plt, curves_figure, input_transformers, read_metrics, transformations_figure
+    from .viz import (
+        _plt,
+        curves_figure,
+        data_label,
+        input_transformers,
+        read_metrics,
+        transformations_figure,
+        untrained_warnings,
+    )
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -294,7 +405,10 @@ def write_report(
     split = data.eval_split("test")
     x, y = split.head(min(len(split), max_eval))
     sts = input_transformers(model, x.shape[1:])
-    pred, params = _predict(model, x, sts[0] if sts else None)
+    pred, all_params = _predict(model, x, sts)
+    params = all_params[0] if all_params else None
+    warnings = untrained_warnings(sts, all_params, "test images")
+    data_name = data_label(info.data_name, cfg)
     wrong = (pred != y).nonzero().flatten()
     right = (pred == y).nonzero().flatten()
     order = torch.cat((wrong, right))[:num_images]
@@ -305,10 +419,13 @@ def write_report(
     metrics_file = run_dir / "metrics.jsonl"
     rows = read_metrics(metrics_file) if metrics_file.is_file() else []
     if rows:
-        uri = _png(curves_figure(rows, title=f"{info.model_name} on {info.data_name}"))
+        uri = _png(curves_figure(rows, title=f"{info.model_name} on {data_name}"))
+        cut = " An open marker: the epoch the time budget cut short." if _partial(rows) else ""
         sections.append(
             "<h2>Training curves</h2>"
-            + _figure(uri, "training curves", "Loss and error per epoch, training and validation.")
+            + _figure(
+                uri, "training curves", "Loss and error per epoch, training and validation." + cut
+            )
         )
 
     # inputs, grids, outputs
@@ -361,16 +478,19 @@ def write_report(
     # config, result, environment
     from .train.config import config_to_dict
 
+    trained, weights_text = _epochs(info, rows, result)
     if result:
         keep = ("test_error", "val_error", "test_loss", "epochs", "best_epoch", "train_seconds")
-        sections.append("<h2>Result</h2>" + _table([(k, result[k]) for k in keep if k in result]))
+        sections.append(
+            "<h2>Result</h2>" + _table([(k, _number(k, result[k])) for k in keep if k in result])
+        )
     env = [
-        ("hardware", (result or {}).get("hardware", "?")),
+        ("hardware", _hardware((result or {}).get("hardware", "?"))),
         *[(k, v) for k, v in ((result or {}).get("versions") or {}).items()],
         ("git commit", (result or {}).get("git_commit")),
         ("config sha256", (result or {}).get("config_sha256")),
         ("checkpoint", str(info.path)),
-        ("weights", f"{info.weights} (after epoch {info.weights_epoch} of {info.epoch})"),
+        ("weights", weights_text),
     ]
     sections.append("<h2>Environment</h2>" + _table(env))
     config_text = json.dumps(config_to_dict(cfg), indent=2)
@@ -385,7 +505,8 @@ def write_report(
         else f"error on the first {x.shape[0]:,} test images "
         f"<b>{100 * wrong.numel() / max(x.shape[0], 1):.2f}%</b>"
     )
-    title = f"{info.model_name} on {info.data_name}"
+    title = f"{info.model_name} on {data_name}"
+    warned = "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warnings)
     page = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -393,8 +514,8 @@ def write_report(
         f"<h1>{html.escape(title)}</h1>"
         f"<p class='sub'>Run {html.escape(str(run_dir))}; report written "
         f"{datetime.date.today().isoformat()} by torchstn report.</p>"
-        f"<p class='big'>{headline} after {info.epoch} epochs "
-        f"({info.weights} weights, epoch {info.weights_epoch}).</p>"
+        f"<p class='big'>{headline} after {trained} ({weights_text}).</p>"
+        + warned
         + "".join(sections)
         + "</body></html>\n"
     )

@@ -7,6 +7,7 @@ beside the transformer's output.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from .preprocess import Normalize, input_normalizer
 
 __all__ = [
     "curves_figure",
+    "data_label",
+    "identity_offsets",
     "input_transformers",
     "plot_curves",
     "plot_predictions",
@@ -30,7 +33,17 @@ __all__ = [
     "read_metrics",
     "sampling_mesh",
     "transformations_figure",
+    "transformer_params",
+    "untrained_warnings",
 ]
+
+#: a transformer whose sampling grid stays this close (input pixels) to the identity's on every
+#: image drawn has not moved from its initial transform.
+IDENTITY_TOLERANCE_PX = 0.5
+#: names of a data folder or file that say which split it is, not which data set.
+_SPLIT_NAMES = frozenset(
+    "train training trainset train_set val valid validation test data dataset images imgs all".split()
+)
 
 _COLOURS = ("#e4572e", "#29bf12", "#4f9dde", "#f3a712")
 
@@ -76,6 +89,94 @@ def sampling_mesh(
     src = st.transform.map_points(params, pts.contiguous())
     pix = normalized_to_pixel(src, st.in_shape[1:], st.align_corners)
     return pix.reshape(params.shape[0], 2, lines, points, 2)
+
+
+@torch.no_grad()
+def identity_offsets(st: SpatialTransformer, params: torch.Tensor, points: int = 9) -> torch.Tensor:
+    """How far each image's sampling grid lies from the identity's, in input pixels: the largest
+    distance between where ``params`` ``(B, P)`` and the family's identity params map a
+    ``points x points`` mesh of the output frame. Returns ``(B,)``.
+
+    Example:
+        >>> st = SpatialTransformer((1, 40, 40), "affine")
+        >>> moved = st.transform.identity_params()[None].repeat(2, 1)
+        >>> moved[1, 2] = 0.1  # shifted by a tenth of the half width: 2 px
+        >>> [round(v, 6) for v in identity_offsets(st, moved).tolist()]
+        [0.0, 2.0]
+    """
+    params = params.detach().double().cpu()
+    transform = copy.deepcopy(st.transform).double().cpu()  # the model's own stays as it is
+    identity = transform.identity_params(torch.float64, "cpu")
+    t = torch.linspace(-1, 1, points, dtype=torch.float64)
+    mesh = torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(1, -1, 2)
+    mesh = mesh.expand(params.shape[0], -1, -1).contiguous()
+    moved = transform.map_points(params, mesh)
+    still = transform.map_points(identity.expand_as(params).contiguous(), mesh)
+    half = torch.tensor([st.in_shape[2] / 2, st.in_shape[1] / 2], dtype=torch.float64)
+    return ((moved - still) * half).norm(dim=-1).amax(dim=1)
+
+
+def untrained_warnings(
+    sts: Sequence[SpatialTransformer], params: Sequence[torch.Tensor], what: str = "images"
+) -> list[str]:
+    """One line per transformer whose sampling grid stays within :data:`IDENTITY_TOLERANCE_PX`
+    of the identity's on every image of a batch (``params[i]``: transformer ``i``'s ``(B, P)``
+    params on it): a transformer that never moved from where it started, so an untrained one.
+
+    Example:
+        >>> st = SpatialTransformer((1, 40, 40), "affine")
+        >>> print(untrained_warnings([st], [st.transform.identity_params()[None].repeat(3, 1)])[0])
+        warning: the transformer (affine) never moved away from the identity: on 3 images its sampling grid stays within 0.00 px of the identity's (untrained: train longer)
+    """
+    lines = []
+    for i, (st, p) in enumerate(zip(sts, params)):
+        if p.shape[0] == 0:
+            continue
+        worst = float(identity_offsets(st, p).max())
+        if worst < IDENTITY_TOLERANCE_PX:
+            which = f"transformer {i + 1} of {len(sts)}" if len(sts) > 1 else "transformer"
+            lines.append(
+                f"warning: the {which} ({st.transform.name}) never moved away from the identity: "
+                f"on {p.shape[0]:,} {what} its sampling grid stays within {worst:.2f} px of the "
+                "identity's (untrained: train longer)"
+            )
+    return lines
+
+
+@torch.no_grad()
+def transformer_params(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[list[SpatialTransformer], list[torch.Tensor]]:
+    """The transformers of ``model`` that read ``x`` ``(N, C, H, W)`` directly, and the ``(N, P)``
+    params each predicts for it (in eval mode, after the model's input normalisation)."""
+    sts = input_transformers(model, x.shape[1:])
+    was = model.training
+    model.eval()
+    try:
+        norm = input_normalizer(model)
+        return sts, [st(norm(x), return_params=True)[1] for st in sts]
+    finally:
+        model.train(was)
+
+
+def data_label(data_name: str, config: Any = None) -> str:
+    """What a run trained on, for titles: the task, or the user's data named after the data set
+    rather than its split (``digits/train`` for a folder ``digits/train``, not ``train``).
+
+    Example:
+        >>> from torchstn.train.config import Config, DataConfig
+        >>> data_label("train", Config(data=DataConfig(task=None, path="data/digits/train")))
+        'digits/train'
+        >>> data_label("digits.npz", Config(data=DataConfig(task=None, path="/x/digits.npz")))
+        'digits.npz'
+    """
+    data = getattr(config, "data", None)
+    if data is None or getattr(data, "task", None) or not getattr(data, "path", None):
+        return data_name
+    path = Path(str(data.path).rstrip("/\\") or str(data.path))
+    if path.stem.lower() in _SPLIT_NAMES and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name or str(data.path)
 
 
 def input_transformers(model: nn.Module, in_shape: Sequence[int]) -> list[SpatialTransformer]:
@@ -240,27 +341,64 @@ def plot_curves(
 
 def curves_figure(metrics: Sequence[dict[str, Any]], title: str | None = None) -> Any:
     """The figure of :func:`plot_curves` (a matplotlib figure, not saved): integer epochs on
-    the x axes; the error on a log axis labelled at 1, 2 and 5 of each decade only."""
+    the x axes, a marker on every point (a one-epoch run shows its point), an open marker on an
+    epoch the time budget cut short; the error on a log axis labelled at 1, 2 and 5 of each
+    decade where it spans a factor of 3 or more, else on a linear one. No axis uses an offset."""
     if not metrics:
         raise TorchSTNError("no epochs recorded yet: nothing to plot")
     plt = _plt()
-    epochs = [r["epoch"] for r in metrics]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for key, style in (("train", "-"), ("val", "--")):
-        a1.plot(epochs, [r[f"{key}_loss"] for r in metrics], style, label=key)
-        a2.plot(epochs, [r[f"{key}_error"] for r in metrics], style, label=key)
-    a1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    a2.set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import (
+        FixedLocator,
+        FormatStrFormatter,
+        LogLocator,
+        MaxNLocator,
+        NullFormatter,
+        ScalarFormatter,
+    )
 
-    a2.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    a2.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    a2.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
-    a2.yaxis.set_minor_formatter(NullFormatter())
+    epochs = [int(r["epoch"]) for r in metrics]
+    partial = [i for i, r in enumerate(metrics) if r.get("partial")]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    marker = "o" if len(epochs) <= 40 else None
+    errors: list[float] = []
+    for key, style in (("train", "-"), ("val", "--")):
+        for ax, field in ((a1, f"{key}_loss"), (a2, f"{key}_error")):
+            values = [float(r[field]) for r in metrics]
+            (line,) = ax.plot(epochs, values, style, marker=marker, ms=4, label=key)
+            if field.endswith("error"):
+                errors += values
+            if partial:  # the cut-short epoch: an open marker
+                ax.plot(
+                    [epochs[i] for i in partial],
+                    [values[i] for i in partial],
+                    "o",
+                    ms=8,
+                    mfc="none",
+                    mec=line.get_color(),
+                    label="partial epoch" if key == "val" else None,
+                )
+    a1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    a2.set(xlabel="epoch", ylabel="error (%)", title="error")
+    positive = [e for e in errors if e > 0]
+    if positive and min(errors) > 0 and max(positive) / min(positive) >= 3:
+        a2.set_yscale("log")
+        a2.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        a2.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        a2.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+        a2.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        a2.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+    a1.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+    lo, hi = min(epochs), max(epochs)
     for a in (a1, a2):
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if hi - lo < 8:  # few epochs: a tick at each, and room beside the first and last
+            a.set_xlim(lo - 0.5, hi + 0.5)
+            a.xaxis.set_major_locator(FixedLocator(list(range(lo, hi + 1))))
+        else:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.xaxis.set_major_formatter(FormatStrFormatter("%d"))
         a.grid(alpha=0.3)
-        a.legend()
+        a.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -179,3 +179,158 @@ def test_the_page_and_every_image_load_in_chromium(run_dir, tmp_path):
         grey = im.convert("L")
         lo, hi = grey.getextrema()
     assert hi - lo > 100  # something was drawn, not a blank page
+
+
+# ----------------------------------------------------------------------------- cosmetics
+
+
+def _tiny_run(root: Path, name: str = "run", **changes: dict) -> Path:
+    """Train the tiny config (RTS digits) with sections of ``changes`` merged in."""
+    from .conftest import TINY
+
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
+    values["data"] = {**values["data"], "task": "rts", "test_size": 64}
+    for section, update in changes.items():
+        values[section] = {**values.get(section, {}), **update}
+    config = root / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(values))
+    out = root / name
+    assert main(["train", "--config", str(config), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def _text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+def test_one_epoch_curves_show_their_points_on_integer_ticks():
+    from torchstn.viz import _plt, curves_figure
+
+    row = {"epoch": 1, "train_loss": 2.302, "val_loss": 2.313, "train_error": 90.6}
+    fig = curves_figure([{**row, "val_error": 93.75}])
+    try:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            lines = [line for line in ax.get_lines() if line.get_label() in ("train", "val")]
+            assert lines and all(line.get_marker() == "o" for line in lines)  # a visible point
+            assert list(ax.get_xticks()) == [1]
+            assert [t.get_text() for t in ax.get_xticklabels()] == ["1"]
+            assert ax.xaxis.get_offset_text().get_text() == ""
+            assert ax.yaxis.get_offset_text().get_text() == ""
+    finally:
+        _plt().close(fig)
+
+
+def _overlapping(labels: list) -> bool:
+    boxes = [t.get_window_extent() for t in labels if t.get_text()]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_a_narrow_histogram_has_readable_ticks():
+    """Learned values spanning 0.003 (an untrained transformer) and no generated ones: the
+    histogram's tick labels neither overlap nor hide behind an offset."""
+    from torchstn.report import _geometry_figure
+    from torchstn.viz import _plt
+
+    gen = torch.Generator().manual_seed(0)
+    learned = {
+        "rotation": 0.0335 + 0.003 * torch.rand(500, generator=gen, dtype=torch.float64),
+        "scale": 1.0017 + 0.003 * torch.rand(500, generator=gen, dtype=torch.float64),
+        "tx": 0.0235 + 0.003 * torch.rand(500, generator=gen, dtype=torch.float64),
+        "ty": 0.2995 + 0.003 * torch.rand(500, generator=gen, dtype=torch.float64),
+    }
+    fig, _ = _geometry_figure(learned, {}, "narrow")
+    try:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            assert not _overlapping(ax.get_xticklabels()), ax.get_title()
+            assert ax.xaxis.get_offset_text().get_text() == ""
+            assert len([t for t in ax.get_xticklabels() if t.get_text()]) <= 6
+    finally:
+        _plt().close(fig)
+
+
+def test_partial_epoch_numbers_and_hardware_read_plainly(tmp_path, monkeypatch):
+    """A run whose time budget ended inside epoch 3, its best weights that partial epoch's: the
+    page says so; numbers are rounded and counts singular where they are one."""
+    import json
+
+    from torchstn.report import write_report
+    from torchstn.train import Trainer
+
+    steps_per_epoch = 6  # 192 images, batch 32
+
+    def spent(self: Trainer, start: float) -> float:  # one second per step
+        return float(self.epoch * steps_per_epoch + self.step + 1)
+
+    errors = iter([50.0, 40.0, 30.0])
+    original = Trainer._evaluate
+
+    def evaluate(self: Trainer, model, split):
+        scores = original(self, model, split)
+        return {**scores, "error": next(errors)} if split == "val" else scores
+
+    monkeypatch.setattr(Trainer, "_spent", spent)
+    monkeypatch.setattr(Trainer, "_evaluate", evaluate)
+    run = _tiny_run(
+        tmp_path, run={"epochs": 1000, "minutes": 15 / 60}, optim={"schedule": "cosine"}
+    )
+    monkeypatch.undo()
+    result = json.loads((run / "result.json").read_text())
+    assert (result["epochs"], result["best_epoch"], result["steps_in_partial_epoch"]) == (2, 3, 3)
+    result.update(test_error=80.66666666666667, hardware="x86_64, 2 cores, 1 threads")
+    (run / "result.json").write_text(json.dumps(result))
+    text = _text(write_report(run).read_text())
+    assert "after 2 epochs and 3 steps of epoch 3, cut short by the time budget" in text
+    assert "best weights on validation: epoch 3, the partial one" in text
+    assert "80.67%" in text and "80.666" not in text
+    assert "2 cores, 1 thread " in text and "1 threads" not in text
+
+
+def test_untrained_transformer_is_named_in_report_and_visualize(tmp_path, capsys):
+    from torchstn.report import write_report
+
+    still = _tiny_run(tmp_path, "still", optim={"lr": 1e-9}, run={"epochs": 1})
+    capsys.readouterr()
+    page = write_report(still).read_text()
+    warning = "never moved away from the identity"
+    assert warning in _text(page) and "class='warn'" in page
+    assert main(["visualize", str(still), "--out", str(tmp_path / "v.png"), "--num", "4"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("torchstn visualize: warning:")
+    assert warning in lines[0]
+
+
+def test_untrained_warnings_only_for_a_still_grid():
+    from torchstn import SpatialTransformer
+    from torchstn.viz import untrained_warnings
+
+    st = SpatialTransformer((1, 40, 40), "affine")
+    still = st.transform.identity_params()[None].repeat(4, 1)
+    moved = still.clone()
+    moved[2, 2] = 0.05  # one image's grid shifted by a twentieth of the half width: 1 px
+    assert len(untrained_warnings([st], [still])) == 1
+    assert untrained_warnings([st], [moved]) == []
+    two = untrained_warnings([st, st], [moved, still])
+    assert len(two) == 1 and "transformer 2 of 2" in two[0]
+
+
+def test_a_folder_run_is_named_after_its_data_set(tmp_path):
+    """Class folders in mydigits/train: the report says 'on mydigits/train', not 'on train'."""
+    import numpy as np
+    from PIL import Image
+
+    from torchstn.report import write_report
+
+    rng = np.random.default_rng(0)
+    for i in range(48):
+        label = i % 3
+        img = rng.integers(0, 40, (16, 16), dtype=np.uint8)
+        img[2 + 4 * label : 5 + 4 * label, 2:-2] = 230
+        folder = tmp_path / "mydigits" / "train" / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    data = {"task": None, "path": str(tmp_path / "mydigits" / "train"), "num_workers": 0}
+    run = _tiny_run(tmp_path, data=data, optim={"batch_size": 16}, run={"epochs": 1})
+    page = write_report(run).read_text()
+    assert "<h1>st_cnn_affine on mydigits/train</h1>" in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,14 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
     from ..inference import load_run_data, load_with_info
-    from ..viz import plot_curves, plot_predictions, read_metrics
+    from ..viz import (
+        data_label,
+        plot_curves,
+        plot_predictions,
+        read_metrics,
+        transformer_params,
+        untrained_warnings,
+    )
 
     if args.num < 1:
         raise InvalidInputError(f"--num: expected a positive number, got {args.num}")
@@ -44,20 +52,22 @@ def run(args: argparse.Namespace) -> int:
         return 0
     data = load_run_data(info)  # the images to draw
     x, y = data.eval_split(args.split).head(args.num)
-    out = plot_predictions(
-        model,
-        x,
-        y,
-        args.out,
-        title=f"{info.model_name} on {data.name}, epoch {info.epoch} ({args.split} images)",
-    )
+    name = data_label(data.name, info.config)
+    sts, params = transformer_params(model, x)
+    warnings = untrained_warnings(sts, params, f"{args.split} images")
+    title = f"{info.model_name} on {name}, epoch {info.epoch} ({args.split} images)"
+    if warnings:
+        title += "\nthe transformer never moved from the identity: untrained"
+    out = plot_predictions(model, x, y, args.out, title=title)
     print(f"wrote {out}")
+    for line in warnings:
+        print(f"torchstn visualize: {line}", file=sys.stderr)
     ckpt = Path(args.checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent
     if (run_dir / "metrics.jsonl").is_file():
         rows = read_metrics(run_dir)
         if rows:
             curves = Path(args.curves) if args.curves else out.with_name(f"{out.stem}_curves.png")
-            plot_curves(rows, curves, title=f"{info.model_name} on {data.name}")
+            plot_curves(rows, curves, title=f"{info.model_name} on {name}")
             print(f"wrote {curves}")
     return 0
