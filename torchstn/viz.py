@@ -361,10 +361,10 @@ def curves_figure(metrics: Sequence[dict[str, Any]], title: str | None = None) -
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
     marker = "o" if len(epochs) <= 40 else None
     errors: list[float] = []
-    for key, style in (("train", "-"), ("val", "--")):
+    for key, style, colour in (("train", "-", "C0"), ("val", "--", "C1")):
         for ax, field in ((a1, f"{key}_loss"), (a2, f"{key}_error")):
             values = [float(r[field]) for r in metrics]
-            (line,) = ax.plot(epochs, values, style, marker=marker, ms=4, label=key)
+            ax.plot(epochs, values, style, color=colour, marker=marker, ms=4, label=key)
             if field.endswith("error"):
                 errors += values
             if partial:  # the cut-short epoch: an open marker
@@ -374,7 +374,7 @@ def curves_figure(metrics: Sequence[dict[str, Any]], title: str | None = None) -
                     "o",
                     ms=8,
                     mfc="none",
-                    mec=line.get_color(),
+                    mec=colour,
                     label="partial epoch" if key == "val" else None,
                 )
     a1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
