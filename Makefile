@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MINUTES ?= 4
+MINUTES ?=
 
 .PHONY: setup test test-isa lint typecheck browser demo slow clean
 
@@ -51,8 +51,10 @@ test: lint typecheck browser test-isa
 slow: setup
 	$(PY) -m pytest -m slow -q
 
+# a fixed amount of training (the packaged demo config's epochs), however busy the machine;
+# `make demo MINUTES=4` caps the time
 demo: setup
-	$(VENV)/bin/torchstn demo --out runs/demo --minutes $(MINUTES)
+	$(VENV)/bin/torchstn demo --out runs/demo $(if $(MINUTES),--minutes $(MINUTES))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
