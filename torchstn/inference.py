@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice
-from .errors import DataError, TorchSTNError
+from .errors import DataError, InvalidInputError, TorchSTNError
 from .module import SpatialTransformer
 from .preprocess import Preprocess, with_preprocess
 
@@ -40,11 +40,16 @@ if TYPE_CHECKING:
     from .train.config import Config
 
 __all__ = [
+    "MAX_INPUT_VALUES",
     "WEIGHTS",
     "ModelInfo",
+    "build_checked",
+    "build_on_meta",
     "build_untrained",
     "first_transformer",
+    "inference_device",
     "load",
+    "load_for_eval",
     "load_info",
     "load_run_data",
     "load_with_info",
@@ -54,6 +59,12 @@ __all__ = [
 #: which weights of a checkpoint to load: the best on validation (as in ``result.json``) or the
 #: last ones. ``"best"`` falls back to the last weights when no validation has been recorded.
 WEIGHTS = ("best", "last")
+#: the most values (``C * H * W``) a checkpoint's input shape may declare: 64 Mi, 256 MiB per
+#: float image (3 x 4096 x 4096 is 48 Mi). A model's input size comes from an untrusted file, and
+#: every image ``predict`` and ``eval`` feed it is allocated at that size.
+MAX_INPUT_VALUES = 1 << 26
+#: the most memory a model's constants (non-persistent buffers, not in the file) may take.
+_MAX_CONSTANT_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,7 @@ def _info(path: Path, state: Mapping[str, Any], weights: str) -> ModelInfo:
         raise DataError(f"{path}: not a torchstn training checkpoint (no {err})") from None
     except (TypeError, ValueError) as err:
         raise DataError(f"{path}: malformed checkpoint metadata ({err})") from None
+    _check_shapes(path, (c, h, w), num_classes, names, preprocess)
     use_best = weights == "best" and best.get("model") is not None
     val_error = best.get("val_error")
     return ModelInfo(
@@ -148,6 +160,35 @@ def _info(path: Path, state: Mapping[str, Any], weights: str) -> ModelInfo:
         torchstn_version=state.get("torchstn_version"),
         preprocess=preprocess,
     )
+
+
+def _check_shapes(
+    path: Path,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    names: Any,
+    preprocess: Preprocess,
+) -> None:
+    """The declared sizes, before anything is allocated at them: positive, an input of at most
+    :data:`MAX_INPUT_VALUES` values, as many class names as classes, and a preprocessing of the
+    same size and channels."""
+    c, h, w = in_shape
+    if min(c, h, w) < 1 or c * h * w > MAX_INPUT_VALUES:
+        raise DataError(
+            f"{path}: malformed checkpoint metadata (in_shape {c}x{h}x{w}: expected positive "
+            f"sizes of at most {MAX_INPUT_VALUES} values in all)"
+        )
+    if num_classes < 1:
+        raise DataError(f"{path}: malformed checkpoint metadata (num_classes {num_classes})")
+    if names is not None and (isinstance(names, (str, bytes)) or len(names) != num_classes):
+        raise DataError(
+            f"{path}: malformed checkpoint metadata (class_names: expected {num_classes} names)"
+        )
+    if preprocess.size != (h, w) or preprocess.channels != c:
+        raise DataError(
+            f"{path}: malformed checkpoint metadata (preprocess is {preprocess.channels}x"
+            f"{preprocess.size[0]}x{preprocess.size[1]}, in_shape {c}x{h}x{w})"
+        )
 
 
 def _read(path: str | Path, weights: str) -> tuple[dict[str, Any], ModelInfo]:
@@ -187,28 +228,262 @@ def build_untrained(
     return model.eval()
 
 
+def inference_device(device: str | torch.device) -> torch.device:
+    """The device to run a loaded model on: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or
+    ``"auto"`` (CUDA when available, else the CPU), checked to exist on this machine.
+
+    Raises:
+        InvalidInputError: an unknown device (``"tpu"``), or one this machine does not have.
+
+    Example:
+        >>> inference_device("cpu")
+        device(type='cpu')
+        >>> inference_device("tpu")
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.InvalidInputError: device: expected cpu, cuda, cuda:N, mps or auto, got 'tpu'
+    """
+    text = str(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    expected = f"device: expected cpu, cuda, cuda:N, mps or auto, got {text!r}"
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise InvalidInputError(expected) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"device: {text!r} requested but CUDA is not available here")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InvalidInputError(f"device: {text!r} requested; this machine has {count} GPU(s)")
+        return dev
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InvalidInputError(f"device: {text!r} requested but MPS is not available here")
+        return dev
+    raise InvalidInputError(expected)
+
+
+class _MetaConstants(torch.overrides.TorchFunctionMode):
+    """Inside ``torch.device("meta")``: an op mixing meta tensors with real ones (constants that
+    code builds on the CPU on purpose, such as cached coordinate axes) runs on meta copies of the
+    real ones, which stay as they were."""
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if any(t.is_meta for t in tensors) and not all(t.is_meta for t in tensors):
+            args, kwargs = _to_meta(args), _to_meta(kwargs)
+        return func(*args, **kwargs)
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def _to_meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value if value.is_meta else value.to("meta")
+    if isinstance(value, (list, tuple)):
+        items = [_to_meta(v) for v in value]
+        return type(value)(items) if isinstance(value, list) or type(value) is tuple else value
+    if isinstance(value, dict):
+        return {k: _to_meta(v) for k, v in value.items()}
+    return value
+
+
+def _fit_problems(expected: Mapping[str, torch.Size], sd: Mapping[str, Any]) -> str | None:
+    """What keeps ``sd`` from loading into a model whose state dict has the ``expected`` shapes:
+    a few missing and unexpected keys, or the first shape that differs; ``None`` if it fits."""
+
+    def few(keys: list[str]) -> str:
+        more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+        return ", ".join(keys[:3]) + more
+
+    not_tensors = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        return f"{not_tensors[0]} is a {type(sd[not_tensors[0]]).__name__}, not a tensor"
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} key(s): {few(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {few(unexpected)}")
+    if parts:
+        return "; ".join(parts)
+    for key, shape in expected.items():
+        got = tuple(sd[key].shape)
+        if got != tuple(shape):
+            return f"{key} is {list(got)} in the file, {list(shape)} in the model"
+    return None
+
+
+def build_on_meta(
+    model_name: str,
+    in_shape: Sequence[int],
+    num_classes: int,
+    options: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """:func:`build_untrained` on the ``meta`` device: the model's structure and the shapes of
+    its tensors, no memory for them, whatever sizes ``in_shape`` and ``options`` declare."""
+    with torch.device("meta"), _MetaConstants():
+        return build_untrained(model_name, in_shape, num_classes, options)
+
+
+def build_checked(
+    model_name: str,
+    in_shape: Sequence[int],
+    num_classes: int,
+    options: Mapping[str, Any] | None,
+    state_dict: Mapping[str, Any],
+    source: str | Path = "weights",
+) -> nn.Module:
+    """:func:`build_untrained` with ``state_dict`` loaded, after the model has been built on the
+    ``meta`` device (no memory) and its state-dict shapes compared with ``state_dict``'s, so that
+    sizes declared by a file (its input shape, its options) are only allocated once the file's
+    own weights have shown them.
+
+    Raises:
+        DataError: the model cannot be built from these settings, its weights do not fit
+            (naming a few missing or unexpected keys, or the first shape that differs), or its
+            constants would take more than 256 MiB.
+    """
+    what = f"a {model_name} for {tuple(in_shape)}"
+    try:
+        meta = build_on_meta(model_name, in_shape, num_classes, options)
+    except TorchSTNError as err:
+        raise DataError(f"{source}: cannot build {what} ({err})") from None
+    except Exception as err:
+        raise DataError(f"{source}: cannot build {what} ({type(err).__name__}: {err})") from None
+    expected = {k: v.shape for k, v in meta.state_dict().items()}
+    problem = _fit_problems(expected, state_dict)
+    if problem is not None:
+        raise DataError(f"{source}: the weights do not fit {what} ({problem})")
+    constants = sum(
+        b.numel() * b.element_size() for k, b in meta.named_buffers() if k not in expected
+    )
+    if constants > _MAX_CONSTANT_BYTES:
+        raise DataError(f"{source}: {what} would need {constants >> 20} MiB of constants")
+    del meta
+    model = build_untrained(model_name, in_shape, num_classes, options)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:  # dtypes the shapes did not show
+        text = " ".join(str(err).split())
+        raise DataError(f"{source}: the weights do not fit {what} ({text[:200]})") from None
+    return model
+
+
 def load_with_info(
     path: str | Path, weights: str = "best", device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelInfo]:
     """:func:`load` and :func:`load_info` with a single read of the checkpoint."""
-    from .train.trainer import resolve_device
-
+    dev = inference_device(device)
     state, info = _read(path, weights)
-    dev = resolve_device(str(device))
-    model = build_untrained(
-        info.model_name, info.in_shape, info.num_classes, info.config.model.options
-    )
     sd = state["best"]["model"] if info.weights == "best" else state.get("model")
     if not isinstance(sd, Mapping):
         raise DataError(f"{info.path}: the checkpoint holds no {info.weights} weights")
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise DataError(
-            f"{info.path}: the weights do not fit a {info.model_name} for {info.in_shape} ({first})"
-        ) from None
+    model = build_checked(
+        info.model_name,
+        info.in_shape,
+        info.num_classes,
+        info.config.model.options,
+        sd,
+        info.path,
+    )
     return with_preprocess(model, info.preprocess).to(dev).eval(), info
+
+
+class _ExportedLogits(nn.Module):
+    """An export file as a classifier: ``x -> logits`` (its other outputs dropped), on ``x``'s
+    device."""
+
+    def __init__(self, run: Any, index: int) -> None:
+        super().__init__()
+        self.run = run
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)[self.index].to(x.device)
+
+
+def load_for_eval(
+    path: str | Path, weights: str = "best", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelInfo, str]:
+    """``(model, info, kind)`` of a checkpoint or of a file of ``torchstn export`` (TorchScript,
+    exported program, ONNX; told apart by content), for ``torchstn eval``.
+
+    An export is scored as it runs (its own runtime; ONNX on onnxruntime's CPU), with the run's
+    config from its metadata; its ``info.epoch`` is 0 (an export does not record it) and
+    ``weights`` does not apply (the file holds the weights it was exported with). Only the
+    classification objective can score an export (co-localisation needs the checkpoint).
+
+    Raises:
+        DataError: missing, damaged or foreign file, an export without torchstn's metadata, of
+            the transformer part, or of a co-localisation run.
+        InvalidInputError: an unknown device, or one this machine does not have.
+    """
+    from .export import load_exported, read_metadata
+    from .train.checkpoint import CHECKPOINT, identify
+    from .train.config import config_from_dict
+
+    dev = inference_device(device)
+    path = Path(path)
+    file = path / "checkpoint.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(f"checkpoint not found: {file}")
+    kind, description = identify(file)
+    if kind == CHECKPOINT:
+        model, info = load_with_info(file, weights, dev)
+        return model, info, kind
+    if kind not in ("torchscript", "exported-program", "onnx"):
+        raise DataError(
+            f"{file}: {description}; eval takes a checkpoint (or its run folder), or a "
+            "TorchScript, exported-program or ONNX file of torchstn export"
+        )
+    meta = read_metadata(file, kind)
+    if not meta or meta.get("config") is None:
+        raise DataError(f"{file}: no torchstn run metadata (config); eval needs the run's config")
+    if meta.get("part") != "model":
+        raise DataError(f"{file}: exports the {meta.get('part')} part; eval needs --part model")
+    try:
+        state = {
+            "config": meta["config"],
+            "data_info": {
+                "in_shape": meta["in_shape"],
+                "num_classes": meta["num_classes"],
+                "class_names": meta.get("class_names"),
+                "preprocess": meta.get("preprocess"),
+                **({"name": meta["data"]} if meta.get("data") is not None else {}),
+            },
+        }
+        info = dataclasses.replace(_info(file, state, "last"), weights=str(meta.get("weights")))
+        index = list(meta["outputs"]).index("logits")
+        objective = config_from_dict(meta["config"]).objective.name
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(f"{file}: incomplete torchstn metadata ({err})") from None
+    if objective != "classification":
+        raise DataError(f"{file}: a {objective} run; eval scores its checkpoint, not an export")
+    run = load_exported(file, kind, "cpu" if kind == "onnx" else dev)
+    return _ExportedLogits(run, index).eval(), info, kind
 
 
 def load(path: str | Path, weights: str = "best", device: str | torch.device = "cpu") -> nn.Module:
@@ -223,11 +498,13 @@ def load(path: str | Path, weights: str = "best", device: str | torch.device = "
         path: ``checkpoint.pt`` or its run folder.
         weights: ``"best"`` (best on validation, as in ``result.json``; the last ones when the run
             recorded no validation) or ``"last"``.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
 
     Raises:
-        DataError: missing, truncated, corrupt or foreign file, or weights that do not fit.
+        DataError: missing, truncated, corrupt (its CRC-32s are checked) or foreign file,
+            metadata that declares impossible sizes, or weights that do not fit.
         UnknownNameError: ``weights`` is neither ``"best"`` nor ``"last"``.
+        InvalidInputError: an unknown device, or one this machine does not have.
 
     Example:
         >>> import torchstn

@@ -89,7 +89,7 @@ class TestErrors:
         bad.write_bytes(b"\x00garbage" * 10)
         with pytest.raises(DataError) as err:
             torchstn.load(bad)
-        self._one_line(err, "not a readable checkpoint")
+        self._one_line(err, "not a model file")
 
     def test_truncated(self, make_checkpoint):
         path = make_checkpoint("st_fcn_affine")
