@@ -26,8 +26,12 @@ Each file carries its metadata (:func:`read_metadata`): in ONNX as ``metadata_pr
 ``num_classes``, ``class_names``, ``model``, ``weights`` and ``config`` (the run's config: enough
 to rebuild the transformer's geometry, which ``torchstn predict`` uses to draw).
 
-The file is written atomically: to a temporary file beside it, checked against the eager model at
-two batch sizes (``verify=True``), then renamed; a failed export leaves nothing behind.
+The file is made in memory, written atomically to a temporary file beside it, checked against the
+eager model at two batch sizes (``verify=True``), then renamed; a failed export leaves nothing
+behind, and a full disk is one line naming the folder (:class:`~torchstn.errors.DataError`).
+
+Reading (:func:`load_exported`, :func:`read_metadata`) tells the format from the file's content,
+not its name, and checks the CRC-32 of every member of the two PyTorch formats first.
 
 Example:
     >>> import tempfile, torch, torchstn
@@ -49,8 +53,10 @@ import importlib.util
 import io
 import json
 import logging
+import os
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,15 +224,17 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _write(
+def _serialize(
     module: nn.Module,
     example: torch.Tensor,
-    tmp: Path,
     fmt: str,
     outputs: tuple[str, ...],
     opset: int,
     metadata: Mapping[str, Any],
-) -> None:
+) -> bytes | memoryview:
+    """The exported file's bytes, made in memory: PyTorch's zip writer aborts the whole process
+    (``terminate called after throwing c10::Error``) when a write to a file fails, a full disk
+    for instance; written from memory by :func:`export`, such a failure is an ``OSError``."""
     batch = torch.export.Dim("batch", min=1)
     if fmt == "onnx":
         program = torch.onnx.export(
@@ -243,14 +251,22 @@ def _write(
             raise ExportError("torch.onnx.export returned no program")
         for key, value in metadata.items():
             program.model.metadata_props[_META_PREFIX + key] = json.dumps(value)
-        program.save(tmp, external_data=False)
-    elif fmt == "torchscript":
+        return bytes(program.model_proto.SerializeToString())
+    buffer = io.BytesIO()
+    if fmt == "torchscript":
         traced = torch.jit.trace(module, example, check_trace=False)
-        torch.jit.save(traced, str(tmp), _extra_files={_META_FILE: json.dumps(metadata)})
+        torch.jit.save(traced, buffer, _extra_files={_META_FILE: json.dumps(metadata)})
     else:
         exported = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
-        with open(tmp, "wb") as fh:  # a file object: torch.export wants a .pt2 name otherwise
-            torch.export.save(exported, fh, extra_files={_META_FILE: json.dumps(metadata)})
+        torch.export.save(exported, buffer, extra_files={_META_FILE: json.dumps(metadata)})
+    return buffer.getbuffer()
+
+
+def _write_file(tmp: Path, data: bytes | memoryview) -> None:
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _verify(
@@ -344,12 +360,14 @@ def export(
             start = time.perf_counter()
             try:
                 with _quiet():
-                    _write(module, example, tmp, fmt, outputs, opset, meta)
+                    data = _serialize(module, example, fmt, outputs, opset, meta)
             except TorchSTNError:
                 raise
             except Exception as err:
                 raise ExportError(f"{fmt} export failed: {first_line(err)}") from None
             seconds = time.perf_counter() - start
+            _write_file(tmp, data)  # a full disk: one line from atomic_path, no file left
+            del data
             if verify:
                 diff = _verify(module, (c, h, w), load_exported(tmp, fmt))
                 if diff > tolerance:
@@ -410,21 +428,48 @@ def export_checkpoint(
 
 
 def _existing_export(path: str | Path, format: str | None) -> tuple[Path, str]:
-    """``(path, format)`` of an export file that must exist (format from its suffix if None)."""
-    fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
+    """``(path, format)`` of an export file that must exist, its format read from its content
+    (and checked against ``format`` when given), its CRC-32s checked (PyTorch formats).
+
+    Raises:
+        DataError: missing file, a file that is no export (named: a checkpoint, a text file...),
+            another format than ``format``, or a damaged archive.
+    """
+    from .train.checkpoint import identify, verify_archive
+
     path = Path(path)
+    if format is not None:
+        check_choice(format, "format", FORMATS)
     if not path.is_file():
         raise DataError(f"export file not found: {path}")
-    return path, fmt
+    kind, description = identify(path)
+    if kind not in FORMATS:
+        raise DataError(
+            f"{path}: {description}; expected an ONNX, TorchScript or exported-program file"
+        )
+    if format is not None and kind != format:
+        raise DataError(f"{path}: {description}, not a {format} file")
+    if kind != "onnx":
+        verify_archive(path)
+    return path, kind
 
 
 def load_exported(
-    path: str | Path, format: str | None = None
+    path: str | Path, format: str | None = None, device: str | torch.device = "cpu"
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
-    """A function running an exported file: ``(B, C, H, W)`` tensor -> tuple of output tensors.
+    """A function running an exported file: ``(B, C, H, W)`` tensor -> tuple of output tensors
+    (on the CPU).
 
-    ONNX files run on onnxruntime (CPU), the others with PyTorch.
+    ONNX files run on onnxruntime (CPU), the others with PyTorch on ``device`` (``"cpu"``,
+    ``"cuda"``, ...; see :func:`torchstn.inference.inference_device`). The format is read from
+    the file's content; ``format``, when given, must agree.
+
+    Raises:
+        DataError: missing, damaged or foreign file (named in one line).
     """
+    from .inference import inference_device
+
+    dev = inference_device(device)
     path, fmt = _existing_export(path, format)
     try:
         if fmt == "onnx":
@@ -440,11 +485,18 @@ def load_exported(
             return run_onnx
         if fmt == "torchscript":
             with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export
-                warnings.simplefilter("ignore", DeprecationWarning)
-                module: Any = torch.jit.load(str(path), map_location="cpu")
+                warnings.simplefilter("ignore")
+                module: Any = torch.jit.load(str(path), map_location=dev)
         else:
-            with open(path, "rb") as fh:
-                module = torch.export.load(fh).module()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with open(path, "rb") as fh:
+                    program = torch.export.load(fh)
+                if dev.type != "cpu":
+                    from torch.export.passes import move_to_device_pass
+
+                    program = move_to_device_pass(program, dev)
+                module = program.module()
     except TorchSTNError:
         raise
     except Exception as err:
@@ -452,15 +504,22 @@ def load_exported(
 
     def run_torch(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
-            out = module(x)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+            out = module(x.to(dev))
+        out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        return tuple(o.cpu() for o in out)
 
     return run_torch
 
 
+#: the largest metadata entry read from a PyTorch export (its JSON is a few KiB).
+_MAX_META_BYTES = 16 << 20
+
+
 def read_metadata(path: str | Path, format: str | None = None) -> dict[str, Any]:
     """The metadata a torchstn export carries (see the module docstring); ``{}`` for a file that
-    was not written by torchstn."""
+    was not written by torchstn. The format is read from the file's content; ``format``, when
+    given, must agree. Nothing of the model is loaded: in the PyTorch formats the metadata is
+    read from its zip member."""
     path, fmt = _existing_export(path, format)
     try:
         if fmt == "onnx":
@@ -473,17 +532,18 @@ def read_metadata(path: str | Path, format: str | None = None) -> dict[str, Any]
                 for p in proto.metadata_props
                 if p.key.startswith(_META_PREFIX)
             }
-        files = {_META_FILE: ""}
-        if fmt == "torchscript":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-        else:
-            with open(path, "rb") as fh:
-                torch.export.load(fh, extra_files=files)
+        with zipfile.ZipFile(path) as zf:
+            members = [i for i in zf.infolist() if i.filename.endswith(f"extra/{_META_FILE}")]
+            if not members:
+                return {}
+            if members[0].file_size > _MAX_META_BYTES:
+                raise DataError(f"{path}: its {_META_FILE} is {members[0].file_size} bytes")
+            text = zf.read(members[0]).decode("utf-8")
+        meta = json.loads(text) if text else {}
     except TorchSTNError:
         raise
     except Exception as err:
         raise DataError(f"{path}: not a readable {fmt} file ({first_line(err)})") from None
-    text = files[_META_FILE]
-    return dict(json.loads(text)) if text else {}
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: its {_META_FILE} holds a {type(meta).__name__}, not an object")
+    return meta

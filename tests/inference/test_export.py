@@ -246,7 +246,7 @@ class TestCli:
         bad = tmp_path / "bad.pt"
         bad.write_bytes(b"\x00garbage" * 10)
         code, _, err = _run(capsys, "export", str(bad), "--out", out)
-        _one_line_error(code, err, "not a readable checkpoint")
+        _one_line_error(code, err, "not a model file")
         code, _, err = _run(capsys, "export", str(ckpt), "--format", "tflite", "--out", out)
         _one_line_error(code, err, "unknown format 'tflite'")
         code, _, err = _run(capsys, "export", str(ckpt), "--out", str(tmp_path / "m.bin"))
