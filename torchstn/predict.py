@@ -87,10 +87,9 @@ class Predictor:
 
 
 def _torch_predictor(path: Path, weights: str, device: str) -> Predictor:
-    from .inference import first_transformer, load_with_info
-    from .train.trainer import resolve_device
+    from .inference import first_transformer, inference_device, load_with_info
 
-    dev = resolve_device(device)
+    dev = inference_device(device)
     model, info = load_with_info(path, weights, dev)
     st = first_transformer(model)
     if st is not None and st.in_shape != info.in_shape:
@@ -114,14 +113,17 @@ def _torch_predictor(path: Path, weights: str, device: str) -> Predictor:
     )
 
 
-def _onnx_predictor(path: Path, device: str) -> Predictor:
-    from .export import read_metadata, require
-    from .inference import build_untrained, first_transformer
+def _from_metadata(
+    path: Path,
+    meta: dict[str, Any],
+    backend: str,
+    open_file: Callable[[], Callable[[torch.Tensor], Sequence[torch.Tensor]]],
+) -> Predictor:
+    """A :class:`Predictor` for an export file from its torchstn metadata. Once the metadata is
+    checked, ``open_file()`` loads the file and returns what runs it (a ``(B, C, H, W)`` CPU
+    batch -> its outputs, in the metadata's order, on the CPU)."""
+    from .inference import MAX_INPUT_VALUES
 
-    require("onnxruntime", "onnx", purpose="predict with an ONNX file")
-    import onnxruntime as ort
-
-    meta = read_metadata(path, "onnx")
     if not meta:
         raise DataError(f"{path}: no torchstn metadata; write the file with torchstn export")
     if meta.get("part") != "model":
@@ -133,14 +135,68 @@ def _onnx_predictor(path: Path, device: str) -> Predictor:
         num_classes = int(meta["num_classes"])
         config = meta.get("config")
         fit = str((meta.get("preprocess") or {}).get("fit", "pad"))
+        if "logits" not in outputs:
+            raise ValueError(f"outputs {outputs} without logits")
+        if min(c, h, w) < 1 or c * h * w > MAX_INPUT_VALUES or num_classes < 1:
+            raise ValueError(f"in_shape {c}x{h}x{w}, num_classes {num_classes}")
+        if names is not None and len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names for {num_classes} classes")
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{path}: incomplete torchstn metadata ({err})") from None
     st = None
     if "params" in outputs and config is not None:
-        model = build_untrained(meta["model"], (c, h, w), num_classes, config["model"]["options"])
-        st = first_transformer(model)
+        st = _geometry(path, meta["model"], (c, h, w), num_classes, config)
         if st is None or st.transform.num_params != meta.get("num_params"):
             raise DataError(f"{path}: its metadata does not describe its transformer")
+    with_params = "params" in outputs
+    run_file = open_file()
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        outs = run_file(x)
+        logits = outs[outputs.index("logits")]
+        params = outs[outputs.index("params")] if with_params else None
+        return logits, params
+
+    return Predictor(
+        (c, h, w),
+        num_classes,
+        None if names is None else tuple(str(n) for n in names),
+        st,
+        backend,
+        run,
+        fit,
+    )
+
+
+def _geometry(
+    path: Path, name: Any, in_shape: tuple[int, int, int], num_classes: int, config: Any
+) -> SpatialTransformer | None:
+    """The first transformer of the model an export's metadata describes, with untrained
+    weights: only its geometry is used (to draw, and to rectify with the file's params).
+
+    The model is built on the meta device first: an honest export holds every weight of it, so
+    a model larger than the file (metadata declaring huge sizes) is refused before it is built.
+    """
+    from .inference import build_on_meta, build_untrained, first_transformer
+
+    try:
+        options = config["model"]["options"]
+        meta_model = build_on_meta(name, in_shape, num_classes, options)
+        size = sum(t.numel() * t.element_size() for t in meta_model.state_dict().values())
+        if size > path.stat().st_size + (16 << 20):
+            raise ValueError(f"its model would take {size >> 20} MiB, more than the file holds")
+        return first_transformer(build_untrained(name, in_shape, num_classes, options))
+    except Exception as err:
+        raise DataError(f"{path}: its metadata does not describe a model ({err})") from None
+
+
+def _onnx_predictor(path: Path, device: str) -> Predictor:
+    from .export import read_metadata, require
+
+    require("onnxruntime", "onnx", purpose="predict with an ONNX file")
+    import onnxruntime as ort
+
+    meta = read_metadata(path, "onnx")
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") or device == "auto":
         if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -148,42 +204,64 @@ def _onnx_predictor(path: Path, device: str) -> Predictor:
         elif device != "auto":
             raise InvalidInputError(f"device: onnxruntime has no CUDA provider here, got {device}")
     elif device != "cpu":
-        raise InvalidInputError(f"device: expected auto, cpu or cuda, got {device!r}")
-    try:
-        session = ort.InferenceSession(str(path), providers=providers)
-    except Exception as err:
-        raise DataError(f"{path}: not a readable ONNX file ({str(err).strip()[:200]})") from None
-    with_params = "params" in outputs
+        raise InvalidInputError(f"device: expected auto, cpu or cuda for ONNX, got {device!r}")
 
-    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        outs = session.run(None, {"input": x.float().numpy()})
-        logits = torch.from_numpy(outs[outputs.index("logits")])
-        params = torch.from_numpy(outs[outputs.index("params")]) if with_params else None
-        return logits, params
+    def open_file() -> Callable[[torch.Tensor], list[torch.Tensor]]:
+        try:
+            session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as err:
+            first = " ".join(str(err).split())[:200]
+            raise DataError(f"{path}: not a readable ONNX file ({first})") from None
 
-    return Predictor(
-        (c, h, w),
-        num_classes,
-        None if names is None else tuple(names),
-        st,
-        "onnxruntime",
-        run,
-        fit,
-    )
+        def run_file(x: torch.Tensor) -> list[torch.Tensor]:
+            return [torch.from_numpy(o) for o in session.run(None, {"input": x.float().numpy()})]
+
+        return run_file
+
+    return _from_metadata(path, meta, "onnxruntime", open_file)
+
+
+def _exported_predictor(path: Path, fmt: str, device: str) -> Predictor:
+    """A TorchScript or ``torch.export`` file of ``torchstn export``, run by PyTorch."""
+    from .export import load_exported, read_metadata
+
+    meta = read_metadata(path, fmt)
+    return _from_metadata(path, meta, "torch", lambda: load_exported(path, fmt, device))
+
+
+#: what ``predict`` takes, for messages.
+_TAKES = (
+    "predict takes a checkpoint (or its run folder), or a TorchScript, exported-program or "
+    "ONNX file of torchstn export"
+)
 
 
 def open_predictor(path: str | Path, *, weights: str = "best", device: str = "cpu") -> Predictor:
-    """A :class:`Predictor` for a checkpoint (file or run folder) or a ``.onnx`` export.
+    """A :class:`Predictor` for a checkpoint (file or run folder) or a file of ``torchstn
+    export`` (ONNX, TorchScript, exported program), told apart by their content, not their name.
 
     Raises:
-        DataError: missing or unreadable file, or an ONNX file without torchstn's metadata.
+        DataError: missing or unreadable file, a file that is none of those (named in one line:
+            a pickled model, a text file...), or an export without torchstn's metadata.
+        InvalidInputError: an unknown device, or one this machine does not have.
     """
+    from .inference import inference_device
+    from .train.checkpoint import CHECKPOINT, identify
+
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        if not path.is_file():
-            raise DataError(f"ONNX file not found: {path}")
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise DataError(f"model file not found: {path}")
+    kind, description = identify(path)
+    if kind == "onnx":
         return _onnx_predictor(path, device)
-    return _torch_predictor(path, weights, device)
+    inference_device(device)  # before anything is loaded
+    if kind == CHECKPOINT:
+        return _torch_predictor(path, weights, device)
+    if kind in ("torchscript", "exported-program"):
+        return _exported_predictor(path, kind, device)
+    raise DataError(f"{path}: {description}; {_TAKES}")
 
 
 # ---------------------------------------------------------------------------------- predict
@@ -196,7 +274,12 @@ class Prediction:
     transform: str | None
     params: list[float] | None
     fit: Fit
+    #: the pictures written (``--out``); ``None`` without ``out_dir``, or when they could not be
+    #: written (then ``output_error`` says why).
     outputs: dict[str, str] | None = None
+    #: why this image's pictures were not written (the first failure, e.g. a full disk, stops
+    #: the writing of pictures for this image and the later ones; the predictions go on).
+    output_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         best = self.top_k[0]
@@ -210,8 +293,10 @@ class Prediction:
             "params": self.params,
             "fit": self.fit.to_dict(),
         }
-        if self.outputs is not None:
+        if self.outputs is not None or self.output_error is not None:
             out["outputs"] = self.outputs
+        if self.output_error is not None:
+            out["output_error"] = self.output_error
         return out
 
 
@@ -288,6 +373,25 @@ def _draw_outline(
     return canvas
 
 
+class _Pictures:
+    """Where the pictures go, and whether writing them has failed (then it stops)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.error: str | None = None
+
+    def failed(self, err: DataError | OSError | None) -> str:
+        """Record the first write failure ``err``; the message each later image (``None``)
+        carries."""
+        if self.error is None and err is not None:
+            text = str(err)
+            if isinstance(err, OSError):
+                text = f"{self.folder}: cannot write ({err.strerror or err})"
+            self.error = f"{text}; no pictures written from this image on"
+            return self.error
+        return f"not written (an earlier image's pictures failed: {self.error})"
+
+
 class _Names:
     """Unique output stems within one run (``a``, ``a-2``, ...)."""
 
@@ -323,14 +427,28 @@ def predict(
         out_dir: if given, write ``STEM_rectified.png`` (the first transformer's output: what the
             classifier sees, before any pooling) and ``STEM_grid.png`` (the image with the border
             of the sampled region drawn, the model's padding black around it and, in grey, any
-            sampled area beyond the model's input) for models with a transformer.
+            sampled area beyond the model's input) for models with a transformer. A folder that
+            cannot be created raises before any image is read; a picture that cannot be written
+            (a full disk) does not stop the predictions: that record's ``output_error`` says why,
+            and no picture is written from there on (the later records say so too).
         batch_size: images run at once.
+
+    Raises:
+        DataError: ``out_dir`` cannot be created.
     """
     fit = predictor.fit if fit is None else check_choice(fit, "fit", FITS)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidInputError(f"top_k: expected a positive int, got {top_k!r}")
     k = min(top_k, predictor.num_classes)
     out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(
+                f"{out}: cannot create the output folder ({err.strerror or err})"
+            ) from None
+    pictures = _Pictures(out)
     names = _Names()
     size = predictor.in_shape[1:]
     for start in range(0, len(paths), batch_size):
@@ -345,7 +463,7 @@ def predict(
             x, info = _fit(source, info, size)
             batch.append((Path(p), source, x, info))
             results.append(None)
-        preds = iter(_classify(predictor, batch, k, out, names) if batch else [])
+        preds = iter(_classify(predictor, batch, k, pictures, names) if batch else [])
         for r in results:
             yield next(preds) if r is None else r
 
@@ -354,7 +472,7 @@ def _classify(
     predictor: Predictor,
     batch: list[tuple[Path, torch.Tensor, torch.Tensor, Fit]],
     k: int,
-    out: Path | None,
+    pictures: _Pictures,
     names: _Names,
 ) -> list[Prediction]:
     x = torch.stack([b[2] for b in batch])  # (B, C, H, W)
@@ -363,6 +481,7 @@ def _classify(
     conf, idx = probs.topk(k, dim=-1)
     st = predictor.transformer
     rectified = None
+    out = pictures.folder
     if out is not None and st is not None and params is not None:
         with torch.no_grad():
             dev = st.head.weight.device
@@ -373,8 +492,11 @@ def _classify(
             (int(c), None if predictor.class_names is None else predictor.class_names[int(c)], p)
             for c, p in zip(idx[i].tolist(), conf[i].tolist())
         ]
-        outputs = None
-        if out is not None:
+        outputs: dict[str, str] | None = None
+        output_error = None
+        if out is not None and pictures.error is not None:
+            output_error = pictures.failed(None)
+        elif out is not None:
             outputs = {}
             if rectified is not None and st is not None and params is not None:
                 stem = names(path.stem)
@@ -382,12 +504,15 @@ def _classify(
                     "rectified": out / f"{stem}_rectified.png",
                     "grid": out / f"{stem}_grid.png",
                 }
-                _save_png(_to_pil(rectified[i]), files["rectified"])
-                with torch.no_grad():
-                    polygon = info.to_source(_outline(st, params[i : i + 1].double()))
-                picture = _draw_outline(source, info, predictor.in_shape[1:], polygon)
-                _save_png(picture, files["grid"])
-                outputs = {key: str(value) for key, value in files.items()}
+                try:
+                    _save_png(_to_pil(rectified[i]), files["rectified"])
+                    with torch.no_grad():
+                        polygon = info.to_source(_outline(st, params[i : i + 1].double()))
+                    picture = _draw_outline(source, info, predictor.in_shape[1:], polygon)
+                    _save_png(picture, files["grid"])
+                    outputs = {key: str(value) for key, value in files.items()}
+                except (DataError, OSError) as err:
+                    outputs, output_error = None, pictures.failed(err)
         records.append(
             Prediction(
                 path=path,
@@ -396,6 +521,7 @@ def _classify(
                 params=None if params is None else params[i].tolist(),
                 fit=info,
                 outputs=outputs,
+                output_error=output_error,
             )
         )
     return records

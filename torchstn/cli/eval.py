@@ -18,7 +18,11 @@ def add_parser(sub: Any) -> None:
         help="evaluate a checkpoint",
         description="Print a JSON line with the error of a checkpoint on the data of its run.",
     )
-    p.add_argument("checkpoint", help="checkpoint.pt (or its run folder)")
+    p.add_argument(
+        "checkpoint",
+        help="checkpoint.pt (or its run folder), or a TorchScript, exported-program or ONNX file "
+        "of torchstn export (classification runs; told apart by content)",
+    )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument(
         "--weights",
@@ -26,24 +30,24 @@ def add_parser(sub: Any) -> None:
         choices=("best", "last"),
         help="best-on-validation weights (as in result.json) or the last ones",
     )
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import load_run_data, load_with_info
-    from ..train import resolve_device
+    from ..inference import inference_device, load_for_eval, load_run_data
     from ..train.objective import get_objective
 
-    model, info = load_with_info(args.checkpoint, args.weights, args.device)
+    device = inference_device(args.device)  # an unknown device: one line, before any loading
+    model, info, kind = load_for_eval(args.checkpoint, args.weights, device)
     data = load_run_data(info)  # the model needs no data; its evaluation does
     objective = get_objective(info.config)  # classification, or co-localisation's localisation
     metrics = objective.evaluate(
         model,
         data.eval_split(args.split),
         info.config.run.eval_batch_size,
-        resolve_device(args.device),
-        precision=info.config.run.precision,  # as the run evaluated itself
+        device,
+        precision=info.config.run.precision if kind == "checkpoint" else "fp32",  # as it ran
     )
     print(
         json.dumps(
@@ -54,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
                 **objective.eval_fields(metrics),
                 "model": info.model_name,
                 "data": data.name,
-                "epoch": info.epoch,
-                "precision": info.config.run.precision,
+                "epoch": info.epoch if kind == "checkpoint" else None,
+                "precision": info.config.run.precision if kind == "checkpoint" else "fp32",
+                "format": kind,
             }
         )
     )

@@ -1,12 +1,16 @@
-"""``torchstn predict``: classify image files with a checkpoint or its ONNX export.
+"""``torchstn predict``: classify image files with a checkpoint or an export of it.
 
 Examples::
 
     torchstn predict runs/tc/checkpoint.pt digit.png photos/ --top-k 3
     torchstn predict tc.onnx digit.png --out predictions/
+    torchstn predict tc.pt2 digit.png          # TorchScript (.pt) and exported programs too
 
-Prints one JSON line per image on stdout; an unreadable image gets one line on stderr and the
-exit status 1, the others are still classified.
+The model file's kind is told from its content, not its name. Prints one JSON line per image on
+stdout; an unreadable image gets one line on stderr and the exit status 1, the others are still
+classified. Pictures that cannot be written (``--out`` on a full disk) do not stop the
+predictions either: one line on stderr, no more pictures, every image's JSON line still printed
+(``"outputs": null`` and ``output_error``), exit status 1.
 """
 
 from __future__ import annotations
@@ -22,20 +26,25 @@ __all__ = ["add_parser"]
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
-        help="classify image files with a checkpoint or an ONNX export",
+        help="classify image files with a checkpoint or an export of it",
         description="Print a JSON line per image: path, class, confidence, the top-k classes, "
         "the params of the first spatial transformer and how the image was fitted to the "
         "model's input. Folders are searched for image files (PNG, JPEG, BMP, GIF, WebP, TIFF). "
         "Images of any size and mode are converted to the model's channels (transparency over "
-        "black) and fitted to its size. Exit status 1 if some image could not be read.",
+        "black) and fitted to its size. Exit status 1 if some image could not be read or its "
+        "pictures could not be written (the other lines are still printed).",
     )
-    p.add_argument("model", help="checkpoint.pt, its run folder, or a .onnx file from export")
+    p.add_argument(
+        "model",
+        help="checkpoint.pt, its run folder, or a file of torchstn export (ONNX, TorchScript, "
+        "exported program; told apart by content)",
+    )
     p.add_argument("inputs", nargs="*", metavar="IMAGE", help="image files or folders")
     p.add_argument(
         "--out", help="folder for STEM_rectified.png (the transformer's output) and STEM_grid.png"
     )
     p.add_argument("--top-k", type=int, default=5, help="classes listed per image (default 5)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto")
     p.add_argument(
         "--fit",
         default=None,
@@ -62,10 +71,15 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"no image files in {', '.join(args.inputs)}")
     predictor = open_predictor(args.model, weights=args.weights, device=args.device)
     failed = 0
+    reported = None
     for record in predict(predictor, paths, top_k=args.top_k, fit=args.fit, out_dir=args.out):
         if isinstance(record, Failure):
             failed += 1
             print(f"torchstn predict: {record.message}", file=sys.stderr, flush=True)
-        else:
-            print(json.dumps(record.to_dict()), flush=True)
+            continue
+        if record.output_error is not None and reported is None:  # once: the first failure
+            failed += 1
+            reported = record.output_error
+            print(f"torchstn predict: {reported}", file=sys.stderr, flush=True)
+        print(json.dumps(record.to_dict()), flush=True)
     return 1 if failed else 0
