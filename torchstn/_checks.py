@@ -168,13 +168,26 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
 
 
 def check_size(size: Any, name: str) -> tuple[int, int]:
-    """Normalise a spatial size given as ``int`` or ``(H, W)`` to a tuple of two positive ints."""
+    """Normalise a spatial size given as ``int`` or ``(H, W)`` to a tuple of two positive ints.
+
+    Booleans are refused (``True`` is not a size), as are strings and fractional numbers.
+
+    Example:
+        >>> check_size(4, "out_size"), check_size((2.0, 3), "out_size")
+        ((4, 4), (2, 3))
+        >>> check_size((True, True), "out_size")
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.InvalidInputError: out_size: expected an int or (H, W), got (True, True)
+    """
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
     try:
+        if isinstance(size, (str, bytes)) or any(isinstance(s, (bool, str, bytes)) for s in size):
+            raise TypeError
         h, w = (int(s) for s in size)
         ok = all(float(s) == int(s) for s in size)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInputError(f"{name}: expected an int or (H, W), got {size!r}") from None
     if not ok or h < 1 or w < 1:
         raise InvalidInputError(f"{name}: expected positive integer sizes, got {size!r}")
