@@ -8,14 +8,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import DataError
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "write_error"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "remove_stale_temps",
+    "write_error",
+]
 
 #: errno values of a full disk or an exhausted quota.
 _NO_SPACE = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -98,3 +106,38 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         'ok'
     """
     atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` for the files ``names``
+    when its process was killed (``kill -9``, a power cut) between creating and replacing them.
+
+    Only files of :func:`atomic_path`'s own pattern, ``.NAME.XXXXXXXX.tmp`` for a NAME of
+    ``names``, are touched. The caller must own ``folder`` (no other live process may be writing
+    those files: a run folder's lock). Returns the files deleted.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".checkpoint.pt.k2x_9a1b.tmp").write_bytes(b"half")
+        >>> _ = (folder / ".notes.txt.k2x_9a1b.tmp").write_bytes(b"not ours to delete")
+        >>> [p.name for p in remove_stale_temps(folder, ["checkpoint.pt"])]
+        ['.checkpoint.pt.k2x_9a1b.tmp']
+    """
+    folder = Path(folder)
+    pattern = re.compile(
+        r"\.(?:" + "|".join(re.escape(n) for n in names) + r")\.[A-Za-z0-9_]+\.tmp"
+    )
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in folder.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return removed
+    for p in candidates:
+        try:
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            pass  # gone meanwhile, or not ours to delete after all: leave it
+    return removed

@@ -204,7 +204,7 @@ class TestImageFiles:
         if (run / "checkpoint.pt").exists():  # the last good one, whole
             torchstn.inference.load_info(run)
         assert not (run / "result.json").exists()
-        assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files
+        assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no temp files
 
         # with skip_bad the run goes on and counts what it skipped
         cfg = _config(tmp_path, {**data, "skip_bad": True})

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from . import _rank
 
 __all__ = ["add_parser", "resolve_config"]
 
@@ -55,7 +56,12 @@ def add_parser(sub: Any) -> None:
         help="override any config key, e.g. --set optim.lr=0.02 (repeatable)",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint, with the run's settings: the budget "
+        "(--epochs, --minutes), --checkpoint-every, --device, run.num_threads and "
+        "data.num_workers may change; any other setting given (--config, --set, flags) must "
+        "equal the run's, else it is refused (train into a new --out to change it)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -68,7 +74,14 @@ def add_parser(sub: Any) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """Defaults < config file < --set < flags."""
-    from ..train import apply_overrides, config_from_dict, load_config
+    from ..train import config_from_dict
+
+    return config_from_dict(given_values(args))
+
+
+def given_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gives (config file < --set < flags), without defaults."""
+    from ..train import apply_overrides, load_config
 
     values = apply_overrides(load_config(args.config), args.set)
     flags = {
@@ -88,29 +101,48 @@ def resolve_config(args: argparse.Namespace) -> Any:
         for part in path[:-1]:
             node = node.setdefault(part, {})
         node[path[-1]] = value
-    return config_from_dict(values)
+    return values
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a folder we may not look into: the lock says why in one line
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
     from ..train import Trainer
     from ..train.distributed import restart_count, shutdown_after
+    from ..train.trainer import RunFolderLock
 
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
+    given = given_values(args)
     cfg = resolve_config(args)
-    if restart_count() > 0 and ckpt.is_file():
+    if restart_count() > 0 and _is_file(ckpt):
         # torchrun restarted the group after a failure (--max-restarts): carry on from the last
         # checkpoint this run wrote
         args.resume = True
     if args.resume:
-        if not ckpt.is_file():
+        if not _is_file(ckpt):
             raise ConfigError(f"--resume: no checkpoint in {out}")
-    elif ckpt.exists():
+    elif _is_file(ckpt):
         raise ConfigError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
+    if _rank() == 0:
+        # fail fast, before the data is read, when another run holds the folder (fit() takes
+        # the lock for the run's life)
+        RunFolderLock.check(out)
     with shutdown_after():
-        trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
+        trainer = Trainer(
+            cfg,
+            out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            settings=given if args.resume else None,
+        )
         if trainer.rank == 0:
             world = f", {trainer.world.size} processes" if trainer.world.distributed else ""
             resumed = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,10 @@ class DataConfig:
     #: in a single process (under torchrun each process then streams its own shard)
     cache: bool | None = None
     skip_bad: bool = False  #: skip (and count) unreadable images instead of stopping the run
+    #: user data: what ``torchstn train`` recorded of ``path``, ``val_path`` and ``test_path``
+    #: (see :func:`torchstn.train.datamodule.fingerprint`); reading the data again (resume,
+    #: eval, visualize, report) refuses data whose fingerprint differs
+    fingerprints: dict[str, str] | None = None
 
 
 @dataclass
@@ -142,6 +147,7 @@ class Config:
     def validate(self) -> Config:
         """Check ranges and names of everything but the task/model (checked when built)."""
         d, o, r = self.data, self.optim, self.run
+        _check_types(self, "")
         _positive("data.train_size", d.train_size)
         _positive("data.val_size", d.val_size)
         _positive("data.test_size", d.test_size)
@@ -191,8 +197,47 @@ class Config:
         return self
 
 
+def _check_types(section: Any, where: str) -> None:
+    """Every number finite (NaN and Inf would reach the run, and config.json would not be JSON),
+    every ``int`` field an integer and every ``float`` field a number (booleans are neither)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        path = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            _check_types(value, path)
+            continue
+        _check_finite(value, path)
+        kind = str(f.type).removesuffix(" | None")
+        if value is None or kind not in ("int", "float"):
+            continue
+        number = (int, float) if kind == "float" else int
+        if isinstance(value, bool) or not isinstance(value, number):
+            want = "an integer" if kind == "int" else "a number"
+            raise ConfigError(f"{path}: expected {want}, got {value!r}")
+
+
+def _check_finite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{where}[{i}]")
+
+
 def _check_user_data(d: DataConfig) -> None:
     """The user-data keys (shapes and choices; files are checked when read)."""
+    if d.fingerprints is not None and (
+        not isinstance(d.fingerprints, dict)
+        or not set(d.fingerprints) <= {"path", "val_path", "test_path"}
+        or not all(isinstance(v, str) for v in d.fingerprints.values())
+    ):
+        raise ConfigError(
+            "data.fingerprints: expected a mapping of path, val_path or test_path to the "
+            f"fingerprint torchstn train recorded, got {d.fingerprints!r}"
+        )
     for key in ("arrays", "val_arrays", "test_arrays"):
         names = getattr(d, key)
         if names is None:
@@ -253,7 +298,12 @@ def _check_user_data(d: DataConfig) -> None:
 
 
 def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ConfigError(f"{name}: expected a positive number, got {value!r}")
 
 

@@ -13,10 +13,18 @@ User data (``data.path``) comes in three kinds, told apart by the path:
 Validation data: ``val_arrays`` or ``val_path`` if given, else a seeded ``val_fraction`` of the
 training data (the same for every run: seeded by ``eval_seed``). Test data: ``test_arrays`` or
 ``test_path`` if given, else the validation data (and the run says so).
+
+Every user-data source gets a :func:`fingerprint` (``DataModule.fingerprints``), which
+``torchstn train`` records in the run's config (``data.fingerprints``, beside the absolute
+paths). Reading a run's data again (resume, eval, visualize, report) refuses data whose
+fingerprint differs: another file of the same name, or the file changed since.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +41,12 @@ __all__ = ["CACHE_LIMIT_BYTES", "DataModule", "Split"]
 CACHE_LIMIT_BYTES = 1 << 30
 #: images read to compute the normalisation statistics (a seeded subset of the training split).
 _STATS_IMAGES = 10_000
+#: image files taking at most this many bytes in all are fingerprinted by their contents, larger
+#: sets by each file's name, size and modification time (see :func:`fingerprint`).
+FINGERPRINT_CONTENT_LIMIT = 256 << 20
 #: keys that only user data (``data.path``) takes.
 _USER_KEYS = (
+    "fingerprints",
     "val_path",
     "test_path",
     "arrays",
@@ -47,6 +59,65 @@ _USER_KEYS = (
 )
 
 Split = TensorSplit | FileSplit
+
+
+def fingerprint(path: Path, images: Sequence[Any] | None = None, method: str | None = None) -> str:
+    """What a run records of a user-data source, to recognise it when the run's data is read again.
+
+    * a file (``.npz``, or the ``.csv`` manifest of ``images``): the SHA-256 of its bytes;
+    * image files (``images``: the :class:`~torchstn.data.files.ImageEntry` list of a class
+      folder or manifest, in order): each file's path relative to the folder (the manifest's
+      folder), label and box, and its bytes when the images take at most
+      :data:`FINGERPRINT_CONTENT_LIMIT` in all (``content``), else its size and modification time
+      (``stat``: cheap for any number of images; a copy that does not keep the times then reads
+      as changed).
+
+    Returns ``"content:HEX"`` or ``"stat:HEX"``. ``method`` forces one (a recorded fingerprint
+    is compared with one made the same way, whatever the set's size now).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "d.npz"
+        >>> _ = f.write_bytes(b"abc")
+        >>> fingerprint(f)
+        'content:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
+    """
+    h = hashlib.sha256()
+    if path.is_file():
+        _hash_file(h, path)
+    if images is None:
+        return f"content:{h.hexdigest()}"
+    root = path if path.is_dir() else path.parent
+    if method is None:
+        total = 0
+        for e in images:
+            try:
+                total += os.stat(e.path).st_size
+            except OSError:
+                pass
+        method = "content" if total <= FINGERPRINT_CONTENT_LIMIT else "stat"
+    for e in images:
+        name = os.path.relpath(os.path.abspath(e.path), os.path.abspath(root))
+        h.update(f"{name}\0{e.label}\0{e.box}\0".encode())
+        try:
+            st = os.stat(e.path)
+            if method == "stat":
+                h.update(f"{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            else:
+                h.update(f"{st.st_size}\0".encode())
+                _hash_file(h, Path(e.path))
+        except OSError:
+            h.update(b"missing\0")
+    return f"{method}:{h.hexdigest()}"
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def _kind(path: Path, key: str) -> str:
@@ -92,6 +163,8 @@ class DataModule:
         self.test_truth: dict[str, Any] | None = None
         self.class_names: list[str] | None = None
         self.skipped_at_load = 0  #: unreadable images left out while caching (``skip_bad``)
+        #: user data: the :func:`fingerprint` of ``path``, ``val_path``, ``test_path`` (as given)
+        self.fingerprints: dict[str, str] = {}
         self._pin = pin_memory
         self._fixed_train: Split | None = None
         if cfg.task is not None and cfg.path is not None:
@@ -136,6 +209,7 @@ class DataModule:
         train: Split
         one_hot: int | None = None
         if kind == "npz":
+            self._fingerprint("path", path)
             train, one_hot = self._arrays(path, cfg.arrays, "arrays")
             self.in_shape = tuple(int(v) for v in train.x.shape[1:])
             for key in ("image_size", "channels"):
@@ -190,6 +264,7 @@ class DataModule:
             entries, names = read_csv_manifest(path, self.class_names)
         if self.class_names is None and names is not None:
             self.class_names = list(names)
+        self._fingerprint(key, path, entries)
         if not hasattr(self, "in_shape"):
             mode, size = probe_image(entries[0].path)
             cfg = self.cfg
@@ -217,8 +292,21 @@ class DataModule:
         p = Path(str(path))
         kind = _kind(p, f"{role}_path")
         if kind == "npz":
+            self._fingerprint(f"{role}_path", p)
             return self._arrays(p, self.cfg.arrays, f"{role}_path")[0]
         return self._image_files(p, kind, f"{role}_path")
+
+    def _fingerprint(self, key: str, path: Path, images: Sequence[Any] | None = None) -> None:
+        """Fingerprint the source of ``data.KEY``; refuse it when the run recorded another."""
+        recorded = (self.cfg.fingerprints or {}).get(key)
+        method = recorded.split(":", 1)[0] if recorded else None
+        value = fingerprint(path, images, method if method in ("content", "stat") else None)
+        if recorded is not None and value != recorded:
+            raise DataError(
+                f"data.{key}: {path} is not the data the run was trained on (its fingerprint "
+                "differs: changed or replaced since)"
+            )
+        self.fingerprints[key] = value
 
     def _hold_out(self, full: Split) -> tuple[Split, Split]:
         """A seeded ``val_fraction`` of ``full`` as validation data (seeded by ``eval_seed``)."""

@@ -15,10 +15,18 @@ Under ``torchrun`` (see :mod:`torchstn.train.distributed`) the config's batch si
 batch: each rank takes an equal slice of every batch, DDP averages the gradients, validation and
 test are evaluated on shards and summed, and every decision that ends the loop or sets the
 learning rate comes from values all ranks agree on. Only rank 0 writes files.
+
+A run owns its folder while :meth:`Trainer.fit` runs: rank 0 holds an exclusive lock on
+``RUN_DIR/.lock`` (:class:`RunFolderLock`), so a second run into the same folder stops in one
+line instead of mixing its files with the first one's, and the temporary files a killed run left
+(``kill -9`` while a checkpoint was written) are deleted when the next run takes the folder.
+SIGTERM (what schedulers send) stops a run like Ctrl-C: at the next step, with a checkpoint.
 """
 
 from __future__ import annotations
 
+import copy
+import errno
 import json
 import math
 import os
@@ -33,8 +41,9 @@ import torch
 from torch import nn
 
 from .. import __version__
+from .._atomic import remove_stale_temps, write_error
 from .._checks import set_finite_checks
-from ..errors import DataError, TorchSTNError
+from ..errors import ConfigError, DataError, TorchSTNError
 from ..models import count_params
 from ..module import RecordedParams, recording_params
 from ..optim import param_groups
@@ -52,6 +61,8 @@ from .evaluate import autocast_context, build_model, evaluate, resolve_device
 from .objective import get_objective
 
 __all__ = [
+    "RESUMABLE",
+    "RunFolderLock",
     "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",
@@ -59,7 +70,25 @@ __all__ = [
     "build_model",
     "evaluate",
     "resolve_device",
+    "resumed_config",
 ]
+
+#: settings a resumed run takes from the command line: its budget and how it runs on this
+#: machine. Any other setting given must equal the run's (:func:`resumed_config`).
+RESUMABLE = (
+    "run.epochs",
+    "run.minutes",
+    "run.checkpoint_every",
+    "run.num_threads",
+    "data.num_workers",
+    "device",
+)
+#: the files a run writes into its folder (whose stale temporary files a new run deletes).
+RUN_FILES = ("checkpoint.pt", "config.json", "metrics.jsonl", "result.json")
+#: the sections of a config (the other top-level keys are settings).
+_SECTIONS = ("data", "model", "optim", "run", "objective")
+#: user-data paths of ``data``: recorded absolute, compared absolute.
+_DATA_PATHS = ("path", "val_path", "test_path")
 
 
 class TrainingDiverged(TorchSTNError):
@@ -67,7 +96,7 @@ class TrainingDiverged(TorchSTNError):
 
 
 class TrainingInterrupted(TorchSTNError):
-    """Ctrl-C (SIGINT) stopped the run between two steps; a checkpoint was saved."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run between two steps; a checkpoint was saved."""
 
 
 def _lr_factor(cfg: Config, epoch: float, elapsed: float = 0.0) -> float:
@@ -113,29 +142,50 @@ class Trainer:
     Started by ``torchrun``, the trainer joins the process group of the launcher's environment
     (:func:`torchstn.train.distributed.init_from_env`) and trains with DDP.
 
+    User data is recorded as it was read: ``data.path`` (``val_path``, ``test_path``) absolute,
+    and ``data.fingerprints`` (:func:`torchstn.train.datamodule.fingerprint`), so that the run's
+    data is found and recognised from any folder later.
+
     Args:
-        cfg: the resolved configuration.
-        run_dir: output folder (created).
-        resume: continue from ``run_dir/checkpoint.pt`` (its saved config is used).
+        cfg: the resolved configuration (not modified).
+        run_dir: output folder (created when :meth:`fit` starts).
+        resume: continue from ``run_dir/checkpoint.pt``: its saved config is used, with the
+            budget (``run.epochs``, ``run.minutes``) and device of ``cfg``, or with ``settings``.
         progress: show a progress bar per epoch (tqdm, when installed; rank 0 only).
+        settings: with ``resume``, the settings given for the resumed run (nested dicts, as a
+            config file and ``--set`` give them; ``torchstn train --resume``): those of
+            :data:`RESUMABLE` are applied, any other must equal the run's (see
+            :func:`resumed_config`).
+
+    Raises:
+        ConfigError: ``settings`` change a setting of the run that is not in :data:`RESUMABLE`.
     """
 
     def __init__(
-        self, cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        resume: bool = False,
+        progress: bool = True,
+        *,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         # the code this process loaded: a commit or an edit made since (while earlier runs of a
         # long reproduce trained, or this one does) is not the code that runs
         self.source_commit = loaded_commit()
         self.ckpt_path = self.run_dir / "checkpoint.pt"
+        # the checkpoint as this run found it: fit() refuses to go on when another process wrote
+        # one meanwhile (two runs started into one folder, the first done before the second began)
+        self._found_ckpt = _file_identity(self.ckpt_path)
         self.state: dict[str, Any] | None = None
         if resume:
             self.state = load_checkpoint(self.ckpt_path)
-            saved = config_from_dict(self.state["config"])
-            # a resumed run keeps its config; only the budget may be changed from the command line
-            saved.run.epochs, saved.run.minutes = cfg.run.epochs, cfg.run.minutes
-            saved.device = cfg.device
-            cfg = saved
+            # a resumed run keeps its config; only its budget and how it runs may change
+            cfg = resumed_config(self.state["config"], cfg, settings, self.run_dir)
+        else:
+            cfg = copy.deepcopy(cfg).validate()
+        _absolute_data_paths(cfg)
         self.cfg = cfg
         # what the run optimises and how it is scored: classification or co-localisation
         self.objective = get_objective(cfg)
@@ -160,6 +210,10 @@ class Trainer:
         self.data = self.objective.build_data(
             preprocess=saved_info.get("preprocess"), pin_memory=self.device.type == "cuda"
         )
+        # what was read (checked against the run's record when it has one, recorded otherwise)
+        fingerprints = getattr(self.data, "fingerprints", None)
+        if fingerprints:
+            cfg.data.fingerprints = dict(fingerprints)
         self.model = build_model(cfg, self.data.in_shape, self.data.num_classes).to(self.device)
         #: the layout training images and convolution weights take (run.memory_format resolved)
         self.memory_format = resolve_memory_format(cfg.run.memory_format, self.model, self.device)
@@ -192,7 +246,9 @@ class Trainer:
         self._local = [0.0, 0.0, 0.0, 0.0]
         self.best: dict[str, Any] = {"val_error": None, "epoch": None, "model": None}
         self.history: list[dict[str, Any]] = []
-        self.interrupted = False  # set by SIGINT; checked between steps
+        self.interrupted = False  # set by SIGINT or SIGTERM; checked between steps
+        self._signal: str | None = None  # the signal that set it
+        self._lock: RunFolderLock | None = None  # rank 0's lock on run_dir while fit() runs
         self._out_of_time = False  # the time budget ran out in the last _run_epoch
         # what the ranks agreed on at the last step: time spent (the slowest rank's), stop
         self._agreed_spent, self._agreed_stop = self.elapsed, False
@@ -247,12 +303,29 @@ class Trainer:
         """Write the checkpoint (every rank must call it: it gathers the epoch's statistics)."""
         self._flush_stats()
         if self.rank == 0:
-            save_checkpoint(self.ckpt_path, self._snapshot())
+            try:
+                save_checkpoint(self.ckpt_path, self._snapshot())
+            except DataError as err:  # a full disk: the last checkpoint is intact
+                raise DataError(f"{err}; {self._kept()}, continue with --resume") from None
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.rank == 0:
-            with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+        """Append ``record`` to ``metrics.jsonl`` (rank 0): whole lines only, a line a full disk
+        cut is taken back."""
+        if self.rank != 0:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        line = (_json_line(record) + "\n").encode()
+        try:
+            with open(path, "ab") as fh:
+                end = fh.tell()
+                try:
+                    fh.write(line)
+                    fh.flush()
+                except OSError:
+                    fh.truncate(end)
+                    raise
+        except OSError as err:
+            raise DataError(f"{write_error(path, err)}; {self._kept()}") from None
 
     # ------------------------------------------------------------------ loop
     def _kept(self) -> str:
@@ -501,20 +574,75 @@ class Trainer:
         self.epoch_stats = {"loss_sum": 0.0, "wrong": 0, "seen": 0, "skipped": 0}
 
     def fit(self) -> dict[str, Any]:
-        """Train until ``run.epochs`` or ``run.minutes``; write and return the result."""
+        """Train until ``run.epochs`` or ``run.minutes``; write and return the result.
+
+        The run folder is locked for the run (see :class:`RunFolderLock`).
+
+        Raises:
+            DataError: the folder cannot be written, is in use by another run, or the disk is
+                full (the last checkpoint is kept).
+            TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved).
+        """
+        self._take_folder()
+        try:
+            return self._fit()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _take_folder(self) -> None:
+        """Lock the run folder (rank 0; every rank learns whether it could), delete the temporary
+        files a killed run left there, and check that no other run wrote a checkpoint since this
+        one read the folder."""
+        failure: TorchSTNError | None = None
         if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self._lock = RunFolderLock(self.run_dir)
+            except TorchSTNError as err:
+                failure = err
+        if self.world.distributed:
+            (failed,) = agree([float(failure is not None)], self.world, self.device)
+            if failed and failure is None:
+                raise DataError("stopped: rank 0 could not take the run folder (see its message)")
+        if failure is not None:
+            raise failure
+        if self.rank != 0:
+            return
+        if _file_identity(self.ckpt_path) != self._found_ckpt:
+            self._lock.release()  # type: ignore[union-attr]
+            self._lock = None
+            raise ConfigError(
+                f"{self.run_dir}: another run wrote its checkpoint while this one started; "
+                "pass --resume to continue it or choose another --out"
+            )
+        removed = remove_stale_temps(self.run_dir, RUN_FILES)
+        if removed:
+            size = sum(_size(p) for p in removed)
+            print(
+                f"torchstn: deleted {len(removed)} temporary file(s) ({size / 1e6:.1f} MB) that a "
+                f"stopped run left in {self.run_dir}",
+                file=sys.stderr,
+            )
+
+    def _fit(self) -> dict[str, Any]:
+        if self.rank == 0:
             atomic_write_text(
                 self.run_dir / "config.json",
-                json.dumps({**config_to_dict(self.cfg), "world_size": self.world.size}, indent=2)
+                json.dumps(
+                    {**config_to_dict(self.cfg), "world_size": self.world.size},
+                    indent=2,
+                    allow_nan=False,
+                )
                 + "\n",
             )
             # metrics.jsonl mirrors the checkpoint's history (drops epochs logged after the last save)
             atomic_write_text(
-                self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history)
+                self.run_dir / "metrics.jsonl",
+                "".join(_json_line(r) + "\n" for r in self.history),
             )
         self.net.train()
-        previous = _catch_sigint(self)
+        previous = _catch_signals(self)
         try:
             while self.epoch < self.cfg.run.epochs:
                 complete = self._run_epoch()
@@ -531,12 +659,14 @@ class Trainer:
                 if not complete or self._out_of_time or self.interrupted:
                     break
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                if handler is not None:  # None: a handler not set from Python, left alone
+                    signal.signal(signum, handler)
         if self.interrupted:
+            by = f" by {self._signal}" if self._signal else ""
             raise TrainingInterrupted(
-                f"interrupted at epoch {self.epoch + 1}, step {self.step}; checkpoint saved to "
-                f"{self.ckpt_path}; continue with --resume"
+                f"interrupted{by} at epoch {self.epoch + 1}, step {self.step}; checkpoint saved "
+                f"to {self.ckpt_path}; continue with --resume"
             )
         return self.finish()
 
@@ -590,7 +720,8 @@ class Trainer:
             "config_sha256": config_hash(config_to_dict(self.cfg)),
         }
         if self.rank == 0:
-            atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=2) + "\n")
+            text = json.dumps(_finite(result), indent=2, allow_nan=False) + "\n"
+            atomic_write_text(self.run_dir / "result.json", text)
         return result
 
 
@@ -603,19 +734,255 @@ def _make_deterministic(device: torch.device) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def _catch_sigint(trainer: Trainer) -> Any:
-    """Route Ctrl-C to ``trainer.interrupted`` (main thread only); returns the old handler."""
+def _catch_signals(trainer: Trainer) -> dict[int, Any]:
+    """Route Ctrl-C (SIGINT) and SIGTERM (what schedulers and ``kill`` send) to
+    ``trainer.interrupted`` (main thread only): the run stops at the next step with a checkpoint.
+    A second signal stops at once. Returns the previous handlers, to restore."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def handler(signum: int, frame: Any) -> None:
-        if trainer.interrupted:  # a second Ctrl-C stops at once
+        if trainer.interrupted:  # a second signal stops at once
             raise KeyboardInterrupt
         trainer.interrupted = True
+        trainer._signal = signal.Signals(signum).name
 
-    return signal.signal(signal.SIGINT, handler)
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder, for the life of a run (``RUN_DIR/.lock``).
+
+    ``fcntl.flock`` on POSIX (``msvcrt.locking`` on Windows): the operating system releases it
+    when the process ends, however it ends (``kill -9`` included), so a stale lock never blocks a
+    later run. The lock file holds the owner's process id for the message of the run it stops;
+    it stays in the folder. Creating the folder and the lock file is the run's first write, so an
+    unwritable or full folder fails here, in one line, before any work.
+
+    Args:
+        run_dir: the run folder (created).
+
+    Raises:
+        DataError: the folder cannot be created or written, or another live process holds it.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        path = self.run_dir / self.NAME
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._fh: Any = open(path, "a+")  # held for the run's life
+        except OSError as err:
+            raise _folder_error(self.run_dir, err) from None
+        try:
+            taken = _try_lock(self._fh)
+            if not taken:
+                owner = _read_pid(path)
+                raise DataError(
+                    f"run folder {self.run_dir} is in use by another process "
+                    f"({f'pid {owner}' if owner else 'pid unknown'})"
+                )
+            self._fh.seek(0)
+            self._fh.truncate()
+            self._fh.write(f"{os.getpid()}\n")
+            self._fh.flush()
+        except OSError as err:
+            self._fh.close()
+            raise write_error(path, err) from None
+        except BaseException:
+            self._fh.close()
+            raise
+
+    @classmethod
+    def check(cls, run_dir: str | Path) -> None:
+        """Raise the "in use" :class:`DataError` now if another live process holds ``run_dir``
+        (writes nothing: for failing fast, before a run reads its data; :meth:`Trainer.fit`
+        takes the lock itself)."""
+        path = Path(run_dir) / cls.NAME
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            return  # no lock file (no run there yet), or none we may read: fit() will tell
+        with fh:
+            if not _try_lock(fh):
+                owner = _read_pid(path)
+                raise DataError(
+                    f"run folder {run_dir} is in use by another process "
+                    f"({f'pid {owner}' if owner else 'pid unknown'})"
+                )
+
+    def release(self) -> None:
+        """Give the folder back (closing the file releases the lock)."""
+        if self._fh is not None and not self._fh.closed:
+            self._fh.close()
+        self._fh = None
+
+
+def _try_lock(fh: Any) -> bool:
+    """Take an exclusive, non-blocking lock on ``fh``; False when another process holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - a platform with neither
+        print("torchstn: cannot lock the run folder on this platform", file=sys.stderr)
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return False
+        # a file system without locks (some network mounts): run unlocked, and say so
+        print(
+            f"torchstn: cannot lock the run folder ({err.strerror or err}); make sure no other "
+            "run writes into it",
+            file=sys.stderr,
+        )
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _folder_error(run_dir: Path, err: OSError) -> DataError:
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        return DataError(f"run folder {run_dir}: a file is in the way (not a folder)")
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return write_error(run_dir / RunFolderLock.NAME, err)
+    return DataError(f"run folder {run_dir}: cannot write there ({err.strerror or err})")
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of ``path``, or None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and Inf floats as None, so that it is valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(_finite(record), allow_nan=False)
+
+
+def _absolute_data_paths(cfg: Config) -> None:
+    """User data's paths made absolute (against the current folder, as they were read)."""
+    for key in _DATA_PATHS:
+        value = getattr(cfg.data, key)
+        if isinstance(value, str) and value:
+            setattr(cfg.data, key, os.path.abspath(value))
+
+
+def resumed_config(
+    saved: dict[str, Any],
+    cfg: Config,
+    settings: dict[str, Any] | None,
+    run_dir: str | Path = "the run",
+) -> Config:
+    """The config a resumed run continues with: the run's own (``saved``, from its checkpoint).
+
+    ``settings`` are the settings given for the resumed run (nested dicts; ``None``: the budget
+    of ``cfg``, ``run.epochs`` and ``run.minutes``). Those of :data:`RESUMABLE` (the budget and
+    how the run uses this machine) are applied; any other that differs from the run's is refused,
+    rather than silently ignored: a run that changed its learning rate or model half-way would
+    no longer be the run its folder describes. The device is always ``cfg.device``. Data paths
+    compare as absolute paths (relative ones against the current folder).
+
+    Raises:
+        ConfigError: naming every setting that differs from the run's.
+    """
+    base = config_to_dict(config_from_dict(saved))
+    if settings is None:
+        settings = {"run": {"epochs": cfg.run.epochs, "minutes": cfg.run.minutes}}
+    merged = json.loads(json.dumps(base))
+    for key, value in settings.items():
+        if key in _SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    merged["device"] = cfg.device
+    new = config_from_dict(merged)
+    new_values = config_to_dict(new)
+
+    def leaves(values: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in _SECTIONS and isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    def norm(key: str, value: Any) -> Any:
+        if key.startswith("data.") and key[5:] in _DATA_PATHS and isinstance(value, str):
+            return os.path.abspath(value)
+        return value
+
+    old, now = leaves(base), leaves(new_values)
+    changed = [k for k in now if norm(k, now[k]) != norm(k, old.get(k))]
+    refused = [k for k in changed if k not in RESUMABLE]
+    if refused:
+
+        def short(value: Any) -> str:
+            text = json.dumps(value)
+            return text if len(text) <= 40 else text[:37] + "..."
+
+        def differences(key: str) -> list[str]:
+            a, b = old.get(key), now[key]
+            if isinstance(a, dict) and isinstance(b, dict):  # options: the keys that differ
+                subs = sorted(k for k in {*a, *b} if a.get(k, ...) != b.get(k, ...))
+                return [
+                    f"{key}.{k} {short(a.get(k))} (given {short(b.get(k))})"
+                    if k in a and k in b
+                    else f"{key}.{k} {'unset' if k in b else short(a[k])} "
+                    f"(given {short(b[k]) if k in b else 'nothing'})"
+                    for k in subs
+                ]
+            return [f"{key} {short(a)} (given {short(b)})"]
+
+        what = ", ".join(d for k in refused for d in differences(k))
+        raise ConfigError(
+            f"--resume: {run_dir} was trained with {what}; a resumed run keeps its settings "
+            f"(only {', '.join(RESUMABLE)} may change): train into a new --out to change them"
+        )
+    return new
 
 
 def config_hash(values: dict[str, Any]) -> str:
