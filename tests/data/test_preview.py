@@ -43,3 +43,24 @@ class TestPreview:
         s = data.get_task("rotated").generate("test", num=2, seed=0)
         with pytest.raises(InvalidInputError, match="empty"):
             save_preview(s[torch.tensor([], dtype=torch.long)], tmp_path / "e.png")
+
+
+def test_cli_preview_without_matplotlib_says_so_before_generating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torchstn.cli import main
+    from torchstn.data import preview
+    from torchstn.errors import TorchSTNError
+
+    def missing() -> None:
+        raise TorchSTNError("previews need matplotlib: pip install 'torchstn[plot]'")
+
+    def generate(*args: object, **kwargs: object) -> None:
+        raise AssertionError("generated samples that could not be drawn")
+
+    monkeypatch.setattr(preview, "_pyplot", missing)
+    monkeypatch.setattr(data.get_task("rts").__class__, "generate", generate)
+    assert main(["data", "preview", "rts", "--out", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("pip install 'torchstn[plot]'") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
