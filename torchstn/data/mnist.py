@@ -57,6 +57,10 @@ MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
+#: seconds to wait for a mirror to connect or send (a firewall that drops packets silently costs
+#: this much per mirror before the one-line "no network" error).
+TIMEOUT = 15.0
+
 #: split -> (images file, labels file), without the ``.gz`` suffix.
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -151,7 +155,9 @@ def _fetch(name: str, target: Path) -> Path:
     """Download ``name.gz`` into ``target`` from the first mirror that serves the right bytes."""
     size, sha256 = GZ[name]
     urls = [m + f"{name}.gz" for m in MIRRORS]
-    return _download.download(urls, target / f"{name}.gz", MD5[name][0], sha256=sha256, size=size)
+    return _download.download(
+        urls, target / f"{name}.gz", MD5[name][0], timeout=TIMEOUT, sha256=sha256, size=size
+    )
 
 
 def _not_found(split: str, dirs: list[Path], target: Path, why: str) -> DataError:
