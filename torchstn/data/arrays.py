@@ -14,13 +14,17 @@ Rules of :func:`read_arrays`:
 - Pixel values: uint8 stays uint8 (0..255); other integer dtypes are cast to uint8 when all
   values lie in 0..255; float16/32/64 become float32 and must be finite and within ``[0, 1]``.
 - Labels: integers ``(N,)`` or ``(N, 1)``, floats only if integral (``3.0``), or one-hot
-  ``(N, K)`` with ``K >= 2`` (ints, bools or floats; one 1 per row, zeros elsewhere). All >= 0.
+  ``(N, K)`` with ``K >= 2`` (ints, bools or floats; one 1 per row, zeros elsewhere). All >= 0
+  and below :data:`MAX_CLASSES` (one-hot: ``K <= MAX_CLASSES``), checked in the stored dtype.
+- Nothing is allocated from a size an archive declares: :func:`check_member` checks each array's
+  entry before NumPy reads it (see there).
 
 Anything else raises :class:`~torchstn.errors.DataError` naming the file and the array.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 import zlib
@@ -34,11 +38,33 @@ import torch
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["LAYOUTS", "ArraySet", "check_labels", "read_arrays"]
+__all__ = [
+    "LAYOUTS",
+    "MAX_CLASSES",
+    "MAX_RATIO",
+    "ArraySet",
+    "check_labels",
+    "check_member",
+    "read_arrays",
+]
 
 #: the accepted values of ``layout``.
 LAYOUTS = ("auto", "channels_first", "channels_last")
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+#: class indices must be below this (a label's value sizes the model's output layer).
+MAX_CLASSES = 100_000
+#: the most bytes an archive entry may hold per compressed byte (deflate's limit is about 1032:1;
+#: an entry declaring more is refused before it is read).
+MAX_RATIO = 1100
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,  # a compression method zipfile lacks
+    RuntimeError,  # an encrypted entry
+)
 
 
 @dataclass
@@ -90,10 +116,61 @@ def _open(path: Path) -> Any:
         raise DataError(f"{path}: not a readable .npz file ({err})") from None
 
 
+def check_member(data: Any, path: Path, key: str) -> None:
+    """Refuse array ``key`` of the open ``np.load`` archive ``data`` (read from ``path``) when
+    reading it would allocate more than the file holds.
+
+    Its archive entry must hold at most its compressed size times :data:`MAX_RATIO`, the
+    compressed size at most the file's, and its ``.npy`` header must declare exactly the bytes
+    the entry holds after the header. An entry that is not ``.npy`` (NumPy reads it as bytes, now
+    bounded) or holds Python objects (NumPy refuses it unread) is left to NumPy.
+
+    Raises:
+        DataError: one line naming the file and the array, what it declares and what it holds.
+        zipfile.BadZipFile, OSError, ValueError...: the entry cannot be read (the caller's
+            "corrupted or truncated" message).
+    """
+    archive = data.zip
+    name = key if key in archive.namelist() else f"{key}.npy"  # as NpzFile looks it up
+    info = archive.getinfo(name)
+    where = f"{path}: array {key!r}"
+    if info.compress_size > path.stat().st_size:
+        raise DataError(
+            f"{where} declares {info.compress_size} compressed bytes, the file has "
+            f"{path.stat().st_size} (corrupted or truncated)"
+        )
+    if info.file_size > max(info.compress_size, 1) * MAX_RATIO:
+        raise DataError(
+            f"{where} declares {info.file_size} bytes in {info.compress_size} compressed bytes, "
+            f"more than {MAX_RATIO} times as many (corrupted or forged)"
+        )
+    fmt = np.lib.format
+    with archive.open(name) as f:
+        magic = f.read(len(fmt.MAGIC_PREFIX) + 2)
+        if magic[: len(fmt.MAGIC_PREFIX)] != fmt.MAGIC_PREFIX:
+            return
+        if magic[-2:] == b"\x01\x00":
+            shape, _, dtype = fmt.read_array_header_1_0(f)  # headers: 10,000 bytes at most
+        elif magic[-2:] in (b"\x02\x00", b"\x03\x00"):  # 3.0: 2.0 with UTF-8 field names
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+        else:
+            return  # NumPy refuses the version
+        offset = f.tell()
+    if dtype.hasobject:
+        return
+    declared = math.prod(shape) * dtype.itemsize
+    if offset + declared != info.file_size:
+        raise DataError(
+            f"{where} declares shape {shape} of {dtype} ({declared} bytes), its archive entry "
+            f"holds {max(info.file_size - offset, 0)} (corrupted, truncated or forged)"
+        )
+
+
 def _load(data: Any, path: Path, name: str) -> np.ndarray:
     if name not in data.files:
         raise DataError(f"{path}: no array {name!r} (found: {', '.join(data.files) or 'none'})")
     try:
+        check_member(data, path, name)
         value = data[name]
     except _READ_ERRORS as err:
         if "allow_pickle" in str(err):
@@ -170,6 +247,15 @@ def _pixels(a: np.ndarray, at: str) -> torch.Tensor:
     raise DataError(f"{at} has dtype {a.dtype}; store uint8 (0..255) or floats in [0, 1]")
 
 
+def _number(value: Any) -> str:
+    """A label for messages: integers exactly, integral floats without their ``.0`` (``-3``,
+    ``1e+19``)."""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    v = float(value)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e16 else f"{v:g}"
+
+
 def _labels(a: np.ndarray, at: str) -> tuple[torch.Tensor, int | None]:
     one_hot = a.ndim == 2 and a.shape[1] >= 2
     if a.dtype.kind not in "biuf" or (a.dtype.kind == "b" and not one_hot):
@@ -183,6 +269,11 @@ def _labels(a: np.ndarray, at: str) -> tuple[torch.Tensor, int | None]:
                 f"{at} of shape {a.shape} must hold one-hot rows (a single 1, zeros elsewhere); "
                 f"row {i}{row} is not"
             )
+        if a.shape[1] > MAX_CLASSES:
+            raise DataError(
+                f"{at} of shape {a.shape} holds one-hot rows of {a.shape[1]} classes; at most "
+                f"{MAX_CLASSES} (torchstn.data.arrays.MAX_CLASSES)"
+            )
         return torch.from_numpy(a.argmax(axis=1).astype(np.int64)), a.shape[1]
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
@@ -192,12 +283,18 @@ def _labels(a: np.ndarray, at: str) -> tuple[torch.Tensor, int | None]:
         bad = np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))
         if bad.size:
             raise DataError(f"{at} holds non-integer label {a[bad[0]]} at index {bad[0]}")
-    y = a.astype(np.int64)
-    neg = np.flatnonzero(y < 0)
-    if neg.size:
+    if a.size and a.min() < 0:  # checked in the stored dtype: a cast could wrap around
+        i = int(np.argmax(a < 0))
         raise DataError(
-            f"{at} holds negative label {y[neg[0]]} at index {neg[0]}; labels must be >= 0"
+            f"{at} holds negative label {_number(a[i])} at index {i}; labels must be >= 0"
         )
+    if a.size and a.max() >= MAX_CLASSES:
+        i = int(np.argmax(a >= MAX_CLASSES))
+        raise DataError(
+            f"{at} holds label {_number(a[i])} at index {i}; class indices must be below "
+            f"{MAX_CLASSES} (torchstn.data.arrays.MAX_CLASSES)"
+        )
+    y = a.astype(np.int64)
     return torch.from_numpy(y), None
 
 

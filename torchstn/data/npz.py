@@ -3,6 +3,11 @@
 
 Files are written atomically (see :mod:`torchstn._atomic`) and reproducibly: the archive
 entries carry a fixed timestamp, so the same sample and manifest give the same bytes.
+
+Reading (here and in :mod:`torchstn.data.arrays`) never allocates what an archive merely
+declares: before NumPy reads an array, :func:`torchstn.data.arrays.check_member` compares the
+shape its ``.npy`` header declares with the bytes its archive entry holds, and those with the
+compressed bytes in the file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 
 from .._atomic import atomic_path
 from ..errors import DataError
+from .arrays import _READ_ERRORS, MAX_CLASSES, check_member
 from .sample import Sample, full_boxes
 
 __all__ = ["PARAM_PREFIX", "load_npz", "read_manifest", "save_npz"]
@@ -76,14 +82,15 @@ def _open(path: Path) -> Any:
         raise DataError(f"{path}: file not found")
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+    except _READ_ERRORS as err:
         raise DataError(f"{path}: not a readable .npz file ({err})") from None
 
 
 def _array(data: Any, path: Path, key: str) -> np.ndarray:
     try:
+        check_member(data, path, key)
         return np.asarray(data[key])
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as err:
+    except _READ_ERRORS as err:
         raise DataError(f"{path}: array {key!r} is corrupted or truncated ({err})") from None
 
 
@@ -144,6 +151,11 @@ def load_npz(path: str | os.PathLike[str]) -> Sample:
             raise DataError(f"{path}: 'y' must be integer of shape ({n},), got {y.dtype} {y.shape}")
         if n and y.min() < 0:
             raise DataError(f"{path}: 'y' holds negative labels")
+        if n and y.max() >= MAX_CLASSES:
+            raise DataError(
+                f"{path}: 'y' holds label {y.max()}; class indices must be below {MAX_CLASSES} "
+                "(torchstn.data.arrays.MAX_CLASSES)"
+            )
         if "boxes" in data.files:
             boxes = _array(data, path, "boxes")
             if boxes.shape != (n, 4) or boxes.dtype.kind not in "iuf":
