@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..images import IMAGE_SUFFIXES
+from .arrays import MAX_CLASSES
 
 __all__ = ["ImageEntry", "read_csv_manifest", "scan_class_folder"]
 
@@ -56,20 +57,36 @@ def scan_class_folder(
     """The images of ``root/CLASS/.../IMAGE`` (see the module docstring), and the class names.
 
     Files ending in :data:`torchstn.images.IMAGE_SUFFIXES` (any case) are images; hidden files
-    and folders (``.name``) are skipped; symbolic links are followed.
+    and folders (``.name``) are skipped.
+
+    Symbolic links are followed, but no folder is walked and no file listed twice, so that a
+    link can neither loop nor make an image count twice:
+
+    * a link to a folder outside ``root`` (``cat/more -> /disk/cats``) is walked as part of the
+      class; a link to a folder already walked (a loop such as ``cat/up -> ..``), to a folder in
+      ``root`` outside the class (another class's images), or to ``root`` or a folder holding it
+      (which would reach the other classes, or a validation folder beside ``root``) is skipped;
+    * a file met twice in one class (through links or hard links) is listed once; the same file
+      in two classes is an error (its label would be ambiguous);
+    * a class folder that is ``root``, a folder holding it or another class's folder (through a
+      link) is an error.
 
     Args:
         root: the folder.
         class_names: the classes to label with (validation and test folders use the training
             classes): every sub-folder must be one of them, some may be missing. ``None``: the
-            sorted sub-folder names (one without images stays a class, so labels do not shift).
+            sorted sub-folder names (one without images stays a class, so labels do not shift);
+            the folder then defines the classes of a training run and must hold images of at
+            least two.
 
     Returns:
         The entries (class by class, files sorted by their path in the class folder) and the
         class names.
 
     Raises:
-        DataError: ``root`` is not a folder, has no image, or has a class not in ``class_names``.
+        DataError: ``root`` is not a folder, has no image, has a class not in ``class_names``,
+            has images of fewer than two classes (``class_names=None``), or a class folder or
+            file that stands for another (see above).
     """
     root = Path(root)
     if not root.is_dir():
@@ -77,21 +94,16 @@ def scan_class_folder(
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     classes = folders if class_names is None else [str(c) for c in class_names]
     index = {name: i for i, name in enumerate(classes)}
-    entries: list[ImageEntry] = []
     for name in folders:
         if name not in index:
             raise DataError(
                 f"{root / name}: class {name!r} is not among the training classes "
                 f"({', '.join(classes)})"
             )
-        found = []
-        for top, dirs, files in os.walk(root / name, followlinks=True):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            found += [
-                Path(top, f)
-                for f in files
-                if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
-            ]
+    walk = _Walk(root, folders)
+    entries: list[ImageEntry] = []
+    for name in folders:
+        found = walk.images(name)
         found.sort(key=lambda p: p.relative_to(root / name).parts)
         entries += [ImageEntry(p, index[name]) for p in found]
     if not entries:
@@ -99,7 +111,122 @@ def scan_class_folder(
             f"{root}: no images found (expected {root}/CLASS/IMAGE with one of "
             f"{', '.join(IMAGE_SUFFIXES)})"
         )
+    if class_names is None:
+        filled = [classes[i] for i in sorted({e.label for e in entries})]
+        if len(filled) < 2:
+            raise DataError(
+                f"{root}: images of {len(filled)} class ({filled[0]}); a classifier needs at "
+                f"least 2 ({root}/CLASS/IMAGE, one folder per class)"
+            )
     return entries, classes
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is the real folder ``folder`` or lies in it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class _Walk:
+    """The image files of the class folders of ``root``, following links without loops (see
+    :func:`scan_class_folder`): a shared record of the folders walked and files listed."""
+
+    def __init__(self, root: Path, folders: Sequence[str]) -> None:
+        self.root = root
+        self.real_root = os.path.realpath(root)
+        #: folders walked or reserved (the root, the class folders): identity -> class or ""
+        self.folders: dict[tuple[int, int], str] = {_identity(os.stat(root)): ""}
+        #: files listed: identity -> (class, path)
+        self.files: dict[tuple[int, int], tuple[str, Path]] = {}
+        for name in folders:
+            path = root / name
+            key = _identity(os.stat(path))
+            if key in self.folders or self._holds_root(path):
+                other = self.folders.get(key)
+                what = (
+                    f"the class folder {root / other}"
+                    if other
+                    else f"{root} or a folder holding it"
+                )
+                raise DataError(
+                    f"{path}: class folder {name!r} is {what} (a link); each class needs a folder "
+                    "of its own"
+                )
+            self.folders[key] = name
+
+    def _holds_root(self, path: Path) -> bool:
+        """Whether the real folder of ``path`` is ``root`` or holds it."""
+        return _within(self.real_root, os.path.realpath(path))
+
+    def images(self, name: str) -> list[Path]:
+        """The image files of class ``name`` (unsorted), each file once."""
+        found: list[Path] = []
+        own = os.path.realpath(self.root / name)
+        pending = [self.root / name]
+        while pending:
+            top = pending.pop()
+            try:
+                items = sorted(os.scandir(top), key=lambda e: e.name)
+            except OSError:  # an unreadable folder is skipped, as os.walk does
+                continue
+            folders = []
+            for item in items:
+                if item.name.startswith("."):
+                    continue
+                path = Path(top, item.name)
+                try:
+                    is_dir = item.is_dir()  # follows links
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if self._enter(item, path, own):
+                        folders.append(path)
+                elif item.name.lower().endswith(IMAGE_SUFFIXES) and self._new_file(
+                    item, name, path
+                ):
+                    found.append(path)
+            pending += reversed(folders)  # walked in name order
+        return found
+
+    def _enter(self, item: os.DirEntry[str], path: Path, own: str) -> bool:
+        """Whether to walk the folder ``path`` of the class whose real folder is ``own`` (then
+        recorded as walked): not a folder walked before, and not a link to a folder holding the
+        root or lying in the root outside the class."""
+        try:
+            key = _identity(item.stat())
+        except OSError:
+            return False
+        if key in self.folders:
+            return False
+        if item.is_symlink():
+            real = os.path.realpath(path)
+            if _within(self.real_root, real) or (
+                _within(real, self.real_root) and not _within(real, own)
+            ):
+                return False
+        self.folders[key] = str(path)
+        return True
+
+    def _new_file(self, item: os.DirEntry[str], name: str, path: Path) -> bool:
+        """Whether ``path`` of class ``name`` is a file not listed yet (a dangling link is
+        listed: reading it reports it)."""
+        try:
+            key = _identity(item.stat())
+        except OSError:
+            return True
+        seen = self.files.get(key)
+        if seen is None:
+            self.files[key] = (name, path)
+            return True
+        if seen[0] != name:
+            raise DataError(
+                f"{path}: the same file as {seen[1]}, in classes {seen[0]!r} and {name!r}; "
+                "an image needs one class"
+            )
+        return False
 
 
 def read_csv_manifest(
@@ -114,9 +241,10 @@ def read_csv_manifest(
     the manifest's folder (or absolute) and every file must exist.
 
     Labels are class indices when every label is a non-negative integer (even if class names
-    look like numbers), else class names, labelled by their index in ``class_names`` or, without
-    it, in the sorted list of the manifest's names. A mix of indices and names without
-    ``class_names`` is an error.
+    look like numbers), below :data:`torchstn.data.arrays.MAX_CLASSES`, else class names,
+    labelled by their index in ``class_names`` or, without it, in the sorted list of the
+    manifest's names (then at least two). A mix of indices and names without ``class_names`` is
+    an error.
 
     Args:
         path: the manifest.
@@ -208,6 +336,12 @@ def _labels(
     names = None if class_names is None else [str(c) for c in class_names]
     if all(is_index):
         labels = [int(label) for _, label in raw]
+        for (line, _), value in zip(raw, labels):
+            if value >= MAX_CLASSES:
+                raise DataError(
+                    f"{manifest} line {line}: label {value} is not a class index below "
+                    f"{MAX_CLASSES} (torchstn.data.arrays.MAX_CLASSES)"
+                )
         if names is not None:
             for (line, _), value in zip(raw, labels):
                 if value >= len(names):
@@ -224,6 +358,11 @@ def _labels(
                 "class name; use either indices or names"
             )
         names = sorted({label for _, label in raw})
+        if len(names) < 2:
+            raise DataError(
+                f"{manifest}: every row is labelled {names[0]!r}; a classifier needs at least 2 "
+                "classes"
+            )
     index = {name: i for i, name in enumerate(names)}
     for line, label in raw:
         if label not in index:
