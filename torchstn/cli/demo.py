@@ -30,9 +30,9 @@ DEMO_FILES = frozenset(
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
-        help="train an ST-CNN on cluttered MNIST (a few minutes on a CPU), then visualise it",
+        help="train an ST-CNN on cluttered MNIST (minutes on a CPU), then visualise it",
         description="Train the packaged demo config (an ST-CNN on 60x60 cluttered MNIST: a "
-        "fixed number of epochs of fresh images, a few minutes on a laptop CPU), then write "
+        "fixed number of epochs of fresh images: 5 to 10 minutes on a 2-core CPU), then write "
         "OUT/stn.png (the digits with the regions the transformer samples, above what the "
         "classifier sees) and OUT/stn_curves.png. Starts afresh each time: OUT is emptied only "
         "when it is a previous demo run, any other non-empty folder is refused.",
