@@ -19,6 +19,18 @@ Accepted files: whatever Pillow opens (PNG, JPEG, BMP, GIF, WebP, TIFF...), in a
   file without transparency, already of the model's size and needing no colour conversion other
   than grey to RGB, is read straight into uint8 (the same values, without a float round trip).
 
+Size limits: a file whose header declares more than :func:`max_image_pixels` pixels
+(:data:`MAX_IMAGE_PIXELS`, 90 megapixels, enough for ordinary photos; the environment variable
+``TORCHSTN_MAX_IMAGE_PIXELS`` raises or lowers it for every command, DataLoader workers included)
+is refused from its header, before any pixel is decoded, with one :class:`DataError` line. This
+check replaces Pillow's own decompression-bomb warning and error while torchstn reads (Pillow's
+``Image.MAX_IMAGE_PIXELS`` is set to the same limit for the duration of a read). A larger image
+is brought toward the model's size while it is decoded: JPEG files decode at 1/2, 1/4 or 1/8
+scale (``Image.draft``), and every file is shrunk by area averaging (``BOX``) to at most twice
+``max(H, W, 256)`` per side before any conversion to float, so that memory follows the model's
+size, not the file's (the peak is the decoded file: 4 bytes a pixel for RGB, as Pillow holds
+it). Only a side longer than four times that bound is shrunk: smaller files read as before.
+
 Every read returns a :class:`Fit` that records what was done (its :meth:`Fit.to_dict` is the
 ``"fit"`` entry of ``torchstn predict``'s JSON lines) and maps model-input pixels back to the
 file's (:meth:`Fit.to_source`). :func:`find_images` expands folders into their image files;
@@ -43,6 +55,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +68,17 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_size
-from .errors import DataError, InvalidInputError, TorchSTNError
+from .errors import ConfigError, DataError, InvalidInputError, TorchSTNError
 
 __all__ = [
     "FITS",
     "IMAGE_SUFFIXES",
+    "MAX_IMAGE_PIXELS",
+    "PIXELS_ENV",
     "Fit",
     "channels_of_mode",
     "find_images",
+    "max_image_pixels",
     "probe_image",
     "read_image",
     "read_image_uint8",
@@ -81,8 +99,24 @@ IMAGE_SUFFIXES = (
 )
 #: the ways to fit an image to the model's size (see the module docstring).
 FITS = ("pad", "stretch")
+#: files declaring more pixels (width x height) are refused unread (see the module docstring).
+MAX_IMAGE_PIXELS = 90_000_000
+#: the environment variable that overrides :data:`MAX_IMAGE_PIXELS` (a positive whole number).
+PIXELS_ENV = "TORCHSTN_MAX_IMAGE_PIXELS"
+#: sides are kept at least twice ``max(H, W, _DETAIL)`` when a large file is shrunk while read
+_DETAIL = 256
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
 _ORIENTATION = 0x0112  # EXIF tag; values 5 to 8 swap the width and height
+#: EXIF orientation -> the ``Image.Transpose`` that undoes it (as ``ImageOps.exif_transpose``)
+_TRANSPOSE = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
 
 
 @dataclass(frozen=True)
@@ -153,8 +187,28 @@ def _conversion(mode: str, channels: int, alpha: bool) -> str:
     return conversion
 
 
-def _to_array(img: Any, channels: int) -> tuple[np.ndarray, str]:
-    """``(h, w, channels)`` float32 in ``[0, 1]`` and a description of the conversion."""
+def max_image_pixels() -> int:
+    """The most pixels (width x height) a file may declare: ``TORCHSTN_MAX_IMAGE_PIXELS`` if set,
+    else :data:`MAX_IMAGE_PIXELS`.
+
+    Raises:
+        ConfigError: the variable is set to anything but a positive whole number.
+    """
+    raw = os.environ.get(PIXELS_ENV, "").strip()
+    if not raw:
+        return int(MAX_IMAGE_PIXELS)
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{PIXELS_ENV}={raw!r}: expected a positive whole number of pixels")
+    return value
+
+
+def _to_array(img: Any, channels: int, source_mode: str | None = None) -> tuple[np.ndarray, str]:
+    """``(h, w, channels)`` float32 in ``[0, 1]`` and a description of the conversion (of a file
+    of ``source_mode``, by default ``img``'s: :func:`_shrink` may have converted it)."""
     mode = img.mode
     alpha = None
     if mode.startswith("I;16") or mode in ("I", "F"):
@@ -173,12 +227,12 @@ def _to_array(img: Any, channels: int) -> tuple[np.ndarray, str]:
         arr = (arr @ _LUMA)[..., None]
     elif arr.shape[-1] == 1 and channels == 3:
         arr = np.repeat(arr, 3, axis=-1)
-    conversion = _conversion(mode, channels, alpha is not None)
+    conversion = _conversion(source_mode or mode, channels, alpha is not None)
     return np.ascontiguousarray(arr, dtype=np.float32), conversion
 
 
 def read_image(
-    path: str | Path, in_shape: Sequence[int], fit: str = "pad"
+    path: str | Path, in_shape: Sequence[int], fit: str = "pad", *, max_pixels: int | None = None
 ) -> tuple[torch.Tensor, Fit]:
     """Read an image file as a model input (see the module docstring).
 
@@ -186,22 +240,28 @@ def read_image(
         path: the image file.
         in_shape: the model's ``(C, H, W)``; ``C`` must be 1 or 3.
         fit: ``"pad"`` or ``"stretch"``.
+        max_pixels: the most pixels the file may declare (default: :func:`max_image_pixels`).
 
     Returns:
         The input ``(C, H, W)`` float32 in ``[0, 1]``: exactly :func:`read_image_uint8`'s values
         divided by 255 (multiples of ``1 / 255``); and the :class:`Fit` that made it.
 
     Raises:
-        DataError: missing, unreadable or corrupt file (one line naming it).
+        DataError: missing, unreadable, corrupt or too large file (one line naming it).
         InvalidInputError: unknown ``fit``, or ``C`` neither 1 nor 3.
     """
     size = (int(in_shape[1]), int(in_shape[2]))
-    x, info = read_image_uint8(path, int(in_shape[0]), size, fit)
+    x, info = read_image_uint8(path, int(in_shape[0]), size, fit, max_pixels=max_pixels)
     return x.float() / 255, info
 
 
 def read_image_uint8(
-    path: str | Path, channels: int, size: tuple[int, int], fit: str = "pad"
+    path: str | Path,
+    channels: int,
+    size: tuple[int, int],
+    fit: str = "pad",
+    *,
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, Fit]:
     """Read an image file as a uint8 model input (see the module docstring).
 
@@ -217,16 +277,17 @@ def read_image_uint8(
         channels: 1 (luma) or 3 (RGB).
         size: the model's ``(H, W)``.
         fit: ``"pad"`` or ``"stretch"``.
+        max_pixels: the most pixels the file may declare (default: :func:`max_image_pixels`).
 
     Returns:
         The input ``(channels, H, W)`` uint8, and the :class:`Fit` that made it.
 
     Raises:
-        DataError: missing, unreadable or corrupt file (one line naming it).
+        DataError: missing, unreadable, corrupt or too large file (one line naming it).
         InvalidInputError: unknown ``fit``, ``channels`` neither 1 nor 3, or a bad ``size``.
     """
     target = check_size(size, "size")
-    source, info = _read_source(path, channels, fit, target)
+    source, info = _read_source(path, channels, fit, target, max_pixels=max_pixels)
     if source.dtype == torch.uint8:  # the fast path: already fitted
         return source, info
     x, info = _resize_pad(source, info, target)
@@ -246,12 +307,49 @@ def _reading(path: Path) -> Iterator[None]:
         raise DataError(f"{path}: no such file") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file Pillow can read") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to decode the image") from None
     except Exception as err:  # truncated or corrupt data: OSError, ValueError, SyntaxError...
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{path}: cannot read the image ({text})") from None
 
 
-def probe_image(path: str | Path) -> tuple[str, tuple[int, int]]:
+@contextlib.contextmanager
+def _open_image(path: Path, max_pixels: int | None = None) -> Iterator[Any]:
+    """The file opened lazily by Pillow (its header read, no pixel), refused in one line when it
+    declares more than ``max_pixels`` (default :func:`max_image_pixels`); errors while the
+    caller reads it become one-line :class:`DataError` too.
+
+    Pillow's own decompression-bomb check is set to the same limit meanwhile (its warning
+    silenced: this check replaces it), then restored.
+    """
+    from PIL import Image
+
+    limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+    saved = Image.MAX_IMAGE_PIXELS
+    with _reading(path), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > limit:
+                    raise DataError(
+                        f"{path}: {w}x{h} pixels ({w * h / 1e6:.1f} megapixels) exceed the limit "
+                        f"of {limit} pixels (set {PIXELS_ENV} to raise it)"
+                    )
+                yield img
+        except Image.DecompressionBombError as err:  # a frame or tile beyond twice the limit
+            found = re.search(r"\((\d+) pixels\)", str(err))
+            raise DataError(
+                f"{path}: {found.group(1) if found else 'more'} pixels exceed the limit of "
+                f"{limit} pixels (set {PIXELS_ENV} to raise it)"
+            ) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def probe_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[str, tuple[int, int]]:
     """The Pillow mode and ``(H, W)`` of an image file, from its header (no pixel is decoded).
 
     ``(H, W)`` is the size :func:`read_image` sees, after an EXIF rotation when the header holds
@@ -259,47 +357,107 @@ def probe_image(path: str | Path) -> tuple[str, tuple[int, int]]:
     frame's.
 
     Raises:
-        DataError: missing or unreadable file (one line naming it).
+        DataError: missing or unreadable file, or one declaring more than ``max_pixels``
+            (default :func:`max_image_pixels`) pixels (one line naming it).
     """
     from PIL import Image
 
     path = Path(path)
-    with _reading(path), Image.open(path) as img:
+    with _open_image(path, max_pixels) as img:
         mode, (w, h) = img.mode, img.size
         # Image.getexif, not PNG's override, which decodes the pixels to find a late EXIF chunk
         orientation = Image.Image.getexif(img).get(_ORIENTATION, 1)
     return mode, ((w, h) if orientation in (5, 6, 7, 8) else (h, w))
 
 
+def _shrunk_size(h: int, w: int, size: tuple[int, int]) -> tuple[int, int] | None:
+    """The ``(h', w')`` a ``h x w`` file is shrunk to while read for a model of ``size``, or
+    ``None`` when it is read whole: a side longer than four times ``m = max(H, W, 256)`` becomes
+    ``2 m`` (the rest of the fit works from there, at least twice the model's side)."""
+    m = max(*size, _DETAIL)
+    sh, sw = (h if h <= 4 * m else 2 * m), (w if w <= 4 * m else 2 * m)
+    return None if (sh, sw) == (h, w) else (sh, sw)
+
+
+def _shrink(img: Any, size: tuple[int, int]) -> Any:
+    """The loaded ``img`` shrunk to ``size`` ``(h, w)`` by area averaging, in a mode whose
+    averages :func:`_to_array` reads as the file's: bilevel as ``L``; palettes, CMYK and other
+    colour spaces as ``RGB``, or ``RGBA`` with transparency (Pillow averages ``LA`` and ``RGBA``
+    premultiplied, so that transparency still composites over black)."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode == "1":
+        img = img.convert("L")
+    elif mode == "RGB" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    elif not (
+        mode in ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F") or mode.startswith("I;16")
+    ):
+        has_alpha = "A" in mode or "a" in mode or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+    return img.resize((size[1], size[0]), Image.Resampling.BOX)
+
+
+def _oriented(img: Any, orientation: int) -> Any:
+    """``img`` turned upright as its EXIF ``orientation`` says (itself when already upright)."""
+    from PIL import Image
+
+    method = _TRANSPOSE.get(orientation)
+    return img if method is None else img.transpose(Image.Transpose[method])
+
+
 def _read_source(
-    path: str | Path, channels: int, fit: str, size: tuple[int, int] | None = None
+    path: str | Path,
+    channels: int,
+    fit: str,
+    size: tuple[int, int] | None = None,
+    *,
+    fast: bool = True,
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, Fit]:
     """The file's pixels ``(C, h, w)`` float32 after the colour conversion, and a :class:`Fit`
-    whose resize :func:`_fit` fills in. With ``size``, a file that the fast path of
-    :func:`read_image_uint8` takes comes back already fitted, as uint8 ``(C, H, W)``."""
-    from PIL import Image, ImageOps
+    whose resize :func:`_fit` fills in.
 
+    With ``size`` (the model's), a large file is shrunk while read (see :func:`_shrunk_size`):
+    the pixels are then fewer than the file's, while the :class:`Fit` keeps the file's size
+    (:func:`_resize_pad` fits either; :func:`_in_source_pixels` maps points onto the pixels
+    returned). With ``size`` and ``fast``, a file that the fast path of
+    :func:`read_image_uint8` takes comes back already fitted, as uint8 ``(C, H, W)``.
+    """
     check_choice(fit, "fit", FITS)
     if channels not in (1, 3):
         raise InvalidInputError(f"channels: images need 1 or 3 channels, got {channels}")
     path = Path(path)
-    with _reading(path), Image.open(path) as img:
+    with _open_image(path, max_pixels) as img:
         frames = int(getattr(img, "n_frames", 1))
         img.seek(0)
+        mode, (w, h) = img.mode, img.size
+        shrunk = None if size is None else _shrunk_size(h, w, size)
+        if shrunk is not None:
+            img.draft(None, (shrunk[1], shrunk[0]))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
         img.load()
-        mode = img.mode
-        if size is not None and _fast(img, channels, size):
-            h, w = size
-            arr = np.array(img, dtype=np.uint8).reshape(h, w, -1)  # (H, W, 1 or 3), writable
+        if size is not None and fast and shrunk is None and _fast(img, channels, size):
+            oh, ow = size
+            arr = np.array(img, dtype=np.uint8).reshape(oh, ow, -1)  # (H, W, 1 or 3), writable
             if arr.shape[-1] != channels:  # L -> RGB
                 arr = np.repeat(arr, channels, axis=-1)
             conversion = _conversion(mode, channels, False)
             info = Fit(fit, size, mode, conversion, size, (0, 0, 0, 0), frames)
             return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), info
-        arr, conversion = _to_array(ImageOps.exif_transpose(img), channels)
-    h, w = arr.shape[:2]
-    info = Fit(fit, (h, w), mode, conversion, (h, w), (0, 0, 0, 0), frames)
+        orientation = img.getexif().get(_ORIENTATION, 1)
+        if shrunk is not None and img.size != (shrunk[1], shrunk[0]):
+            img = _shrink(img, shrunk)
+        arr, conversion = _to_array(_oriented(img, orientation), channels, mode)
+    hw = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+    info = Fit(fit, hw, mode, conversion, hw, (0, 0, 0, 0), frames)
     return torch.from_numpy(arr).permute(2, 0, 1), info
+
+
+def _in_source_pixels(source: torch.Tensor, info: Fit) -> Fit:
+    """``info`` with the size of ``source`` (what :func:`_read_source` returned, perhaps shrunk):
+    its :meth:`Fit.to_source` then maps model-input points onto ``source``'s pixels."""
+    return dataclasses.replace(info, source_size=(int(source.shape[-2]), int(source.shape[-1])))
 
 
 def _fast(img: Any, channels: int, size: tuple[int, int]) -> bool:
@@ -322,7 +480,7 @@ def _resize_pad(source: torch.Tensor, info: Fit, size: tuple[int, int]) -> tuple
         s = min(oh / h, ow / w)
         rh, rw = max(1, min(oh, round(h * s))), max(1, min(ow, round(w * s)))
     x = source[None]
-    if (rh, rw) != (h, w):
+    if (rh, rw) != tuple(x.shape[-2:]):  # the source may have been shrunk while read
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
     left, top = (ow - rw) // 2, (oh - rh) // 2
     pad = (left, top, ow - rw - left, oh - rh - top)

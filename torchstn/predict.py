@@ -40,7 +40,16 @@ from ._atomic import atomic_path
 from ._checks import check_choice
 from .errors import DataError, InvalidInputError
 from .functional.coords import normalized_to_pixel
-from .images import FITS, IMAGE_SUFFIXES, Fit, _fit, _read_source, find_images, read_image
+from .images import (
+    FITS,
+    IMAGE_SUFFIXES,
+    Fit,
+    _fit,
+    _in_source_pixels,
+    _read_source,
+    find_images,
+    read_image,
+)
 from .module import SpatialTransformer
 from .preprocess import input_normalizer
 
@@ -456,7 +465,7 @@ def predict(
         results: list[Prediction | Failure | None] = []
         for p in paths[start : start + batch_size]:
             try:
-                source, info = _read_source(p, predictor.in_shape[0], fit)
+                source, info = _read_source(p, predictor.in_shape[0], fit, size, fast=False)
             except DataError as err:
                 results.append(Failure(Path(p), str(err)))
                 continue
@@ -506,9 +515,10 @@ def _classify(
                 }
                 try:
                     _save_png(_to_pil(rectified[i]), files["rectified"])
+                    pixels = _in_source_pixels(source, info)  # a large file comes shrunk
                     with torch.no_grad():
-                        polygon = info.to_source(_outline(st, params[i : i + 1].double()))
-                    picture = _draw_outline(source, info, predictor.in_shape[1:], polygon)
+                        polygon = pixels.to_source(_outline(st, params[i : i + 1].double()))
+                    picture = _draw_outline(source, pixels, predictor.in_shape[1:], polygon)
                     _save_png(picture, files["grid"])
                     outputs = {key: str(value) for key, value in files.items()}
                 except (DataError, OSError) as err:

@@ -66,5 +66,5 @@ class TestImageFolder:
         with pytest.raises(DataError, match="no images found"):
             load_image_folder(tmp_path)
         (tmp_path / "empty_class" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-        with pytest.raises(DataError, match=r"broken\.png: cannot read image"):
+        with pytest.raises(DataError, match=r"broken\.png: not an image file Pillow can read"):
             load_image_folder(tmp_path)

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from .._checks import check_choice, check_size
 from ..errors import DataError, InvalidInputError
-from ..images import FITS, Fit, read_image_uint8
+from ..images import FITS, Fit, max_image_pixels, read_image_uint8
 from .listing import ImageEntry, read_csv_manifest, scan_class_folder
 
 __all__ = [
@@ -68,6 +68,9 @@ class ImageFiles(Dataset):
         channels: 1 (luma) or 3 (RGB).
         size: the model's ``(H, W)``.
         fit: ``"pad"`` or ``"stretch"`` (see :mod:`torchstn.images`).
+        max_pixels: the most pixels a file may declare (larger ones are unreadable items);
+            default :func:`torchstn.images.max_image_pixels`, read here, so that a bad
+            ``TORCHSTN_MAX_IMAGE_PIXELS`` fails at once and every worker uses the same limit.
 
     An item is ``(x, label, index, box, error)``: ``x`` ``(C, H, W)`` uint8, ``box`` ``(4,)``
     float32 in model-input pixels (the entry's box, or the image's region inside any padding) and
@@ -76,10 +79,17 @@ class ImageFiles(Dataset):
     """
 
     def __init__(
-        self, entries: Sequence[ImageEntry], channels: int, size: tuple[int, int], fit: str = "pad"
+        self,
+        entries: Sequence[ImageEntry],
+        channels: int,
+        size: tuple[int, int],
+        fit: str = "pad",
+        *,
+        max_pixels: int | None = None,
     ) -> None:
         if channels not in (1, 3):
             raise InvalidInputError(f"channels: images need 1 or 3 channels, got {channels}")
+        self.max_pixels = max_image_pixels() if max_pixels is None else int(max_pixels)
         self.channels = int(channels)
         self.size = check_size(size, "size")
         self.fit = check_choice(fit, "fit", FITS)
@@ -116,7 +126,9 @@ class ImageFiles(Dataset):
         i %= len(self)
         label = int(self._labels[i])
         try:
-            x, fit = read_image_uint8(self._paths[i], self.channels, self.size, self.fit)
+            x, fit = read_image_uint8(
+                self._paths[i], self.channels, self.size, self.fit, max_pixels=self.max_pixels
+            )
         except DataError as err:
             message = _Unreadable(str(err))
             message.shape = (self.channels, *self.size)

@@ -11,6 +11,7 @@ import torch
 
 from .._checks import check_size
 from ..errors import DataError, TorchSTNError
+from ..images import _open_image, _shrunk_size, max_image_pixels
 from .sample import Sample, full_boxes
 
 __all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
@@ -48,6 +49,10 @@ def load_image_folder(
 ) -> tuple[Sample, list[str]]:
     """Read ``path/CLASS/IMAGE`` files into a :class:`Sample`.
 
+    Images are decoded one at a time; a file declaring more than
+    :func:`torchstn.images.max_image_pixels` pixels is refused from its header, and with ``size``
+    a much larger file is shrunk while decoded (as :mod:`torchstn.images` does).
+
     Args:
         path: the root folder; each sub-folder is a class, labelled by its index in the sorted
             list of sub-folder names. Files with other endings than :data:`IMAGE_EXTENSIONS` and
@@ -62,8 +67,8 @@ def load_image_folder(
         the whole image, no params), in class order then file-name order, and the class names.
 
     Raises:
-        DataError: the folder is missing or has no class with images, an image cannot be read,
-            or sizes differ without ``size``; the message names the file.
+        DataError: the folder is missing or has no class with images, an image cannot be read
+            or is too large, or sizes differ without ``size``; the message names the file.
     """
     root = Path(path)
     if not root.is_dir():
@@ -81,21 +86,26 @@ def load_image_folder(
             f"{', '.join(IMAGE_EXTENSIONS)})"
         )
     image_mod = _pil()
-    images = []
-    for f, _ in files:
-        try:
-            with image_mod.open(f) as img:
-                img.load()
-                images.append(img.copy())
-        except (OSError, ValueError, SyntaxError) as err:
-            raise DataError(f"{f}: cannot read image ({err})") from None
+    limit = max_image_pixels()
+    modes = {}
+    for f, _ in files:  # headers only: the modes pick the channels, the sizes are checked
+        with _open_image(f, limit) as img:
+            modes[f] = img.mode
     if grayscale is None:
-        grayscale = all(img.mode in _GRAY_MODES for img in images)
+        grayscale = all(m in _GRAY_MODES for m in modes.values())
     mode = "L" if grayscale else "RGB"
     arrays = []
     first = None
-    for (f, _), img in zip(files, images):
-        img = img.convert(mode)
+    for f, _ in files:  # one image decoded at a time, shrunk while read when much larger
+        with _open_image(f, limit) as img:
+            w, h = img.size
+            shrunk = None if target is None else _shrunk_size(h, w, target)
+            if shrunk is not None:
+                img.draft(None, (shrunk[1], shrunk[0]))
+            img.load()
+            img = img.convert(mode)
+            if shrunk is not None and img.size != (shrunk[1], shrunk[0]):
+                img = img.resize((shrunk[1], shrunk[0]), image_mod.Resampling.BOX)
         if target is not None:
             img = img.resize((target[1], target[0]), image_mod.BILINEAR)
         elif first is None:
