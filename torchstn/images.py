@@ -26,10 +26,11 @@ is refused from its header, before any pixel is decoded, with one :class:`DataEr
 check replaces Pillow's own decompression-bomb warning and error while torchstn reads (Pillow's
 ``Image.MAX_IMAGE_PIXELS`` is set to the same limit for the duration of a read). A larger image
 is brought toward the model's size while it is decoded: JPEG files decode at 1/2, 1/4 or 1/8
-scale (``Image.draft``), and every file is shrunk by area averaging (``BOX``) to at most twice
-``max(H, W, 256)`` per side before any conversion to float, so that memory follows the model's
-size, not the file's (the peak is the decoded file: 4 bytes a pixel for RGB, as Pillow holds
-it). Only a side longer than four times that bound is shrunk: smaller files read as before.
+scale (``Image.draft``), and every file is shrunk by area averaging (``BOX``), keeping its
+proportions, to twice the size it takes in the model input (its longer side at least 512
+pixels) before any conversion to float, so that memory follows the model's size, not the
+file's (the peak is the decoded file: 4 bytes a pixel for RGB, as Pillow holds it). Only a
+file at least four times that size is shrunk: smaller files read as before.
 
 Every read returns a :class:`Fit` that records what was done (its :meth:`Fit.to_dict` is the
 ``"fit"`` entry of ``torchstn predict``'s JSON lines) and maps model-input pixels back to the
@@ -336,14 +337,14 @@ def _open_image(path: Path, max_pixels: int | None = None) -> Iterator[Any]:
                 if w * h > limit:
                     raise DataError(
                         f"{path}: {w}x{h} pixels ({w * h / 1e6:.1f} megapixels) exceed the limit "
-                        f"of {limit} pixels (set {PIXELS_ENV} to raise it)"
+                        f"of {limit} pixels; set {PIXELS_ENV} to raise it"
                     )
                 yield img
         except Image.DecompressionBombError as err:  # a frame or tile beyond twice the limit
             found = re.search(r"\((\d+) pixels\)", str(err))
             raise DataError(
                 f"{path}: {found.group(1) if found else 'more'} pixels exceed the limit of "
-                f"{limit} pixels (set {PIXELS_ENV} to raise it)"
+                f"{limit} pixels; set {PIXELS_ENV} to raise it"
             ) from None
         finally:
             Image.MAX_IMAGE_PIXELS = saved
@@ -370,13 +371,31 @@ def probe_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[str
     return mode, ((w, h) if orientation in (5, 6, 7, 8) else (h, w))
 
 
-def _shrunk_size(h: int, w: int, size: tuple[int, int]) -> tuple[int, int] | None:
-    """The ``(h', w')`` a ``h x w`` file is shrunk to while read for a model of ``size``, or
-    ``None`` when it is read whole: a side longer than four times ``m = max(H, W, 256)`` becomes
-    ``2 m`` (the rest of the fit works from there, at least twice the model's side)."""
-    m = max(*size, _DETAIL)
-    sh, sw = (h if h <= 4 * m else 2 * m), (w if w <= 4 * m else 2 * m)
-    return None if (sh, sw) == (h, w) else (sh, sw)
+def _resized(h: int, w: int, size: Sequence[int], method: str) -> tuple[int, int]:
+    """The ``(H', W')`` an upright ``h x w`` image takes inside a model input of ``size``."""
+    oh, ow = int(size[0]), int(size[1])
+    if method == "stretch":
+        return oh, ow
+    s = min(oh / h, ow / w)
+    return max(1, min(oh, round(h * s))), max(1, min(ow, round(w * s)))
+
+
+def _shrunk_size(h: int, w: int, resized: tuple[int, int]) -> tuple[int, int] | None:
+    """The ``(h', w')`` a ``h x w`` file is shrunk to while read, when its image takes
+    ``resized`` ``(H', W')`` in the model input (in the file's orientation), or ``None`` when it
+    is read whole.
+
+    One scale for both sides (a picture of the shrunk source keeps the file's proportions): the
+    smallest that keeps each side at least twice its resized side, and the longer side at least
+    ``2 x 256`` pixels; applied only when it shrinks the file four times or more. A side still
+    longer than ``8 max(H', W', 256)`` (a stretched strip) is cut down to that on its own.
+    """
+    rh, rw = resized
+    s = max(2 * rh / h, 2 * rw / w, 2 * _DETAIL / max(h, w))
+    if s > 0.25:
+        return None
+    cap = 8 * max(rh, rw, _DETAIL)
+    return min(cap, max(1, round(h * s))), min(cap, max(1, round(w * s)))
 
 
 def _shrink(img: Any, size: tuple[int, int]) -> Any:
@@ -425,6 +444,8 @@ def _read_source(
     returned). With ``size`` and ``fast``, a file that the fast path of
     :func:`read_image_uint8` takes comes back already fitted, as uint8 ``(C, H, W)``.
     """
+    from PIL import Image
+
     check_choice(fit, "fit", FITS)
     if channels not in (1, 3):
         raise InvalidInputError(f"channels: images need 1 or 3 channels, got {channels}")
@@ -433,7 +454,12 @@ def _read_source(
         frames = int(getattr(img, "n_frames", 1))
         img.seek(0)
         mode, (w, h) = img.mode, img.size
-        shrunk = None if size is None else _shrunk_size(h, w, size)
+        shrunk = None
+        if size is not None:
+            # the header's orientation (Image.getexif: PNG's override would decode the pixels)
+            turned = Image.Image.getexif(img).get(_ORIENTATION, 1) in (5, 6, 7, 8)
+            rh, rw = _resized(*((w, h) if turned else (h, w)), size, fit)
+            shrunk = _shrunk_size(h, w, (rw, rh) if turned else (rh, rw))
         if shrunk is not None:
             img.draft(None, (shrunk[1], shrunk[0]))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
         img.load()
@@ -474,11 +500,7 @@ def _resize_pad(source: torch.Tensor, info: Fit, size: tuple[int, int]) -> tuple
     """Resize (and pad) ``source`` ``(C, h, w)`` to ``size``: float ``(C, H, W)`` in ``[0, 1]``
     (not quantised) and the full fit."""
     (h, w), (oh, ow) = info.source_size, size
-    if info.method == "stretch":
-        rh, rw = oh, ow
-    else:
-        s = min(oh / h, ow / w)
-        rh, rw = max(1, min(oh, round(h * s))), max(1, min(ow, round(w * s)))
+    rh, rw = _resized(h, w, size, info.method)
     x = source[None]
     if (rh, rw) != tuple(x.shape[-2:]):  # the source may have been shrunk while read
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)

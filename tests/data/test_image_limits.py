@@ -186,13 +186,18 @@ class TestShrinkWhileDecoding:
             want = full_size(path, channels, size)
             assert fit.source_size == ((2300, 1500) if name == "rotated.jpg" else (1500, 2300))
             assert x.shape == want.shape
-            # area averages of area averages: within a few levels of the full-size decode
-            assert (x.int() - want.int()).abs().max() <= (6 if name.endswith(".jpg") else 3)
+            diff = (x.int() - want.int()).abs().float()
+            if name.endswith(".jpg"):  # decoded at 1/4 scale: JPEG's scaled IDCT and chroma
+                assert diff.max() <= 12 and diff.mean() <= 1  # differ at the sharp blue edges
+            else:  # area averages of area averages: within a few levels
+                assert diff.max() <= 3
 
-    def test_shrunk_only_when_much_larger(self, tmp_path: Path) -> None:
-        assert images._shrunk_size(1024, 1024, (28, 28)) is None
-        assert images._shrunk_size(1025, 100, (28, 28)) == (512, 100)
-        assert images._shrunk_size(3000, 4000, (300, 200)) == (600, 600)
+    def test_shrunk_only_when_much_larger_keeping_proportions(self) -> None:
+        assert images._shrunk_size(2047, 2047, (28, 28)) is None  # 512 px kept: 4 times
+        assert images._shrunk_size(2048, 1024, (28, 14)) == (512, 256)
+        assert images._shrunk_size(3000, 4000, (300, 400)) == (600, 800)  # twice the model's
+        assert images._shrunk_size(10, 90000, (28, 28)) is None  # stretched: rows too few
+        assert images._shrunk_size(1000, 90000, (28, 28)) == (56, 2048)  # a strip, cut down
 
     def test_predict_reads_the_training_values_and_maps_points_onto_the_shrunk_source(
         self, tmp_path: Path, photo: np.ndarray
@@ -203,12 +208,12 @@ class TestShrinkWhileDecoding:
         source, info = images._read_source(path, 3, "pad", (28, 28), fast=False)
         x, fit = images._fit(source, info, (28, 28))
         assert torch.equal(x, x8.float() / 255) and fit == fit8
-        assert tuple(source.shape) == (3, 512, 512) and fit.source_size == (1500, 2300)
+        assert tuple(source.shape) == (3, 334, 512) and fit.source_size == (1500, 2300)
         pixels = images._in_source_pixels(source, fit)
         corners = torch.tensor([[-0.5, fit.padding[1] - 0.5], [27.5, 28 - fit.padding[3] - 0.5]])
-        lo, hi = pixels.to_source(corners.double())
+        lo, hi = pixels.to_source(corners.double())  # the image's corners in the model input
         assert torch.allclose(lo, torch.tensor([-0.5, -0.5], dtype=torch.double), atol=1e-6)
-        assert torch.allclose(hi, torch.tensor([511.5, 511.5], dtype=torch.double), atol=1e-6)
+        assert torch.allclose(hi, torch.tensor([511.5, 333.5], dtype=torch.double), atol=1e-6)
 
     def test_the_image_folder_reader_shrinks_too(self, tmp_path: Path, photo: np.ndarray) -> None:
         for name in ("a", "b"):
