@@ -212,9 +212,9 @@ class TestErrors:
         bad = tmp_path / "bad.pt"
         bad.write_bytes(b"\x00garbage" * 10)
         code, _, err = _run(capsys, "eval", str(bad))
-        self._check_one_line(code, err, "not a readable checkpoint")
+        self._check_one_line(code, err, "not a model file")
         code, _, err = _run(capsys, "visualize", str(bad), "--out", str(tmp_path / "x.png"))
-        self._check_one_line(code, err, "not a readable checkpoint")
+        self._check_one_line(code, err, "not a model file")
 
     def test_truncated_checkpoint(self, tmp_path, tiny_config, capsys):
         run = tmp_path / "r"
