@@ -43,9 +43,8 @@ def build_model(cfg: Config, in_shape: tuple[int, ...], num_classes: int) -> nn.
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``run.precision`` with ``auto`` decided for ``device``: ``bf16`` on a CPU that computes
-    bfloat16 natively (AVX-512 BF16 or AMX on PyTorch's kernel path,
-    :func:`torchstn.hardware.native_bf16`), where bf16 autocast trains 1.6-1.8x faster than fp32
-    (BENCHMARKS.md); ``fp32`` elsewhere: on CPUs without those instructions bf16 is 2-3x slower,
+    bfloat16 natively (AVX-512 BF16 or AMX, :func:`torchstn.hardware.native_bf16`), where a bf16
+    autocast training step took 0.66-0.69 of the fp32 time (docs/precision.md); ``fp32`` elsewhere: on CPUs without those instructions bf16 is 2-3x slower,
     and on CUDA it has not been measured by this project. Other values are returned as given.
 
     Example:
