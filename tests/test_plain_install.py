@@ -170,7 +170,8 @@ class TestPlainInstall:
         assert not (plain.work / "m.onnx").exists()
 
     def test_predict_onnx_hints_at_the_extra(self, plain: Plain) -> None:
-        (plain.work / "fake.onnx").write_bytes(b"not read: the hint comes first")
+        # the smallest ModelProto: ir_version 8 and an empty graph (predict tells files by content)
+        (plain.work / "fake.onnx").write_bytes(b"\x08\x08\x3a\x00")
         _hint(plain.run("predict", "fake.onnx", "digit.png"), "predict", "export")
 
     def test_visualize_hints_at_the_extra(self, plain: Plain) -> None:
