@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="train an ST-CNN on cluttered MNIST (minutes on a CPU), then visualise it",
-        description="Train the packaged demo config (an ST-CNN on 60x60 cluttered MNIST: a "
+        description="Train the packaged demo config (an ST-CNN on 60x60 cluttered MNIST: "
         "8 epochs of 16,000 fresh images: about 3 minutes on an idle 2-core CPU, longer on a busy "
         "one), then write "
         "OUT/stn.png (the digits with the regions the transformer samples, above what the "
