@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from torchstn.cli import main
@@ -296,7 +297,8 @@ def test_jobs_train_runs_side_by_side_each_with_its_log(tmp_path, tiny_values, c
             f"torchstn reproduce cluttered --columns TC --models {r['model']} --seeds 0 "
             f"{given} --set run.num_threads={threads}"
         )
-        assert r["hardware"].endswith(f"{threads} threads")
+        assert f", {threads} thread{'' if threads == 1 else 's'}, " in r["hardware"]
+        assert torch.backends.cpu.get_cpu_capability() in r["hardware"]
         # and the command that started the jobs (run in-process here: its default name)
         assert r["launched_by"] == "torchstn reproduce cluttered"
     # RESULTS.md names the --jobs command once, not each one-run command

@@ -1040,8 +1040,7 @@ def source_commit() -> str | None:
 
 
 def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import os
+    """The GPU's name, or the CPU's with cores, threads, kernel path and instruction sets."""
+    from ..hardware import describe
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    return describe(device)
