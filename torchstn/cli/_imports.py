@@ -87,7 +87,9 @@ def import_user_modules(specs: Sequence[str]) -> None:
         try:
             importlib.import_module(spec)
         except ModuleNotFoundError as err:
-            if err.name is not None and spec.split(".")[0].startswith(err.name.split(".")[0]):
+            # the module asked for (or a package above it) is missing; a module that the user's
+            # code imports and lacks is the user's error, with its own traceback
+            if err.name is not None and (spec == err.name or spec.startswith(err.name + ".")):
                 raise InvalidInputError(
                     f"--import {spec}: no module {err.name!r} (in the current folder or on "
                     "sys.path); pass a .py file or install the package"

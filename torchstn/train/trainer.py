@@ -784,11 +784,7 @@ class RunFolderLock:
         try:
             taken = _try_lock(self._fh)
             if not taken:
-                owner = _read_pid(path)
-                raise DataError(
-                    f"run folder {self.run_dir} is in use by another process "
-                    f"({f'pid {owner}' if owner else 'pid unknown'})"
-                )
+                raise _in_use(self.run_dir)
             self._fh.seek(0)
             self._fh.truncate()
             self._fh.write(f"{os.getpid()}\n")
@@ -812,11 +808,7 @@ class RunFolderLock:
             return  # no lock file (no run there yet), or none we may read: fit() will tell
         with fh:
             if not _try_lock(fh):
-                owner = _read_pid(path)
-                raise DataError(
-                    f"run folder {run_dir} is in use by another process "
-                    f"({f'pid {owner}' if owner else 'pid unknown'})"
-                )
+                raise _in_use(Path(run_dir))
 
     def release(self) -> None:
         """Give the folder back (closing the file releases the lock)."""
@@ -855,12 +847,15 @@ def _try_lock(fh: Any) -> bool:
     return True
 
 
-def _read_pid(path: Path) -> int | None:
+def _in_use(run_dir: Path) -> DataError:
+    """The one line for a run folder whose lock another live process holds (its pid, if the lock
+    file names one)."""
     try:
-        text = path.read_text().strip()
+        text = (run_dir / RunFolderLock.NAME).read_text().strip()
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        text = ""
+    owner = f"pid {text}" if text.isdigit() else "pid unknown"
+    return DataError(f"run folder {run_dir} is in use by another process ({owner})")
 
 
 def _folder_error(run_dir: Path, err: OSError) -> DataError:
