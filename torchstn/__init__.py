@@ -9,6 +9,7 @@ torch.Size([2, 1, 30, 30])
 from __future__ import annotations
 
 from . import functional, transforms
+from ._version import __version__
 from ._checks import set_finite_checks
 from .composite import (
     ParallelOutput,
@@ -35,7 +36,6 @@ from .module import (
 )
 from .optim import localization_parameters, param_groups
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",

@@ -16,7 +16,7 @@ from torchstn.colocalization import (
 )
 from torchstn.errors import InvalidInputError
 from torchstn.models import create_model
-from torchstn.train import Trainer, config_from_dict
+from torchstn.train import EvalSettings, Trainer, config_from_dict
 
 
 def test_class_images():
@@ -136,9 +136,10 @@ def test_routing_localises_where_the_literal_gradient_does_not():
     values["objective"]["options"]["transformer_positive_grad"] = True
     literal = _train(values)
     images = routed.data.eval_split("test")
-    scores = [routed.objective.evaluate(t.model, images, 64, t.device) for t in (routed, literal)]
+    settings = EvalSettings(batch_size=64, device=routed.device)
+    scores = [routed.objective.evaluate(t.model, images, settings) for t in (routed, literal)]
     start = routed.objective.evaluate(
-        create_model("st_attention_encoder", (1, 84, 84), 32), images, 64, routed.device
+        create_model("st_attention_encoder", (1, 84, 84), 32), images, settings
     )
     assert start["localised"] < 10.0, start  # the centred start window
     assert scores[0]["localised"] >= 80.0 and scores[0]["mean_iou"] > 0.6, scores

@@ -257,7 +257,7 @@ def test_nan_loss_keeps_last_good_checkpoint(tmp_path, monkeypatch, tiny_values)
     run = tmp_path / "r"
     Trainer(config_from_dict(TINY), run, progress=False).fit()  # 2 good epochs
     before = (run / "checkpoint.pt").read_bytes()
-    monkeypatch.setattr(trainer_module, "_lr_factor", lambda cfg, epoch, elapsed=0.0: 1e30)
+    monkeypatch.setattr(trainer_module, "lr_factor", lambda cfg, epoch, elapsed=0.0: 1e30)
     values = json.loads(json.dumps(TINY))
     values["run"]["epochs"] = 4
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):

@@ -20,9 +20,15 @@ import yaml
 from torchstn._checks import check_size
 from torchstn.cli import main
 from torchstn.errors import ConfigError, DataError, InvalidInputError
-from torchstn.train import Trainer, TrainingInterrupted, config_from_dict, load_checkpoint
+from torchstn.train import (
+    Trainer,
+    TrainingInterrupted,
+    config_from_dict,
+    load_checkpoint,
+    runfolder,
+)
 from torchstn.train.datamodule import fingerprint
-from torchstn.train.trainer import RunFolderLock
+from torchstn.train.runfolder import RunFolderLock
 
 
 @pytest.fixture
@@ -166,7 +172,7 @@ class TestDiskFull:
 
         real_open = open
         monkeypatch.setattr(
-            sys.modules[Trainer.__module__],
+            runfolder,
             "open",
             lambda p, mode="r", *a, **k: Full(real_open(p, mode, *a, **k)),
             raising=False,
@@ -300,7 +306,7 @@ class TestRunFolderLock:
             [
                 sys.executable,
                 "-c",
-                "import sys, time; from torchstn.train.trainer import RunFolderLock; "
+                "import sys, time; from torchstn.train.runfolder import RunFolderLock; "
                 "lock = RunFolderLock(sys.argv[1]); print('held', flush=True); time.sleep(60)",
                 str(run),
             ],
@@ -334,7 +340,7 @@ class TestRunFolderLock:
     def test_without_fcntl_the_package_imports_and_runs_unlocked(self, tmp_path):
         code = (
             "import sys; sys.modules['fcntl'] = None\n"
-            "import torchstn, torchstn.cli, torchstn.train.trainer as t\n"
+            "import torchstn, torchstn.cli, torchstn.train.runfolder as t\n"
             "lock = t.RunFolderLock(sys.argv[1]); lock.release(); print('ok')\n"
         )
         proc = subprocess.run(

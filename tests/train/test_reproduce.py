@@ -417,15 +417,14 @@ def test_colocalization_selection_is_rendered_from_its_record(tmp_path):
 def test_a_run_records_the_commit_its_process_started_from(tmp_path, tiny_values, monkeypatch):
     """A commit made while runs train is not the code they run: every run of a process names
     the commit of the process's first run, however far the checkout moved on meanwhile."""
-    from torchstn.train import Trainer, config_from_dict
-    from torchstn.train import trainer as trainer_module
+    from torchstn.train import Trainer, config_from_dict, provenance
 
     commits = iter(["a" * 40, "b" * 40, "c" * 40])
-    monkeypatch.setattr(trainer_module, "source_commit", lambda: next(commits))
-    monkeypatch.setattr(trainer_module, "_LOADED_COMMIT", [])  # a fresh process
+    monkeypatch.setattr(provenance, "source_commit", lambda: next(commits))
+    monkeypatch.setattr(provenance, "_LOADED_COMMIT", [])  # a fresh process
     tiny_values["run"]["epochs"] = 1
     first = Trainer(config_from_dict(tiny_values), tmp_path / "run", progress=False)
-    assert trainer_module.source_commit() == "b" * 40  # the checkout moved on meanwhile
+    assert provenance.source_commit() == "b" * 40  # the checkout moved on meanwhile
     result = first.fit()
     assert result["git_commit"] == "a" * 40
     saved = json.loads((tmp_path / "run" / "result.json").read_text())

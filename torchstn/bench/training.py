@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import set_finite_checks
 from ..functional import sample
 from ..models import create_model
 from ..models.st_models import STClassifier
 from ..module import SpatialTransformer
-from ..train.trainer import resolve_memory_format
+from ..train import Classification, TrainStep, config_from_dict
+from ..train.step import resolve_memory_format
 from .timing import Settings, measure
 
 __all__ = ["CASES", "COLUMNS", "DESCRIPTION", "TITLE", "make_step", "run", "saved_bytes"]
@@ -74,17 +74,14 @@ BATCH = 128
 def make_step(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.01, momentum: float = 0.9
 ) -> Callable[[], None]:
-    """One SGD-with-momentum training step of ``model`` on ``(x, y)``, as a closure, done as
-    ``torchstn train`` does it: finite checks off and the loss read back every step."""
+    """One SGD-with-momentum training step of ``model`` on ``(x, y)``, as a closure: the
+    :class:`~torchstn.train.TrainStep` that ``torchstn train`` takes (classification, fp32)."""
+    objective = Classification(config_from_dict({}))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    train_step = TrainStep(model, objective, opt, device=x.device)
 
     def step() -> None:
-        with set_finite_checks(False):
-            loss = F.cross_entropy(model(x), y)
-        float(loss.detach())  # the trainer reads every step's loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(x, y)
 
     return step
 

@@ -36,19 +36,18 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import inference_device, load_for_eval, load_run_data
-    from ..train.objective import get_objective
+    from ..train import EvalSettings, get_objective
 
     device = inference_device(args.device)  # an unknown device: one line, before any loading
     model, info, kind = load_for_eval(args.checkpoint, args.weights, device)
     data = load_run_data(info)  # the model needs no data; its evaluation does
     objective = get_objective(info.config)  # classification, or co-localisation's localisation
-    metrics = objective.evaluate(
-        model,
-        data.eval_split(args.split),
-        info.config.run.eval_batch_size,
-        device,
+    settings = EvalSettings(
+        batch_size=info.config.run.eval_batch_size,
+        device=device,
         precision=info.config.run.precision if kind == "checkpoint" else "fp32",  # as it ran
     )
+    metrics = objective.evaluate(model, data.eval_split(args.split), settings)
     print(
         json.dumps(
             {

@@ -157,8 +157,8 @@ def _record(args: argparse.Namespace, name: str) -> Iterator[dict[str, Any]]:
     and regenerate RESULTS.md, all under an exclusive lock: several reproduce commands running
     side by side share the record, and one finishing while another writes must not lose either
     entry."""
+    from .._atomic import atomic_write_text
     from ..results import render_results
-    from ..train import atomic_write_text
 
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -221,15 +221,14 @@ def _untrained_scores(cfg: Any) -> dict[str, float]:
     co-localisation run localises: what training starts from."""
     import torch
 
-    from ..train import build_model
-    from ..train.objective import get_objective
+    from ..train import EvalSettings, build_model, get_objective
 
     objective = get_objective(cfg)
     data = objective.build_data()
     with torch.random.fork_rng(devices=[]):
         model = build_model(cfg, data.in_shape, data.num_classes)
     scores = objective.evaluate(
-        model, data.eval_split("test"), cfg.run.eval_batch_size, torch.device("cpu")
+        model, data.eval_split("test"), EvalSettings(batch_size=cfg.run.eval_batch_size)
     )
     return {"start_localised": scores["localised"], "start_mean_iou": scores["mean_iou"]}
 
@@ -347,8 +346,8 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments import default_config_dir, get_table
 
     if args.table == "render":
+        from .._atomic import atomic_write_text
         from ..results import render_results
-        from ..train import atomic_write_text
 
         atomic_write_text(args.results_md, render_results(Path(args.results_dir)))
         print(f"wrote {args.results_md} from {args.results_dir}")

@@ -114,7 +114,7 @@ def _is_file(path: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     from ..train import Trainer
     from ..train.distributed import restart_count, shutdown_after
-    from ..train.trainer import RunFolderLock
+    from ..train.runfolder import RunFolderLock
 
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"

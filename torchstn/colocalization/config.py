@@ -8,6 +8,7 @@ from typing import Any
 
 from ..data.tasks.base import SPLITS
 from ..errors import ConfigError
+from ..train.config import dataclass_from_dict
 
 __all__ = ["ColocalizationOptions", "colocalization_options"]
 
@@ -94,7 +95,5 @@ def _number(name: str, value: Any) -> None:
 
 def colocalization_options(values: dict[str, Any] | None) -> ColocalizationOptions:
     """Build and validate the options from a mapping (unknown keys raise :class:`ConfigError`)."""
-    from ..train.config import dataclass_from_dict
-
     options = dataclass_from_dict(ColocalizationOptions, values or {}, "objective.options")
     return options.validate()

@@ -10,10 +10,11 @@ from .._checks import check_tensor
 from ..data.loader import shard_batches
 from ..errors import InvalidInputError
 from ..models.encoder import AttentionEncoder
+from ..train.distributed import all_reduce_sum
+from ..train.evaluate import EvalSettings, autocast_context
 from .boxes import box_iou, crop_boxes
 
 if TYPE_CHECKING:
-    from ..train.distributed import World
     from .data import BoxSplit
 
 __all__ = ["evaluate_localization", "localization_scores", "predict_boxes"]
@@ -80,24 +81,19 @@ def evaluate_localization(
 def localization_scores(
     model: AttentionEncoder,
     split: BoxSplit,
-    batch_size: int,
-    device: torch.device,
-    world: World | None = None,
-    precision: str = "fp32",
+    settings: EvalSettings,
     threshold: float = 0.5,
 ) -> dict[str, float]:
     """:func:`evaluate_localization` of a split with boxes, sharded over the processes of
-    ``world`` (each rank scores a contiguous shard; the counts are summed, so every rank returns
-    the numbers of one process).
+    ``settings.world`` (each rank scores a contiguous shard; the counts are summed, so every rank
+    returns the numbers of one process).
 
     Returns:
         ``localised`` (%), ``mean_iou``, ``error`` (``100 - localised``: what a run minimises on
         validation) and ``skipped`` (0: the images are in memory).
     """
-    from ..train.distributed import World, all_reduce_sum
-    from ..train.evaluate import autocast_context
-
-    world = world or World()
+    world, device, precision = settings.world, settings.device, settings.precision
+    batch_size = settings.batch_size
     was_training = model.training
     model.eval()
     hits, iou_sum = 0.0, 0.0

@@ -25,7 +25,8 @@ from ..data.seeding import generator
 from ..errors import ConfigError
 from ..models.encoder import AttentionEncoder
 from ..train.distributed import World
-from ..train.objective import BatchOrder, Objective
+from ..train.evaluate import EvalSettings
+from ..train.objective import BatchOrder, Objective, register_objective
 from .config import colocalization_options
 from .data import ColocalizationData, DistinctBatches
 from .evaluate import localization_scores
@@ -109,6 +110,7 @@ class TripletNet(nn.Module):
         return f"margin={self.margin}, positive_grad={self.positive_grad}"
 
 
+@register_objective
 class ColocalizationObjective(Objective):
     """``objective.name: colocalization`` (see the module docstring and
     :class:`~torchstn.colocalization.ColocalizationOptions`).
@@ -200,25 +202,14 @@ class ColocalizationObjective(Objective):
     def count(self, out: torch.Tensor, y: torch.Tensor) -> float:
         return float((out > 0).sum())
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        split: Any,
-        batch_size: int,
-        device: torch.device,
-        world: World | None = None,
-        precision: str = "fp32",
-        skip_bad: bool = False,
-    ) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: Any, settings: EvalSettings) -> dict[str, float]:
         if not isinstance(model, AttentionEncoder):
             raise ConfigError(
                 f"model.name: co-localisation scores a model that crops (st_attention_encoder), "
                 f"got {type(model).__name__}"
             )
         boxed: BoxSplit = split
-        return localization_scores(
-            model, boxed, batch_size, device, world, precision, self.options.iou_threshold
-        )
+        return localization_scores(model, boxed, settings, self.options.iou_threshold)
 
     def val_fields(self, val: dict[str, float]) -> dict[str, float]:
         return {

@@ -21,8 +21,14 @@ from torch import nn
 
 from ..data import get_task
 from ..module import SpatialTransformer
-from ..train import Trainer, TrainingDiverged, TrainingInterrupted, config_from_dict
-from ..train.evaluate import build_model
+from ..train import (
+    Callback,
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
+    build_model,
+    config_from_dict,
+)
 from .budget import MODELS, Budget, Level, run_values
 
 __all__ = ["RunResult", "Tracked", "train_command", "train_sweep", "transformer_of"]
@@ -85,29 +91,26 @@ def transformer_of(model: nn.Module) -> SpatialTransformer:
     return st
 
 
-class _TrackingTrainer(Trainer):
-    """A :class:`Trainer` that records the transformer's params on ``tracked.x`` at the start
-    and after every complete epoch."""
+class _Tracking(Callback):
+    """Records the transformer's params on ``tracked.x`` at the start and after every complete
+    epoch of a run (``tracked.epochs``: the epochs done, 0 for the initialisation)."""
 
-    def __init__(self, cfg: Any, run_dir: Path, tracked: Tracked) -> None:
-        super().__init__(cfg, run_dir, progress=False)
+    def __init__(self, tracked: Tracked) -> None:
         self.tracked = tracked
 
-    def _record(self) -> None:
-        st = transformer_of(self.model)
+    def _record(self, trainer: Trainer, epochs_done: int) -> None:
+        st = transformer_of(trainer.model)
         with torch.no_grad():
-            params = st.localize(self.tracked.x.to(self.device))
-        self.tracked.epochs.append(self.epoch)
+            params = st.localize(self.tracked.x.to(trainer.device))
+        self.tracked.epochs.append(epochs_done)
         self.tracked.params.append(params.detach().cpu().double())
 
-    def fit(self) -> dict[str, Any]:
-        self._record()
-        return super().fit()
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._record(trainer, trainer.epoch)
 
-    def _end_epoch(self, partial: bool = False) -> None:
-        super()._end_epoch(partial)
-        if not partial:
-            self._record()
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if not record.get("partial"):
+            self._record(trainer, record["epoch"])
 
 
 def _tracked_digits(values: dict[str, Any], num: int) -> Tracked:
@@ -122,11 +125,8 @@ def _train(values: dict[str, Any], root: Path, tracked: Tracked | None) -> RunRe
     cfg = config_from_dict(values)
     options = values["data"]["options"]
     run_dir = root / f"{values['model']['name']}-{options['canvas_size']}"
-    trainer = (
-        _TrackingTrainer(cfg, run_dir, tracked)
-        if tracked is not None
-        else Trainer(cfg, run_dir, progress=False)
-    )
+    callbacks = [_Tracking(tracked)] if tracked is not None else []
+    trainer = Trainer(cfg, run_dir, progress=False, callbacks=callbacks)
     try:
         result = trainer.fit()
     except TrainingInterrupted:  # its checkpoint is in a folder about to be deleted

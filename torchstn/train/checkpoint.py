@@ -21,14 +21,13 @@ from typing import Any
 
 import torch
 
-from .._atomic import atomic_write_bytes, atomic_write_text
+from .._atomic import atomic_write_bytes
 from ..errors import DataError
 
 __all__ = [
     "CHECKPOINT",
     "FORMAT",
     "MODEL_KINDS",
-    "atomic_write_text",
     "identify",
     "load_checkpoint",
     "save_checkpoint",

@@ -191,9 +191,14 @@ class Config:
             raise ConfigError(f"run.deterministic: expected true or false, got {r.deterministic!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
-        from .objective import check_objective
-
-        check_objective(self)
+        # the objective checks its own options when it is built (torchstn.train.get_objective)
+        if not isinstance(self.objective.name, str) or not self.objective.name:
+            raise ConfigError(f"objective.name: expected a name, got {self.objective.name!r}")
+        if not isinstance(self.objective.options, dict):
+            raise ConfigError(
+                f"objective.options: expected a mapping, got "
+                f"{type(self.objective.options).__name__}"
+            )
         return self
 
 

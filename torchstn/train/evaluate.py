@@ -8,6 +8,7 @@ numbers one process would.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -16,12 +17,20 @@ from torch import nn
 
 from ..data.loader import shard_batches
 from ..errors import DataError, TorchSTNError
+from ..hardware import native_bf16
 from ..models import create_model
 from .config import Config
 from .datamodule import Split
 from .distributed import World, all_reduce_sum
 
-__all__ = ["autocast_context", "build_model", "evaluate", "resolve_device", "resolve_precision"]
+__all__ = [
+    "EvalSettings",
+    "autocast_context",
+    "build_model",
+    "evaluate",
+    "resolve_device",
+    "resolve_precision",
+]
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,8 +62,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """
     if precision != "auto":
         return precision
-    from ..hardware import native_bf16
-
     return "bf16" if device.type == "cpu" and native_bf16() else "fp32"
 
 
@@ -67,29 +74,53 @@ def autocast_context(precision: str, device: torch.device) -> AbstractContextMan
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a split is scored: batches of ``batch_size`` on ``device``, sharded over the processes
+    of ``world``, under the autocast of ``precision``; ``skip_bad`` leaves unreadable images out
+    instead of stopping.
+
+    Example:
+        >>> EvalSettings(batch_size=64).device
+        device(type='cpu')
+    """
+
+    batch_size: int = 256
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    world: World = field(default_factory=World)
+    precision: str = "fp32"
+    skip_bad: bool = False
+
+    @classmethod
+    def of_run(cls, cfg: Config, device: torch.device, world: World | None = None) -> EvalSettings:
+        """The settings a run of ``cfg`` scores with (``run.eval_batch_size``,
+        ``run.precision``, ``data.skip_bad``)."""
+        return cls(
+            batch_size=cfg.run.eval_batch_size,
+            device=device,
+            world=world or World(),
+            precision=cfg.run.precision,
+            skip_bad=cfg.data.skip_bad,
+        )
+
+
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    split: Split,
-    batch_size: int,
-    device: torch.device,
-    world: World | None = None,
-    precision: str = "fp32",
-    skip_bad: bool = False,
-) -> dict[str, float]:
+def evaluate(model: nn.Module, split: Split, settings: EvalSettings) -> dict[str, float]:
     """Mean cross-entropy and error rate (%) of ``model`` on ``split``.
 
-    With a ``world`` of several processes each rank evaluates a contiguous shard and the sums are
-    reduced, so every rank returns the numbers one process would (up to float summation order).
+    With a ``settings.world`` of several processes each rank evaluates a contiguous shard and
+    the sums are reduced, so every rank returns the numbers one process would (up to float
+    summation order).
 
     Returns:
         ``loss``, ``error`` and ``skipped``: images that could not be read and were left out
-        (``skip_bad``; they do not count in the error).
+        (``settings.skip_bad``; they do not count in the error).
 
     Raises:
         DataError: an image of the split cannot be read and ``skip_bad`` is false.
     """
-    world = world or World()
+    world, device, precision = settings.world, settings.device, settings.precision
+    batch_size, skip_bad = settings.batch_size, settings.skip_bad
     was_training = model.training
     model.eval()
     loss_sum, wrong, skipped = 0.0, 0, 0
