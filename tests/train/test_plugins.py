@@ -169,3 +169,46 @@ def test_objective_base_is_abstract():
     with pytest.raises(NotImplementedError):
         objective.count(torch.zeros(1), torch.zeros(1))
     assert evaluate is not None  # the classification scorer is public
+
+
+OBJECTIVE_PLUGIN = """
+import torch.nn.functional as F
+from torchstn.train import Classification, register_objective
+
+@register_objective
+class Hinge(Classification):
+    name = "my_hinge"
+
+    def loss(self, net, x, y, *, epoch, step, world):
+        logits = net(x)
+        return F.multi_margin_loss(logits.float(), y), logits
+"""
+
+
+def test_an_objective_of_ones_own_trains_through_the_command_line(tmp_path, tiny_values):
+    import os
+
+    import yaml
+
+    (tmp_path / "my_objectives.py").write_text(OBJECTIVE_PLUGIN)
+    tiny_values["objective"] = {"name": "my_hinge"}
+    tiny_values["run"]["epochs"] = 1
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(tiny_values))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = [sys.executable, "-m", "torchstn", "train", "--config", "cfg.yaml", "--no-progress"]
+    run = subprocess.run(
+        [*argv, "--out", "run", "--import", "my_objectives.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["objective"] == "my_hinge"
+    # a multi-margin loss starts near 1 - (the margin of random logits), not near ln(10)
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["train_loss"] < 1.5
+    missing = subprocess.run(
+        [*argv, "--out", "other"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1 and "'my_hinge'" in missing.stderr, missing.stderr
+    assert "register_objective and pass --import" in missing.stderr

@@ -221,7 +221,9 @@ def get_objective(cfg: Config) -> Objective:
         _load_plugins(name)
     if name not in _REGISTRY:
         raise ConfigError(
-            f"objective.name: expected {' or '.join(objective_names())}, got {name!r}"
+            f"objective.name: expected {' or '.join(objective_names())}, got {name!r} (an "
+            "objective of your own: register it with torchstn.train.register_objective and pass "
+            "--import MODULE)"
         )
     return _REGISTRY[name](cfg)
 
