@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import ConfigError
 
 __all__ = [
@@ -366,16 +368,6 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _yaml() -> Any:
-    try:
-        import yaml
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ConfigError(
-            "reading YAML configs needs PyYAML (a dependency of torchstn): pip install pyyaml"
-        ) from None
-    return yaml
-
-
 def load_config(path: str | Path | None) -> dict[str, Any]:
     """Read a YAML (or JSON) config file into nested dicts; ``None`` gives the defaults ``{}``.
 
@@ -388,7 +380,7 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     path = find_config(path)
     text = path.read_text()
     try:
-        values = json.loads(text) if path.suffix == ".json" else _yaml().safe_load(text)
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except Exception as err:
         raise ConfigError(
             f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
@@ -409,7 +401,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = _yaml().safe_load(raw)
+            value = yaml.safe_load(raw)
         except Exception:
             value = raw
         node = out

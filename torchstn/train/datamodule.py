@@ -30,10 +30,15 @@ from typing import Any
 
 import torch
 
+from .. import data
+from ..data.arrays import check_labels, read_arrays
+from ..data.files import ImageFiles, read_csv_manifest, scan_class_folder
 from ..data.loader import FileSplit, TensorSplit
 from ..errors import ConfigError, DataError
+from ..images import channels_of_mode, probe_image
 from ..preprocess import Preprocess
 from .config import DataConfig
+from .distributed import launched_world_size
 
 __all__ = ["CACHE_LIMIT_BYTES", "DataModule", "Split"]
 
@@ -177,8 +182,6 @@ class DataModule:
 
     # ------------------------------------------------------------------ generated tasks
     def _setup_task(self) -> None:
-        from .. import data
-
         cfg = self.cfg
         used = [k for k in _USER_KEYS if getattr(cfg, k) is not None]
         if used:
@@ -228,8 +231,6 @@ class DataModule:
         self.num_classes = int(cfg.num_classes or one_hot or 0) or max(
             int(train.y.max()) + 1, len(self.class_names or [])
         )
-        from ..data.arrays import check_labels
-
         for split in (train, val, test):
             check_labels(split.y, self.num_classes, split.where)
         self._fixed_train, self._val, self._test = self._cache([train, val, test])
@@ -237,8 +238,6 @@ class DataModule:
     def _arrays(
         self, path: Path, names: dict[str, str] | None, key: str
     ) -> tuple[TensorSplit, int | None]:
-        from ..data.arrays import read_arrays
-
         names = names or {}
         s = read_arrays(
             path,
@@ -254,9 +253,6 @@ class DataModule:
         return TensorSplit(s.x, s.y, s.where), s.num_classes
 
     def _image_files(self, path: Path, kind: str, key: str) -> FileSplit:
-        from ..data.files import ImageFiles, read_csv_manifest, scan_class_folder
-        from ..images import channels_of_mode, probe_image
-
         names: list[str] | None
         if kind == "folder":
             entries, names = scan_class_folder(path, self.class_names)
@@ -335,8 +331,6 @@ class DataModule:
         (``null``: when they take at most :data:`CACHE_LIMIT_BYTES` as uint8, and only in a
         single process: under torchrun a cache would make every process decode every image,
         where streaming has each read only its shard)."""
-        from .distributed import launched_world_size
-
         files = {id(s): s for s in splits if isinstance(s, FileSplit)}
         cache = self.cfg.cache
         if cache is None:
@@ -400,8 +394,6 @@ class DataModule:
         """Training data of ``epoch`` (fresh distortions each epoch for generated tasks)."""
         if self._fixed_train is not None:
             return self._fixed_train
-        from .. import data
-
         seed = data.epoch_seed(self.seed, epoch if self.cfg.fresh else 0)
         return self._generate("train", self.cfg.train_size, seed)
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .._atomic import atomic_write_text, write_error
 from .._version import __version__
@@ -140,7 +141,7 @@ class Trainer:
         run_dir: output folder (created when :meth:`fit` starts).
         resume: continue from ``run_dir/checkpoint.pt``: its saved config is used, with the
             budget (``run.epochs``, ``run.minutes``) and device of ``cfg``, or with ``settings``.
-        progress: show a progress bar per epoch (tqdm, when installed; rank 0 only).
+        progress: show a progress bar per epoch (tqdm; rank 0 only).
         settings: with ``resume``, the settings given for the resumed run (nested dicts, as a
             config file and ``--set`` give them; ``torchstn train --resume``): those of
             :data:`~torchstn.train.resume.RESUMABLE` are applied, any other must equal the run's
@@ -531,10 +532,6 @@ class Trainer:
 
     def _bar(self, total: int) -> Any:
         if not self.progress or self.rank != 0:
-            return None
-        try:
-            from tqdm import tqdm  # optional: no progress bar without it
-        except ImportError:
             return None
         return tqdm(
             total=total,
