@@ -68,9 +68,11 @@ from torch import nn
 from ._atomic import atomic_path
 from ._checks import check_choice
 from .errors import DataError, InvalidInputError, TorchSTNError
-from .inference import first_transformer
+from .inference import first_transformer, inference_device, load_with_info
 from .module import SpatialTransformer
 from .preprocess import input_normalizer
+from .train.checkpoint import identify, verify_archive
+from .train.config import config_to_dict
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -402,9 +404,6 @@ def export_checkpoint(
 ) -> ExportResult:
     """Export the trained model of a checkpoint (see :func:`export`); its metadata (class names,
     config, weights) goes into the file."""
-    from .inference import load_with_info
-    from .train.config import config_to_dict
-
     model, info = load_with_info(checkpoint, weights, "cpu")
     metadata = {
         "model": info.model_name,
@@ -435,8 +434,6 @@ def _existing_export(path: str | Path, format: str | None) -> tuple[Path, str]:
         DataError: missing file, a file that is no export (named: a checkpoint, a text file...),
             another format than ``format``, or a damaged archive.
     """
-    from .train.checkpoint import identify, verify_archive
-
     path = Path(path)
     if format is not None:
         check_choice(format, "format", FORMATS)
@@ -467,8 +464,6 @@ def load_exported(
     Raises:
         DataError: missing, damaged or foreign file (named in one line).
     """
-    from .inference import inference_device
-
     dev = inference_device(device)
     path, fmt = _existing_export(path, format)
     try:

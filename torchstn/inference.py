@@ -26,18 +26,19 @@ import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from ._checks import check_choice
+from ._version import __version__
 from .errors import DataError, InvalidInputError, TorchSTNError
+from .models import create_model
 from .module import SpatialTransformer
 from .preprocess import Preprocess, with_preprocess
-
-if TYPE_CHECKING:
-    from .train.config import Config
+from .train.checkpoint import load_checkpoint, save_checkpoint
+from .train.config import Config, ModelConfig, config_from_dict, config_to_dict
 
 __all__ = [
     "MAX_INPUT_VALUES",
@@ -49,10 +50,9 @@ __all__ = [
     "first_transformer",
     "inference_device",
     "load",
-    "load_for_eval",
     "load_info",
-    "load_run_data",
     "load_with_info",
+    "model_info",
     "save_trained",
 ]
 
@@ -112,8 +112,6 @@ class ModelInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready metadata (the config as a dict)."""
-        from .train.config import config_to_dict
-
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out.update(
             path=str(self.path),
@@ -125,9 +123,7 @@ class ModelInfo:
         return out
 
 
-def _info(path: Path, state: Mapping[str, Any], weights: str) -> ModelInfo:
-    from .train.config import config_from_dict
-
+def model_info(path: Path, state: Mapping[str, Any], weights: str) -> ModelInfo:
     try:
         cfg = config_from_dict(state["config"])
         data_info = state["data_info"]
@@ -192,12 +188,10 @@ def _check_shapes(
 
 
 def _read(path: str | Path, weights: str) -> tuple[dict[str, Any], ModelInfo]:
-    from .train.checkpoint import load_checkpoint
-
     check_choice(weights, "weights", WEIGHTS)
     path = Path(path)
     state = load_checkpoint(path)
-    return state, _info(path / "checkpoint.pt" if path.is_dir() else path, state, weights)
+    return state, model_info(path / "checkpoint.pt" if path.is_dir() else path, state, weights)
 
 
 def load_info(path: str | Path, weights: str = "best") -> ModelInfo:
@@ -221,8 +215,6 @@ def build_untrained(
 ) -> nn.Module:
     """``create_model(model_name, in_shape, num_classes, **options)`` in eval mode, leaving the
     global random state as it was (the initialisation draws from a forked one)."""
-    from .models import create_model
-
     with torch.random.fork_rng(devices=[]):
         model = create_model(model_name, in_shape, num_classes, **dict(options or {}))
     return model.eval()
@@ -412,80 +404,6 @@ def load_with_info(
     return with_preprocess(model, info.preprocess).to(dev).eval(), info
 
 
-class _ExportedLogits(nn.Module):
-    """An export file as a classifier: ``x -> logits`` (its other outputs dropped), on ``x``'s
-    device."""
-
-    def __init__(self, run: Any, index: int) -> None:
-        super().__init__()
-        self.run = run
-        self.index = index
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(x)[self.index].to(x.device)
-
-
-def load_for_eval(
-    path: str | Path, weights: str = "best", device: str | torch.device = "cpu"
-) -> tuple[nn.Module, ModelInfo, str]:
-    """``(model, info, kind)`` of a checkpoint or of a file of ``torchstn export`` (TorchScript,
-    exported program, ONNX; told apart by content), for ``torchstn eval``.
-
-    An export is scored as it runs (its own runtime; ONNX on onnxruntime's CPU), with the run's
-    config from its metadata; its ``info.epoch`` is 0 (an export does not record it) and
-    ``weights`` does not apply (the file holds the weights it was exported with). Only the
-    classification objective can score an export (co-localisation needs the checkpoint).
-
-    Raises:
-        DataError: missing, damaged or foreign file, an export without torchstn's metadata, of
-            the transformer part, or of a co-localisation run.
-        InvalidInputError: an unknown device, or one this machine does not have.
-    """
-    from .export import load_exported, read_metadata
-    from .train.checkpoint import CHECKPOINT, identify
-    from .train.config import config_from_dict
-
-    dev = inference_device(device)
-    path = Path(path)
-    file = path / "checkpoint.pt" if path.is_dir() else path
-    if not file.is_file():
-        raise DataError(f"checkpoint not found: {file}")
-    kind, description = identify(file)
-    if kind == CHECKPOINT:
-        model, info = load_with_info(file, weights, dev)
-        return model, info, kind
-    if kind not in ("torchscript", "exported-program", "onnx"):
-        raise DataError(
-            f"{file}: {description}; eval takes a checkpoint (or its run folder), or a "
-            "TorchScript, exported-program or ONNX file of torchstn export"
-        )
-    meta = read_metadata(file, kind)
-    if not meta or meta.get("config") is None:
-        raise DataError(f"{file}: no torchstn run metadata (config); eval needs the run's config")
-    if meta.get("part") != "model":
-        raise DataError(f"{file}: exports the {meta.get('part')} part; eval needs --part model")
-    try:
-        state = {
-            "config": meta["config"],
-            "data_info": {
-                "in_shape": meta["in_shape"],
-                "num_classes": meta["num_classes"],
-                "class_names": meta.get("class_names"),
-                "preprocess": meta.get("preprocess"),
-                **({"name": meta["data"]} if meta.get("data") is not None else {}),
-            },
-        }
-        info = dataclasses.replace(_info(file, state, "last"), weights=str(meta.get("weights")))
-        index = list(meta["outputs"]).index("logits")
-        objective = config_from_dict(meta["config"]).objective.name
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise DataError(f"{file}: incomplete torchstn metadata ({err})") from None
-    if objective != "classification":
-        raise DataError(f"{file}: a {objective} run; eval scores its checkpoint, not an export")
-    run = load_exported(file, kind, "cpu" if kind == "onnx" else dev)
-    return _ExportedLogits(run, index).eval(), info, kind
-
-
 def load(path: str | Path, weights: str = "best", device: str | torch.device = "cpu") -> nn.Module:
     """The trained model of a checkpoint, in eval mode; no data is generated or read.
 
@@ -516,26 +434,6 @@ def load(path: str | Path, weights: str = "best", device: str | torch.device = "
     return load_with_info(path, weights, device)[0]
 
 
-def load_run_data(info: ModelInfo) -> Any:
-    """The data of the run a checkpoint's :class:`ModelInfo` describes, generated or read again
-    with the run's preprocessing (a :class:`~torchstn.train.DataModule`, or the co-localisation
-    data), checked against the model's input shape: what ``torchstn eval`` and ``visualize``
-    evaluate and draw.
-
-    Raises:
-        DataError: the data is missing or no longer fits the model.
-    """
-    from .train.objective import get_objective
-
-    data = get_objective(info.config).build_data(preprocess=info.preprocess.to_dict())
-    if tuple(data.in_shape) != info.in_shape:
-        raise DataError(
-            f"{info.path}: the model takes {info.in_shape} images, its data now gives "
-            f"{tuple(data.in_shape)}"
-        )
-    return data
-
-
 def first_transformer(model: nn.Module) -> SpatialTransformer | None:
     """The first :class:`SpatialTransformer` of ``model`` (in ``model.modules()`` order), or
     ``None`` when it has none."""
@@ -563,10 +461,6 @@ def save_trained(
     config is the default one with this model, so ``torchstn eval`` has no data of its own to
     evaluate such a checkpoint on.
     """
-    from . import __version__
-    from .train.checkpoint import save_checkpoint
-    from .train.config import Config, ModelConfig, config_to_dict
-
     if not isinstance(model, nn.Module):
         raise TorchSTNError(f"model: expected an nn.Module, got {type(model).__name__}")
     cfg = Config(model=ModelConfig(name=model_name, options=dict(options or {})))

@@ -371,7 +371,8 @@ def write_report(
     Raises:
         TorchSTNError: no run there, a co-localisation run, or matplotlib missing (one line).
     """
-    from .inference import load_run_data, load_with_info
+    from .inference import load_with_info
+    from .scoring import load_run_data
     from .viz import (
         _plt,
         curves_figure,

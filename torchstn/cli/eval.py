@@ -35,7 +35,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import inference_device, load_for_eval, load_run_data
+    from ..inference import inference_device
+    from ..scoring import load_for_eval, load_run_data
     from ..train import EvalSettings, get_objective
 
     device = inference_device(args.device)  # an unknown device: one line, before any loading

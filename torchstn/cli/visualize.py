@@ -29,7 +29,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InvalidInputError
-    from ..inference import load_run_data, load_with_info
+    from ..inference import load_with_info
+    from ..scoring import load_run_data
     from ..viz import (
         data_label,
         plot_curves,
