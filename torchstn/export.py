@@ -488,7 +488,7 @@ def load_exported(
                 with open(path, "rb") as fh:
                     program = torch.export.load(fh)
                 if dev.type != "cpu":
-                    from torch.export.passes import move_to_device_pass
+                    from torch.export.passes import move_to_device_pass  # only off the CPU
 
                     program = move_to_device_pass(program, dev)
                 module = program.module()
