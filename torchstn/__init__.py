@@ -9,8 +9,8 @@ torch.Size([2, 1, 30, 30])
 from __future__ import annotations
 
 from . import functional, transforms
-from ._version import __version__
 from ._checks import set_finite_checks
+from ._version import __version__
 from .composite import (
     ParallelOutput,
     ParallelTransformers,
@@ -35,7 +35,7 @@ from .module import (
     recording_params,
 )
 from .optim import localization_parameters, param_groups
-
+from .transforms.warping import output_frame, warp
 
 __all__ = [
     "ConfigError",
@@ -59,8 +59,10 @@ __all__ = [
     "identity_penalty",
     "load",
     "localization_parameters",
+    "output_frame",
     "param_groups",
     "recording_params",
     "set_finite_checks",
     "transforms",
+    "warp",
 ]

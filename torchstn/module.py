@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_positive, check_size, check_tensor
+from ._checks import check_positive, check_size, check_tensor
 from .errors import InvalidInputError
-from .functional.kernel import kernel_sample
-from .functional.sample import FILL_PADDING_MODES, MODES, Fill, check_fill, sample
+from .functional.sample import Fill
 from .localization import default_localization
 from .transforms import Transform, get
+from .transforms.warping import autocast_enabled, check_sampler, warp_with
 
 __all__ = [
     "RecordedParams",
@@ -23,23 +23,6 @@ __all__ = [
     "identity_penalty",
     "recording_params",
 ]
-
-#: sampler modes: ``grid_sample``'s, plus ``"gaussian"`` (the generic kernel sampler).
-SAMPLER_MODES = (*MODES, "gaussian")
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except RuntimeError:  # a device type without autocast, such as "meta"
-        return False
-
-
-def _autocast_off(device_type: str) -> AbstractContextManager[Any]:
-    """Disable autocast for ``device_type`` if it is on (a no-op context otherwise)."""
-    if _autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return nullcontext()
 
 
 class TransformerOutput(NamedTuple):
@@ -176,11 +159,8 @@ class SpatialTransformer(nn.Module):
         self.in_shape = (c, h, w)
         self.out_size = (h, w) if out_size is None else check_size(out_size, "out_size")
         self.transform = get(transform, **dict(transform_options or {}))
-        self.mode = check_choice(mode, "mode", SAMPLER_MODES)
-        self.padding_mode = check_choice(padding_mode, "padding_mode", FILL_PADDING_MODES)
-        if self.mode == "gaussian" and padding_mode != "zeros":
-            raise InvalidInputError("padding_mode: the gaussian sampler supports 'zeros' only")
-        self.fill = check_fill(fill, self.padding_mode, c)
+        self.fill = check_sampler(mode, padding_mode, fill, c)
+        self.mode, self.padding_mode = mode, padding_mode
         self.align_corners = bool(align_corners)
         self.sigma = check_positive(sigma, "sigma")
         self.penalty_weight = check_positive(penalty_weight, "penalty_weight", allow_zero=True)
@@ -240,7 +220,7 @@ class SpatialTransformer(nn.Module):
         ref = self.head.weight
         if x.device != ref.device:
             raise InvalidInputError(f"x is on {x.device} but the transformer is on {ref.device}")
-        if x.dtype != ref.dtype and not _autocast_enabled(x.device.type):
+        if x.dtype != ref.dtype and not autocast_enabled(x.device.type):
             raise InvalidInputError(
                 f"x has dtype {x.dtype} but the transformer's parameters are {ref.dtype} "
                 f"(convert one of them with .to(dtype))"
@@ -271,15 +251,17 @@ class SpatialTransformer(nn.Module):
         CUDA; on other devices the sampler runs in float32 and rounds its output once (see
         :func:`torchstn.functional.sample`, "Precision").
         """
-        dtype = x.dtype
-        if _autocast_enabled(x.device.type):
-            dtype = torch.promote_types(dtype, torch.float32)
-        with _autocast_off(x.device.type):
-            x = x.to(dtype)
-            grid = self.transform(params.to(dtype), self.out_size, self.align_corners)
-            if self.mode == "gaussian":
-                return kernel_sample(x, grid, "gaussian", self.sigma, self.align_corners)
-            return sample(x, grid, self.mode, self.padding_mode, self.align_corners, self.fill)
+        return warp_with(
+            x,
+            params,
+            self.transform,
+            self.out_size,
+            self.mode,
+            self.padding_mode,
+            self.align_corners,
+            self.fill,
+            self.sigma,
+        )
 
     @overload
     def forward(self, x: torch.Tensor, return_params: Literal[False] = False) -> torch.Tensor: ...

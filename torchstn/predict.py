@@ -39,7 +39,6 @@ import torch
 from ._atomic import atomic_path
 from ._checks import check_choice
 from .errors import DataError, InvalidInputError
-from .functional.coords import normalized_to_pixel
 from .images import (
     FITS,
     IMAGE_SUFFIXES,
@@ -52,6 +51,7 @@ from .images import (
 )
 from .module import SpatialTransformer
 from .preprocess import input_normalizer
+from .transforms.warping import output_frame
 
 __all__ = [
     "FITS",
@@ -318,20 +318,22 @@ class Failure:
 
 
 def _outline(st: SpatialTransformer, params: torch.Tensor, per_side: int = 32) -> torch.Tensor:
-    """The border of the output frame mapped into the input: ``(4 per_side + 1, 2)`` model-input
-    pixel-centre coordinates of a closed polygon, for ``params`` ``(1, P)``."""
-    t = torch.linspace(-1, 1, per_side + 1, dtype=params.dtype)[:-1]
-    one = torch.ones_like(t)
-    sides = (
-        torch.stack((t, -one), -1),  # top, left to right
-        torch.stack((one, t), -1),  # right, top to bottom
-        torch.stack((-t, one), -1),  # bottom, right to left
-        torch.stack((-one, -t), -1),  # left, bottom to top
-    )
-    pts = torch.cat((*sides, sides[0][:1]))[None]
+    """The border of the output frame mapped into the input (:func:`torchstn.output_frame`):
+    ``(4 per_side + 1, 2)`` model-input pixel-centre coordinates of a closed polygon (top left
+    to right, right side down, bottom right to left, left side up), for ``params`` ``(1, P)``."""
     dev = st.head.weight.device  # where the transform's buffers (TPS) live
-    src = st.transform.map_points(params.to(dev), pts.to(dev))[0].cpu()
-    return normalized_to_pixel(src, st.in_shape[1:], st.align_corners)
+    frame = output_frame(
+        st.transform,
+        params.to(dev),
+        st.in_shape[1:],
+        st.out_size,
+        st.align_corners,
+        2,
+        per_side + 1,
+    )[0].cpu()
+    top, bottom, left, right = frame[0, 0], frame[0, 1], frame[1, 0], frame[1, 1]
+    sides = (top[:-1], right[:-1], bottom.flip(0)[:-1], left.flip(0)[:-1], top[:1])
+    return torch.cat(sides)
 
 
 def _save_png(img: Any, path: Path) -> None:

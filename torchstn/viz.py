@@ -18,9 +18,9 @@ from torch import nn
 
 from ._atomic import atomic_path
 from .errors import TorchSTNError
-from .functional.coords import normalized_to_pixel
 from .module import SpatialTransformer
 from .preprocess import Normalize, input_normalizer
+from .transforms.warping import output_frame
 
 __all__ = [
     "curves_figure",
@@ -72,23 +72,18 @@ def _save(fig: Any, out: str | Path) -> Path:
 def sampling_mesh(
     st: SpatialTransformer, params: torch.Tensor, lines: int = 5, points: int = 25
 ) -> torch.Tensor:
-    """Pixel coordinates in the *input* of a ``lines x lines`` mesh of the output frame.
+    """Pixel coordinates in the *input* of a ``lines x lines`` mesh of the output frame
+    (:func:`torchstn.output_frame` of ``st``).
 
     Returns:
         ``(B, 2, lines, points, 2)``: ``[:, 0]`` horizontal and ``[:, 1]`` vertical lines, each
         sampled at ``points`` positions, ``(x, y)`` in input pixel-centre coordinates. The first
-        and last lines of each set are the border of the sampled region.
+        and last lines of each set are the border of the sampled region (the output's pixels
+        edge to edge).
     """
-    dtype, device = params.dtype, params.device
-    edge = 1.0 if st.align_corners else 1.0 - 1.0 / max(st.out_size)
-    t = torch.linspace(-1, 1, points, dtype=dtype, device=device)
-    k = torch.linspace(-edge, edge, lines, dtype=dtype, device=device)
-    horiz = torch.stack(torch.broadcast_tensors(t[None, :], k[:, None]), dim=-1)  # (L, P, 2)
-    vert = horiz.flip(-1)
-    pts = torch.stack((horiz, vert)).reshape(1, -1, 2).expand(params.shape[0], -1, -1)
-    src = st.transform.map_points(params, pts.contiguous())
-    pix = normalized_to_pixel(src, st.in_shape[1:], st.align_corners)
-    return pix.reshape(params.shape[0], 2, lines, points, 2)
+    return output_frame(
+        st.transform, params, st.in_shape[1:], st.out_size, st.align_corners, lines, points
+    )
 
 
 @torch.no_grad()

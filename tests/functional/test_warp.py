@@ -1,4 +1,4 @@
-"""``torchstn.functional.warp``: a transform's grid and the sampler in one call."""
+"""``torchstn.warp``: a transform's grid and the sampler in one call."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from torchstn import InvalidInputError, UnknownNameError, transforms
-from torchstn.functional import MODES, sample, warp
+from torchstn import InvalidInputError, UnknownNameError, transforms, warp
+from torchstn.functional import MODES, sample
 from torchstn.transforms import Transform
 
 NAMES = transforms.names()
@@ -106,8 +106,12 @@ class TestWarp:
             warp(x, params.double(), "affine")
         with pytest.raises(InvalidInputError, match="out_size"):
             warp(x, params, "affine", (0, 4))
-        with pytest.raises(UnknownNameError, match="mode"):
-            warp(x, params, "affine", mode="gaussian")
+        with pytest.raises(UnknownNameError, match="bicubic, bilinear, gaussian, nearest"):
+            warp(x, params, "affine", mode="lanczos")
+        with pytest.raises(InvalidInputError, match="gaussian sampler supports 'zeros' only"):
+            warp(x, params, "affine", mode="gaussian", padding_mode="border")
+        with pytest.raises(InvalidInputError, match="sigma"):
+            warp(x, params, "affine", mode="gaussian", sigma=0.0)
         with pytest.raises(UnknownNameError, match="border, fill, reflection, zeros"):
             warp(x, params, "affine", padding_mode="constant")
         with pytest.raises(InvalidInputError, match="fill: only used with padding_mode='fill'"):

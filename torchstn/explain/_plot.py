@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_path
-from ..functional import normalized_to_pixel
 from ..transforms import Transform
+from ..transforms.warping import output_frame
 from ..viz import _plt
 
 __all__ = ["BOX", "COLOURS", "draw_region", "mesh_lines", "plt", "save", "show_image"]
@@ -61,28 +61,18 @@ def mesh_lines(
     lines: int = 2,
     points: int = 33,
     align_corners: bool = False,
+    out_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Where a ``lines x lines`` mesh of the output frame falls in the input.
-
-    Args:
-        transform: the transform family.
-        params: ``(P,)`` its params.
-        in_size: ``(H, W)`` of the input.
-        lines: lines per direction; the first and last are the output frame's edges
-            (normalised -1 and 1), so ``lines=2`` gives the border of the sampled region.
-        points: points per line.
+    """Where a ``lines x lines`` mesh of the output frame falls in the input: ``(P,)`` params
+    through :func:`torchstn.output_frame` (``out_size`` defaults to ``in_size``).
 
     Returns:
         ``(2, lines, points, 2)``: horizontal then vertical lines, ``(x, y)`` in input
         pixel-centre coordinates.
     """
     p = params.detach().float()[None]
-    t = torch.linspace(-1, 1, points)
-    k = torch.linspace(-1, 1, lines)
-    horiz = torch.stack(torch.broadcast_tensors(t[None, :], k[:, None]), dim=-1)  # (L, P, 2)
-    pts = torch.stack((horiz, horiz.flip(-1))).reshape(1, -1, 2)
-    src = transform.map_points(p, pts)
-    return normalized_to_pixel(src, in_size, align_corners).reshape(2, lines, points, 2)
+    size = in_size if out_size is None else out_size
+    return output_frame(transform, p, in_size, size, align_corners, lines, points)[0]
 
 
 def draw_region(

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ..functional import normalized_to_pixel, warp
+from ..functional import normalized_to_pixel
 from ..transforms import TPS, Transform, get, names
+from ..transforms.warping import warp
 from ._data import DIGIT_INDEX, test_digit
 from ._plot import BOX, draw_region, mesh_lines, plt, save, show_image
 

@@ -298,7 +298,7 @@ def _section_gallery(g: Guide) -> list[str]:
         f"![every transform family on one digit]({FIGURES['gallery']})",
         "",
         f"Every family registered in `torchstn.transforms` (`names()`: "
-        f"{', '.join(e.family for e in g.gallery)}), applied with `torchstn.functional.warp` to "
+        f"{', '.join(e.family for e in g.gallery)}), applied with `torchstn.warp` to "
         f"MNIST test digit #{DIGIT_INDEX}. The grid is the image of a 7 x 7 mesh of the output "
         "frame in the input (its border, thicker, is the region sampled); for TPS the dots are "
         "the control points' source positions. Params act in the normalised frame (output to "

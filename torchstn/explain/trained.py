@@ -294,7 +294,9 @@ def _margin(st: SpatialTransformer, params: torch.Tensor) -> float:
     h, w = st.in_shape[1:]
     over = 0.0
     for p in params:
-        mesh = mesh_lines(st.transform, p, (h, w))
+        mesh = mesh_lines(
+            st.transform, p, (h, w), align_corners=st.align_corners, out_size=st.out_size
+        )
         lo, hi = mesh.reshape(-1, 2).amin(0), mesh.reshape(-1, 2).amax(0)
         over = max(over, float(-0.5 - lo.min()), float(hi[0] - (w - 0.5)), float(hi[1] - (h - 0.5)))
     return min(max(over + 1.0, 2.0), max(h, w) / 4)

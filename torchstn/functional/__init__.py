@@ -1,5 +1,6 @@
-"""Stateless operations: coordinate conventions, grid sampling, the generic kernel sampler and
-the one-call warp."""
+"""Stateless operations, the bottom of the core: the coordinate convention, grid sampling and the
+generic kernel sampler. Nothing here knows a transform family: warping with one is
+:func:`torchstn.warp` (:mod:`torchstn.transforms.warping`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from .coords import (
 )
 from .kernel import KERNELS, influence_weights, kernel_sample
 from .sample import FILL_PADDING_MODES, MODES, PADDING_MODES, sample, sampler_dtype
-from .warp import warp
 
 __all__ = [
     "FILL_PADDING_MODES",
@@ -30,5 +30,4 @@ __all__ = [
     "pixel_to_normalized",
     "sample",
     "sampler_dtype",
-    "warp",
 ]

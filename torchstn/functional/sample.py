@@ -19,7 +19,7 @@ __all__ = ["FILL_PADDING_MODES", "MODES", "PADDING_MODES", "Fill", "sample", "sa
 MODES = ("bilinear", "nearest", "bicubic")
 #: padding modes of ``grid_sample``.
 PADDING_MODES = ("zeros", "border", "reflection")
-#: the padding modes of :func:`sample`, :func:`~torchstn.functional.warp` and
+#: the padding modes of :func:`sample`, :func:`~torchstn.warp` and
 #: :class:`~torchstn.SpatialTransformer`: ``grid_sample``'s and ``"fill"`` (a constant).
 FILL_PADDING_MODES = (*PADDING_MODES, "fill")
 

@@ -1,0 +1,249 @@
+"""Warping with a transform: its sampling grid and the sampler, in one place.
+
+The layers of the core, from the bottom: :mod:`torchstn.functional` is stateless grid maths and
+sampling (the coordinate convention, ``grid_sample``, the generic kernel sampler), and knows no
+transform; :mod:`torchstn.transforms` are the families, which own their grids; this module puts
+the two together, and :class:`torchstn.SpatialTransformer` calls it. What it holds:
+
+* :func:`resample`: the one dispatch from a sampler mode to its sampler (``grid_sample``'s modes
+  and fill padding through :func:`~torchstn.functional.sample`, ``"gaussian"`` through
+  :func:`~torchstn.functional.kernel_sample`);
+* :func:`warp`: a transform's params to warped images, with the precision policy of the module
+  (grid and sampler outside autocast);
+* :func:`output_frame`: where the output frame lands in the input, in input pixels, for every
+  picture of what a transformer samples.
+
+Example:
+    >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+    >>> shift = torch.tensor([[0.5, 0.0]])  # read one pixel to the right (4 px = 2 units)
+    >>> warp(x, shift, "translation", padding_mode="fill", fill=-1.0)[0, 0]
+    tensor([[ 1.,  2.,  3., -1.],
+            [ 5.,  6.,  7., -1.],
+            [ 9., 10., 11., -1.],
+            [13., 14., 15., -1.]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+from .._checks import check_choice, check_positive, check_size, check_tensor
+from ..errors import InvalidInputError
+from ..functional.coords import normalized_to_pixel
+from ..functional.kernel import kernel_sample
+from ..functional.sample import FILL_PADDING_MODES, MODES, Fill, check_fill, sample
+from . import get
+from .base import Transform
+
+__all__ = ["SAMPLER_MODES", "output_frame", "resample", "warp"]
+
+#: sampler modes: ``grid_sample``'s, plus ``"gaussian"`` (the generic kernel sampler).
+SAMPLER_MODES = (*MODES, "gaussian")
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (False for device types without autocast)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type without autocast, such as "meta"
+        return False
+
+
+def _autocast_off(device_type: str) -> AbstractContextManager[Any]:
+    """Disable autocast for ``device_type`` if it is on (a no-op context otherwise)."""
+    if autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
+
+
+def check_sampler(mode: str, padding_mode: str, fill: Fill, channels: int | None) -> Fill:
+    """Check a sampler's settings; returns the checked ``fill``.
+
+    Raises:
+        UnknownNameError: an unknown mode or padding mode.
+        InvalidInputError: ``"gaussian"`` with a padding other than zeros, or a bad ``fill``.
+    """
+    check_choice(mode, "mode", SAMPLER_MODES)
+    check_choice(padding_mode, "padding_mode", FILL_PADDING_MODES)
+    if mode == "gaussian" and padding_mode != "zeros":
+        raise InvalidInputError("padding_mode: the gaussian sampler supports 'zeros' only")
+    return check_fill(fill, padding_mode, channels)
+
+
+def resample(
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    fill: Fill = 0.0,
+    sigma: float = 1.0,
+) -> torch.Tensor:
+    """Sample ``x`` at ``grid`` with the sampler of ``mode``: ``grid_sample``'s modes (and fill
+    padding) through :func:`~torchstn.functional.sample`, ``"gaussian"`` (a kernel of standard
+    deviation ``sigma`` pixels, zeros outside) through :func:`~torchstn.functional.kernel_sample`.
+    Settings are used as given (see :func:`check_sampler`)."""
+    if mode == "gaussian":
+        return kernel_sample(x, grid, "gaussian", sigma, align_corners)
+    return sample(x, grid, mode, padding_mode, align_corners, fill)
+
+
+def warp_with(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    transform: Transform,
+    out_size: tuple[int, int],
+    mode: str,
+    padding_mode: str,
+    align_corners: bool,
+    fill: Fill,
+    sigma: float,
+) -> torch.Tensor:
+    """:func:`warp` without its checks, for callers that made them once (the module).
+
+    Grid and sampler run outside autocast, in the dtype of ``x``, or, inside autocast, in
+    float32 at least (``x`` and the params are cast; the output is then float32): a
+    half-precision grid misplaces samples by about a pixel at 256 px, so under mixed precision
+    only the localisation net runs in reduced precision.
+    """
+    dtype = x.dtype
+    if autocast_enabled(x.device.type):
+        dtype = torch.promote_types(dtype, torch.float32)
+    with _autocast_off(x.device.type):
+        x = x.to(dtype)
+        grid = transform(params.to(dtype), out_size, align_corners)
+        return resample(x, grid, mode, padding_mode, align_corners, fill, sigma)
+
+
+def warp(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    transform: str | Transform | type[Transform],
+    out_size: Sequence[int] | int | None = None,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    fill: Fill = 0.0,
+    sigma: float = 1.0,
+) -> torch.Tensor:
+    """Warp images with given transform params: ``resample(x, transform.grid(params, out_size))``.
+
+    The grid generator and sampler of :class:`~torchstn.SpatialTransformer` as one function (the
+    module calls it), for params from elsewhere (a known augmentation, a saved prediction,
+    another network).
+
+    Convention:
+        ``params`` map normalised *output* coordinates to normalised *input* coordinates
+        (:mod:`torchstn.transforms.base`), ``(x, y)`` order, and ``align_corners`` is that of
+        :func:`torch.nn.functional.grid_sample` (:mod:`torchstn.functional.coords`). The params
+        are used as given: a transform's bounds (``max_translation``, ``scale_range``) act in
+        :meth:`~torchstn.transforms.Transform.constrain`, on a localisation net's raw output, not
+        here. For a matrix in pixel coordinates, convert it with
+        :func:`~torchstn.functional.pixel_matrix_to_normalized` first.
+
+    With ``padding_mode="fill"`` points outside ``x`` read ``fill`` (see
+    :func:`~torchstn.functional.sample`). Images normalised by ``mean`` and ``std`` read the mean
+    intensity outside with ``"zeros"``, a grey border around a black background (the PyTorch
+    spatial transformer tutorial has this bug); ``fill=[-m / s for m, s in zip(mean, std)]`` pads
+    with black.
+
+    Inside autocast the grid and the sampler run in float32 (see :func:`warp_with`).
+
+    Args:
+        x: ``(B, C, H, W)`` floating-point images.
+        params: ``(B, P)`` transform params, same dtype and device as ``x``.
+        transform: a registered name (:func:`torchstn.transforms.names`; built with default
+            options), a :class:`~torchstn.transforms.Transform` class, or an instance (for
+            options such as ``get("tps", grid_size=5)``, and to build it once).
+        out_size: ``(Ho, Wo)`` of the output (or one int for a square), ``None`` for ``(H, W)``.
+        mode: ``"bilinear"``, ``"nearest"``, ``"bicubic"`` or ``"gaussian"`` (the paper's
+            generic sampler with a Gaussian kernel, :func:`~torchstn.functional.kernel_sample`).
+        padding_mode: ``"zeros"``, ``"border"``, ``"reflection"`` or ``"fill"`` (``"gaussian"``:
+            zeros only).
+        align_corners: see :mod:`torchstn.functional.coords`.
+        fill: with ``padding_mode="fill"``, the value outside: one number or ``C`` numbers.
+        sigma: with ``mode="gaussian"``, the kernel's standard deviation in pixels.
+
+    Returns:
+        ``(B, C, Ho, Wo)`` warped images, in the dtype of ``x``.
+    """
+    check_tensor(x, "x", ndim=4)
+    check_tensor(params, "params", ndim=2)
+    if params.shape[0] != x.shape[0]:
+        raise InvalidInputError(
+            f"batch size mismatch: x has {x.shape[0]} images but params has {params.shape[0]} rows"
+        )
+    if params.dtype != x.dtype or params.device != x.device:
+        raise InvalidInputError(
+            f"params ({params.dtype}, {params.device}) must match x ({x.dtype}, {x.device})"
+        )
+    fill = check_sampler(mode, padding_mode, fill, x.shape[1])
+    if mode == "gaussian":
+        check_positive(sigma, "sigma")
+    size = check_size(tuple(x.shape[-2:]) if out_size is None else out_size, "out_size")
+    return warp_with(
+        x, params, get(transform), size, mode, padding_mode, align_corners, fill, sigma
+    )
+
+
+def frame_edges(out_size: Sequence[int], align_corners: bool) -> list[float]:
+    """The outer edges of an output of ``out_size`` pixels in its normalised frame, per axis in
+    ``(x, y, ...)`` order: 1 with ``align_corners=False`` (the edges are at +-1), ``1 + 1/(n-1)``
+    with ``align_corners=True`` (+-1 are the corner pixels' centres; 1 for a single pixel)."""
+    sizes = list(reversed([int(s) for s in out_size]))  # (W, H, ...) in (x, y, ...) order
+    if not align_corners:
+        return [1.0] * len(sizes)
+    return [1.0 + 1.0 / (n - 1) if n > 1 else 1.0 for n in sizes]
+
+
+@torch.no_grad()
+def output_frame(
+    transform: Transform,
+    params: torch.Tensor,
+    in_size: Sequence[int],
+    out_size: Sequence[int],
+    align_corners: bool = False,
+    lines: int = 2,
+    points: int = 33,
+) -> torch.Tensor:
+    """Where the output frame lands in the input: a ``lines x lines`` mesh of the output image's
+    region mapped through ``params``, in input pixel-centre coordinates.
+
+    The region is the output's pixels edge to edge (:func:`frame_edges`), so its border is the
+    outline of everything the output samples, for either ``align_corners``, square or not.
+
+    Args:
+        transform: the transform family.
+        params: ``(B, P)`` its params.
+        in_size: ``(H, W)`` of the input.
+        out_size: ``(Ho, Wo)`` of the output.
+        align_corners: that of the sampler.
+        lines: lines per direction; the first and last are the region's edges (``lines=2``:
+            its border only).
+        points: points per line.
+
+    Returns:
+        ``(B, 2, lines, points, 2)``: horizontal then vertical lines, ``(x, y)`` in input
+        pixel-centre coordinates (:func:`~torchstn.functional.normalized_to_pixel`).
+
+    Example:
+        >>> from torchstn.transforms import get
+        >>> crop = torch.tensor([[0.5, 0.0, 0.0]])  # the central half
+        >>> frame = output_frame(get("attention"), crop, (8, 8), (4, 4))
+        >>> frame[0, 0, :, [0, -1]].tolist()  # the top and bottom lines' ends: the pixel edges
+        [[[1.5, 1.5], [5.5, 1.5]], [[1.5, 5.5], [5.5, 5.5]]]
+    """
+    check_tensor(params, "params", ndim=2)
+    ex, ey = frame_edges(out_size, align_corners)
+    t = torch.linspace(-1, 1, points, dtype=params.dtype, device=params.device)
+    k = torch.linspace(-1, 1, lines, dtype=params.dtype, device=params.device)
+    horiz = torch.stack(torch.broadcast_tensors(t[None, :] * ex, k[:, None] * ey), dim=-1)
+    vert = torch.stack(torch.broadcast_tensors(k[:, None] * ex, t[None, :] * ey), dim=-1)
+    pts = torch.stack((horiz, vert)).reshape(1, -1, 2).expand(params.shape[0], -1, -1)
+    src = transform.map_points(params, pts.contiguous())
+    pix = normalized_to_pixel(src, in_size, align_corners)
+    return pix.reshape(params.shape[0], 2, lines, points, 2)
