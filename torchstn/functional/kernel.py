@@ -171,10 +171,6 @@ def kernel_sample(
           constant image reads exactly that constant wherever the kernel lies inside the image,
           for every ``sigma``, while points outside fade to 0 as with zeros padding (the image's
           edge reads half the constant). Every input pixel influences every output pixel.
-          Changed in 0.1.0 (issue 10): previously normalised as a density,
-          ``1 / (sqrt(2 pi) sigma)``, which agrees to about 1e-8 for ``sigma >= 1`` (to rounding
-          for ``sigma >= 1.5``) but made an image of ones read about 4 at a pixel centre and 0.35
-          half a pixel away for ``sigma = 0.2``.
 
     Args:
         input: ``(B, C, H, W)`` floating-point images.

@@ -20,8 +20,7 @@ translation bound is centred on the identity, where ``tanh`` is steepest (deriva
 from the nearer bound: the fraction ``f = (1 - lo) / (hi - lo)`` is clamped to ``[0.1, 0.9]``, so
 ``d scale / d raw = (hi - lo) f (1 - f)`` is at least ``0.09 (hi - lo)``, 36% of its maximum. With
 ``scale_range=(0.3, 1.0)`` the scale starts at 0.93 (derivative 0.063), with ``(0.3, 0.36)`` at
-0.354 (derivative 0.0054). Before this rule it started within 0.1% of the bound nearest to 1
-(0.9993 and 0.35994), where the derivative was 7e-4 and 6e-5: the scale could barely learn.
+0.354 (derivative 0.0054).
 
 Transforms are :class:`torch.nn.Module` s without parameters: constant tensors (the TPS system)
 are buffers, so ``.to()``, ``torch.compile``, ``torch.jit.trace`` and ``torch.export`` see them,
@@ -176,8 +175,7 @@ class Transform(nn.Module):
         1 lies within ``SCALE_INIT_MARGIN * (hi - lo)`` of a bound of ``scale_range`` (or outside
         it): that scale starts at ``lo + 0.1 (hi - lo)`` or ``hi - 0.1 (hi - lo)``, whichever is
         nearer to 1, where the sigmoid still has 36% of its slope (see the module docstring,
-        "Initialisation"). Changed default: earlier versions started such a scale 0.1% of the range
-        from the bound, where the slope was 0.4% of its maximum.
+        "Initialisation").
 
         Example:
             >>> from torchstn.transforms import get
