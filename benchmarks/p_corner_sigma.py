@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from torchstn.cli.reproduce import repo_relative
+from torchstn.experiments import repo_relative
 from torchstn.train import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from torchstn.cli import main
-from torchstn.results import render_results
+from torchstn.experiments import render_results
 from torchstn.train import Trainer, TrainingInterrupted, config_from_dict, load_checkpoint
 
 

@@ -7,8 +7,9 @@ import pytest
 
 from torchstn.colocalization import ColocalizationOptions, colocalization_options
 from torchstn.errors import ConfigError
-from torchstn.experiments import COLOCALIZATION, default_config_dir
+from torchstn.experiments import COLOCALIZATION
 from torchstn.train import config_from_dict, load_config
+from torchstn.train.config import default_config_dir
 from torchstn.train.objective import get_objective
 
 

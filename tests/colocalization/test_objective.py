@@ -151,8 +151,9 @@ def test_routing_localises_where_the_literal_gradient_does_not():
 @pytest.mark.slow
 @pytest.mark.parametrize(("column", "digit", "least"), [("T", 7, 90.0), ("TC", 7, 50.0)])
 def test_shipped_configs_localise(column, digit, least):
-    from torchstn.experiments import COLOCALIZATION, default_config_dir
+    from torchstn.experiments import COLOCALIZATION
     from torchstn.train import load_config
+    from torchstn.train.config import default_config_dir
 
     values = load_config(default_config_dir() / COLOCALIZATION.columns[column])
     values["objective"]["options"]["digit"] = digit

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from torchstn.errors import ConfigError
-from torchstn.experiments import config_names, default_config_dir, find_config
 from torchstn.train import config_from_dict, load_config
+from torchstn.train.config import config_names, default_config_dir, find_config
 
 PACKAGE = Path(__file__).resolve().parents[2] / "torchstn"
 

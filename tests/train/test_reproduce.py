@@ -11,7 +11,15 @@ import torch
 import yaml
 
 from torchstn.cli import main
-from torchstn.results import render_results
+from torchstn.experiments import render_results
+
+#: how a run was made, as every results entry records it
+MADE = {
+    "command": "torchstn reproduce x",
+    "hardware": "cpu",
+    "wall_seconds": 1.0,
+    "schedule": "cosine",
+}
 
 
 def _tiny_configs(root: Path, tiny: dict) -> Path:
@@ -115,11 +123,10 @@ def test_records_carry_provenance_not_one_machines_paths(tmp_path, tiny_values, 
     default config folder)."""
     import hashlib
 
-    from torchstn import experiments
-    from torchstn.cli.reproduce import repo_relative
+    from torchstn.experiments import repo_relative, runner
 
     configs = _tiny_configs(tmp_path, tiny_values)
-    monkeypatch.setattr(experiments, "default_config_dir", lambda: configs)
+    monkeypatch.setattr(runner, "default_config_dir", lambda: configs)
     monkeypatch.chdir(tmp_path)
     argv = _argv(tmp_path, configs, "cnn")
     argv[argv.index("--runs-dir") + 1] = str(tmp_path / "runs")
@@ -141,7 +148,7 @@ def test_records_carry_provenance_not_one_machines_paths(tmp_path, tiny_values, 
 def test_results_mark_single_seeds_and_summarise_st_against_plain(tmp_path):
     """RESULTS.md: one-seed cells carry the mark, several seeds show mean ± sd (n), and the
     summary compares each ST model with its plain counterpart at the same budget."""
-    from torchstn.results import SINGLE_SEED, plain_counterpart
+    from torchstn.experiments.render import SINGLE_SEED, plain_counterpart
 
     def run(model, seed, err):
         return {
@@ -154,6 +161,7 @@ def test_results_mark_single_seeds_and_summarise_st_against_plain(tmp_path):
             "epochs": 3,
             "train_seconds": 60.0,
             "params": 1000,
+            **MADE,
         }
 
     runs = [run("cnn", s, e) for s, e in ((0, 3.0), (1, 3.2), (2, 2.8))]
@@ -195,25 +203,20 @@ def test_render_rewrites_results_md_without_training(tmp_path, tiny_values):
     assert md.read_text() == render_results(tmp_path / "results")
 
 
-def test_results_md_names_runs_whose_budget_did_not_count_generation(tmp_path):
-    """The exception about generation appears only while a time-budget entry lacks a commit."""
+def test_results_md_names_a_partial_best_epoch(tmp_path):
+    """The note on a best epoch past the epochs completed appears only when a run has one."""
 
     def entry(model, budget, commit):
         return {
             "column": "TC", "model": model, "seed": 0, "budget": budget, "test_error": 2.0,
             "val_error": 2.0, "epochs": 3, "best_epoch": 3, "train_seconds": 60.0,
-            "params": 10, "git_commit": commit,
+            "params": 10, "git_commit": commit, **MADE,
         }  # fmt: skip
 
     results = tmp_path / "results"
     results.mkdir()
     path = results / "cluttered.json"
-    path.write_text(
-        json.dumps({"runs": [entry("cnn", "1 min", "abc"), entry("fcn", "3 epochs", None)]})
-    )
-    assert "did not count generation" not in render_results(results)
-    path.write_text(json.dumps({"runs": [entry("cnn", "1 min", None)]}))
-    assert "did not count generation" in render_results(results)
+    path.write_text(json.dumps({"runs": [entry("cnn", "1 min", "abc")]}))
     assert "partial epoch" not in render_results(results)
     late = {**entry("cnn", "1 min", "abc"), "best_epoch": 4}  # 3 epochs done, a 4th cut short
     path.write_text(json.dumps({"runs": [late]}))
@@ -223,14 +226,12 @@ def test_results_md_names_runs_whose_budget_did_not_count_generation(tmp_path):
 
 
 def _append_entries(results: str, tag: str, n: int) -> None:
-    import argparse
     import time
 
-    from torchstn.cli import reproduce
+    from torchstn.experiments import record as shared_record
 
-    args = argparse.Namespace(results_dir=results, results_md=str(Path(results) / "R.md"))
     for i in range(n):
-        with reproduce._record(args, "shared") as record:
+        with shared_record(Path(results), Path(results) / "R.md", "shared") as record:
             time.sleep(0.005)  # widen the window between reading and writing
             record["runs"].append({"tag": tag, "i": i})
 
@@ -254,7 +255,7 @@ def test_side_by_side_commands_lose_no_entry(tmp_path):
 
 def test_corner_noise_is_calibrated_on_the_papers_fcn(tmp_path):
     """The P sweep's record: the paper's P error scaled by our R/E level, interpolated."""
-    from torchstn.results import calibrated_corner_sigma
+    from torchstn.experiments.render import calibrated_corner_sigma
 
     def run(column, sigma, err):
         extra = {} if sigma is None else {"ink_lost_mean": 0.1, "over_10pct": 0.2}
@@ -385,6 +386,7 @@ def test_colocalization_selection_is_rendered_from_its_record(tmp_path):
     coloc = {
         "column": "T", "digit": 3, "seed": 0, "budget": "4 epochs", "localised": 90.0,
         "mean_iou": 0.6, "val_localised": 88.0, "start_localised": 7.0, "train_seconds": 5.0,
+        **MADE,
     }  # fmt: skip
     (results / "colocalization.json").write_text(json.dumps({"runs": [coloc]}))
     assert "settings were chosen" not in render_results(results)  # no record: no section
@@ -443,7 +445,7 @@ def test_colocalization_with_seeds_shows_the_spread_over_seeds(tmp_path):
         return {
             "column": "T", "digit": digit, "seed": seed, "budget": "4 epochs",
             "localised": localised, "mean_iou": 0.5, "val_localised": 50.0,
-            "start_localised": 7.0, "train_seconds": 1.0,
+            "start_localised": 7.0, "train_seconds": 1.0, **MADE,
         }  # fmt: skip
 
     # seed means: 90, 80, 70 (sd 10); seed 3 ran digit 0 only

@@ -6,7 +6,9 @@ Unknown keys fail loudly; values are checked when the config is built, not when 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import os
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +29,11 @@ __all__ = [
     "RunConfig",
     "apply_overrides",
     "config_from_dict",
+    "config_names",
     "config_to_dict",
     "dataclass_from_dict",
+    "default_config_dir",
+    "find_config",
     "load_config",
 ]
 
@@ -372,11 +377,9 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     """Read a YAML (or JSON) config file into nested dicts; ``None`` gives the defaults ``{}``.
 
     ``path`` is a file, or the name of a packaged config (``demo``, ``table1/rts/cnn``,
-    ``configs/demo.yaml``: see :func:`torchstn.experiments.find_config`)."""
+    ``configs/demo.yaml``: see :func:`find_config`)."""
     if path is None:
         return {}
-    from ..experiments import find_config
-
     path = find_config(path)
     text = path.read_text()
     try:
@@ -412,3 +415,72 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
         node[parts[-1]] = value
     return out
+
+
+#: the packaged configs (``torchstn/configs``): the demo and the paper's experiments.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def default_config_dir() -> Path:
+    """The folder of the packaged experiment configs (``torchstn/configs``), in a source
+    checkout and in an installed package alike.
+
+    Example:
+        >>> (default_config_dir() / "demo.yaml").is_file()
+        True
+    """
+    return CONFIG_DIR
+
+
+def config_names() -> list[str]:
+    """The packaged configs by name: their paths under :func:`default_config_dir`, without
+    ``.yaml`` (``demo``, ``table1/rts/st_cnn_affine``, ...), sorted.
+
+    Example:
+        >>> "table1/rts/st_cnn_affine" in config_names()
+        True
+    """
+    root = default_config_dir()
+    return sorted(
+        p.relative_to(root).with_suffix("").as_posix()
+        for p in root.rglob("*")
+        if p.suffix in _SUFFIXES and p.is_file()
+    )
+
+
+def find_config(name: str | os.PathLike[str]) -> Path:
+    """The config file that ``name`` means: a file that exists as given, else a packaged config.
+
+    A packaged config is named by its path under ``torchstn/configs`` with or without the
+    ``.yaml`` suffix and with or without a leading ``configs/`` (the paths that RESULTS.md and
+    ``results/*.json`` record): ``demo``, ``table1/rts/st_cnn_affine``,
+    ``configs/table1/rts/st_cnn_affine.yaml`` all work, from any folder.
+
+    Raises:
+        ConfigError: neither a file nor a packaged config (one line, with the closest names).
+
+    Example:
+        >>> find_config("table1/rts/st_cnn_affine").relative_to(default_config_dir()).as_posix()
+        'table1/rts/st_cnn_affine.yaml'
+    """
+    given = Path(name).expanduser()
+    if given.is_file():
+        return given
+    root = default_config_dir()
+    key = Path(name).as_posix()
+    for prefix in ("configs/", "torchstn/configs/"):
+        key = key.removeprefix(prefix)
+    if not Path(key).is_absolute() and ".." not in Path(key).parts:
+        stem = key[: -len(Path(key).suffix)] if Path(key).suffix in _SUFFIXES else key
+        for candidate in (root / key, *(root / f"{stem}{s}" for s in _SUFFIXES)):
+            if candidate.is_file():
+                return candidate
+    names = config_names()
+    close = difflib.get_close_matches(key.removesuffix(".yaml"), names, n=3, cutoff=0.5)
+    examples = [n for n in ("demo", "table1/rts/st_cnn_affine", "cluttered/cnn") if n in names]
+    hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(examples)}"
+    raise ConfigError(
+        f"config file not found: {name} (neither a file nor one of the {len(names)} packaged "
+        f"configs; {hint})"
+    )

@@ -1,6 +1,5 @@
-"""``RESULTS.md`` from the records of ``torchstn reproduce``: one section per table
-(:mod:`torchstn.experiments` defines the tables and the paper's numbers), one sub-table per
-budget, our numbers beside the paper's.
+"""``RESULTS.md`` from the records of ``torchstn reproduce``: one section per registered table
+(:mod:`torchstn.experiments.tables`), one sub-table per budget, our numbers beside the paper's.
 """
 
 from __future__ import annotations
@@ -11,9 +10,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .experiments import COLOCALIZATION, PAPER_COLOCALIZATION, TABLES, Table
+from ..data.tasks.projective import Projective
+from .colocalization import PAPER, ColocalizationTable
+from .tables import Table, get_table, table_names
 
-__all__ = ["SINGLE_SEED", "plain_counterpart", "render_results"]
+__all__ = ["calibrated_corner_sigma", "plain_counterpart", "render_results"]
 
 
 #: the mark of a cell measured with one seed only.
@@ -91,10 +92,10 @@ def _budget_order(budget: str) -> tuple[int, float]:
 
 def _render_table(table: Table, record: dict[str, Any]) -> str:
     runs = [r for r in record.get("runs", []) if not r.get("variant")]
-    budgets = sorted({r.get("budget", "?") for r in runs}, key=_budget_order)
+    budgets = sorted({r["budget"] for r in runs}, key=_budget_order)
     lines = [f"## {table.title}", ""]
     for budget in budgets:
-        lines += _render_budget(table, record, [r for r in runs if r.get("budget", "?") == budget])
+        lines += _render_budget(table, record, [r for r in runs if r["budget"] == budget])
     lines += _render_variants(record.get("runs", []))
     if table.notes:
         lines += [table.notes, ""]
@@ -121,14 +122,14 @@ def _render_variants(runs: list[dict[str, Any]]) -> list[str]:
     ]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in variants:
-        key = (r["variant"], r["column"], r["model"], r.get("budget", "?"))
+        key = (r["variant"], r["column"], r["model"], r["budget"])
         groups.setdefault(key, []).append(r)
     for (variant, column, model, budget), mine in sorted(groups.items(), key=str):
         base = [
             r["test_error"]
             for r in runs
             if not r.get("variant")
-            and (r["column"], r["model"], r.get("budget", "?")) == (column, model, budget)
+            and (r["column"], r["model"], r["budget"]) == (column, model, budget)
         ]
         errs = [r["test_error"] for r in mine]
         changed = sorted({o for r in mine for o in r.get("overrides", [])})
@@ -140,23 +141,22 @@ def _render_variants(runs: list[dict[str, Any]]) -> list[str]:
             + ", ".join(str(r["epochs"]) for r in sorted(mine, key=lambda r: r["seed"]))
             + " |"
         )
-    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in _commands(variants, None)), ""]
+    lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in _commands(variants)), ""]
     return lines
 
 
-def _commands(runs: list[dict[str, Any]], default: str | None) -> list[str]:
+def _commands(runs: list[dict[str, Any]]) -> list[str]:
     """The commands that made ``runs``, each once: the ``--jobs`` command that started a run
     (``launched_by``: it regenerates all its runs), else the run's own command."""
-    made = {r.get("launched_by") or r.get("command") or default for r in runs}
-    return sorted(c for c in made if c)
+    return sorted({r.get("launched_by") or r["command"] for r in runs})
 
 
 def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
-    budget = runs[0].get("budget", "?")
+    budget = runs[0]["budget"]
     lines = [f"### Budget: {budget} of training per run", ""]
-    commands = _commands(runs, record.get("command", f"torchstn reproduce {table.name}"))
-    hardware = sorted({r.get("hardware") or record.get("hardware", "?") for r in runs})
-    wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs)
+    commands = _commands(runs)
+    hardware = sorted({r["hardware"] for r in runs})
+    wall = sum(r["wall_seconds"] for r in runs)
     lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")
     lines.append(
         f"Hardware: {'; '.join(hardware)}; versions: "
@@ -206,20 +206,19 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
     ):
         lines.append(
             f"- {r['model']} on {r['column']} (seed {r['seed']}): {r['epochs']} epochs, "
-            f"{r['train_seconds'] / 60:.1f} min, {r.get('schedule', '?')} schedule, "
+            f"{r['train_seconds'] / 60:.1f} min, {r['schedule']} schedule, "
             f"best epoch {r.get('best_epoch')}, "
             f"val {r['val_error']:.2f}%, test {r['test_error']:.2f}%"
         )
     return [*lines, ""]
 
 
-def _render_colocalization(record: dict[str, Any]) -> str:
-    table = COLOCALIZATION
+def _render_colocalization(table: Table, record: dict[str, Any]) -> str:
     runs = record.get("runs", [])
     lines = [f"## {table.title}", ""]
-    commands = _commands(runs, "torchstn reproduce colocalization")
-    hardware = sorted({r.get("hardware", "?") for r in runs})
-    wall = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs)
+    commands = _commands(runs)
+    hardware = sorted({r["hardware"] for r in runs})
+    wall = sum(r["wall_seconds"] for r in runs)
     lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")
     lines.append(
         f"Hardware: {'; '.join(hardware)}; versions: "
@@ -236,16 +235,16 @@ def _render_colocalization(record: dict[str, Any]) -> str:
     )
     lines.append("|" + "---|" * (7 + len(digits)))
     for column in table.columns:
-        budgets = sorted({r.get("budget", "?") for r in runs if r["column"] == column})
+        budgets = sorted({r["budget"] for r in runs if r["column"] == column})
         for budget in budgets:
-            mine = [r for r in runs if r["column"] == column and r.get("budget", "?") == budget]
+            mine = [r for r in runs if r["column"] == column and r["budget"] == budget]
             per_digit = []
             for d in digits:
                 vals = [r["localised"] for r in mine if r["digit"] == d]
                 per_digit.append(_fmt(vals) if vals else "–")
             lines.append(
                 f"| {column} | {budget} | {_coloc_mean(mine, len(digits))} | "
-                f"{PAPER_COLOCALIZATION[column]} | "
+                f"{PAPER[column]} | "
                 f"{statistics.mean(r['mean_iou'] for r in mine):.2f} | "
                 f"{statistics.mean(r['val_localised'] for r in mine):.1f} | "
                 f"{statistics.mean(r['start_localised'] for r in mine):.1f} | "
@@ -253,7 +252,8 @@ def _render_colocalization(record: dict[str, Any]) -> str:
                 + " |"
             )
     total = sum(r["train_seconds"] for r in runs)
-    lines += ["", f"Training: {len(runs)} runs, {total / 60:.1f} min in all.", "", table.notes, ""]
+    notes = "\n\n".join(n for n in (table.notes, record.get("notes")) if n)
+    lines += ["", f"Training: {len(runs)} runs, {total / 60:.1f} min in all.", "", notes, ""]
     return "\n".join(lines)
 
 
@@ -270,10 +270,10 @@ def _coloc_mean(runs: list[dict[str, Any]], digits: int) -> str:
     return f"{mean:.1f} ± {statistics.stdev(complete):.1f} (n={len(complete)})"
 
 
-def _render_selection(record: dict[str, Any]) -> str:
+def _render_selection(table: Table, record: dict[str, Any]) -> str:
     """How the co-localisation settings were chosen, from ``results/colocalization_selection.json``:
     every candidate's mean % localised on training images, the chosen one per column in bold."""
-    columns = COLOCALIZATION.columns
+    columns = table.columns
     chosen = record.get("chosen", {})
     lines = [
         f"The settings were chosen on MNIST training images only "
@@ -301,7 +301,7 @@ def calibrated_corner_sigma(record: dict[str, Any]) -> tuple[float, float] | Non
     ``benchmarks/p_corner_sigma.py`` record: the paper's P error scaled by our FCN's mean R and E
     error over the paper's, then the noise interpolated linearly between the two swept values
     around it. Returns ``(target error, sigma)``, or None when the sweep does not bracket it."""
-    paper = TABLES["table1"].paper
+    paper = get_table("table1").paper
     runs = record.get("runs", [])
     refs = {r["column"]: r["test_error"] for r in runs if r["corner_sigma"] is None}
     if not {"R", "E"} <= refs.keys():
@@ -316,9 +316,7 @@ def calibrated_corner_sigma(record: dict[str, Any]) -> tuple[float, float] | Non
 
 
 def _render_corner_sigma(record: dict[str, Any]) -> str:
-    from .data.tasks.projective import Projective
-
-    paper = TABLES["table1"].paper
+    paper = get_table("table1").paper
     runs = record.get("runs", [])
     hardware = sorted({r.get("hardware") or "?" for r in runs})
     lines = [
@@ -360,8 +358,9 @@ def _render_corner_sigma(record: dict[str, Any]) -> str:
             f"Our FCN's mean error over R and E is {target / paper[('fcn', 'P')]:.3f} times the "
             f"paper's, so the paper's P ({paper[('fcn', 'P')]:.1f}%) corresponds to "
             f"{target:.2f}% here, reached at {sigma:.2f} px by linear interpolation. The P task "
-            f"uses {chosen:g} px (configs/table1/p/ say so explicitly); the P column was run with "
-            "5 px before this calibration, and those runs were withdrawn."
+            f"uses {chosen:g} px (configs/table1/p/ say so explicitly)"
+            + "".join(f"; {note}" for note in [record.get("note")] if note)
+            + "."
         )
     lines.append("")
     return "\n".join(lines)
@@ -382,37 +381,23 @@ def render_results(results_dir: str | Path) -> str:
         "fresh distortions.",
         "",
     ]
-    records = {
-        name: json.loads((results_dir / f"{name}.json").read_text())
-        for name in TABLES
-        if (results_dir / f"{name}.json").is_file()
-    }
-    # runs made before the benchmark suite's release (their entries record no git_commit) did
-    # not count generation in their budget
-    if any(
-        str(r.get("budget", "")).endswith(" min") and not r.get("git_commit")
-        for record in records.values()
-        for r in record.get("runs", [])
-    ):
-        parts[-2] += (
-            " Exception: the time-budget runs whose entry in `results/` records no `git_commit` "
-            "(made before the benchmark suite's release) did not count generation (their "
-            "`wall_seconds` includes it)."
-        )
-    found = bool(records)
-    for name, table in TABLES.items():
-        if name in records:
-            parts.append(_render_table(table, records[name]))
+    found = False
+    for name in table_names():
+        table = get_table(name)
+        path = results_dir / f"{name}.json"
+        if path.is_file():
+            found = True
+            record = json.loads(path.read_text())
+            if isinstance(table, ColocalizationTable):
+                parts.append(_render_colocalization(table, record))
+            else:
+                parts.append(_render_table(table, record))
         corner = results_dir / "p_corner_sigma.json"
         if name == "table1" and corner.is_file():
             parts.append(_render_corner_sigma(json.loads(corner.read_text())))
-    coloc = results_dir / f"{COLOCALIZATION.name}.json"
-    if coloc.is_file():
-        found = True
-        parts.append(_render_colocalization(json.loads(coloc.read_text())))
-        selection = results_dir / "colocalization_selection.json"
-        if selection.is_file():
-            parts.append(_render_selection(json.loads(selection.read_text())))
+        selection = results_dir / f"{name}_selection.json"
+        if isinstance(table, ColocalizationTable) and path.is_file() and selection.is_file():
+            parts.append(_render_selection(table, json.loads(selection.read_text())))
     if not found:
         parts.append("No results yet: run `torchstn reproduce TABLE`.\n")
     return "\n".join(parts)

@@ -1,0 +1,331 @@
+"""The paper's tables: which models run on which data, how a run is planned and recorded, and the
+paper's numbers beside ours.
+
+A table is a :class:`Table` registered by name (:func:`register_table`): its columns (data sets,
+as config folders under ``torchstn/configs``), its models and the paper's numbers. It plans its
+runs (:meth:`Table.plan`: one config per column, model and seed), names their folders and budgets,
+and turns a finished run's ``result.json`` into its entry of ``results/<table>.json``
+(:meth:`Table.entry`). :mod:`torchstn.experiments.runner` runs any table's plan; a table that
+plans or scores differently (co-localisation, :mod:`torchstn.experiments.colocalization`) is a
+subclass in a file of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._checks import check_choice
+from ..errors import ConfigError
+from ..train.config import apply_overrides, default_config_dir, load_config
+
+__all__ = [
+    "Options",
+    "PlannedRun",
+    "Table",
+    "budget_name",
+    "get_table",
+    "register_table",
+    "table_names",
+]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``torchstn reproduce`` was asked for (see its ``--help``)."""
+
+    columns: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    models: tuple[str, ...] = ()  #: empty: the table's own
+    digits: tuple[int, ...] = tuple(range(10))  #: co-localisation
+    budget_minutes: float | None = None  #: for the whole table, split evenly between its runs
+    epochs: int | None = None
+    overrides: tuple[str, ...] = ()  #: ``--set KEY=VALUE``
+    variant: str | None = None
+    config_dir: Path | None = None  #: default: the packaged configs
+    runs_dir: Path = Path("runs/reproduce")
+    device: str = "auto"
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a table's plan: a config file and what the table sets in it."""
+
+    column: str
+    seed: int
+    config: Path
+    #: the table's own coordinate of the run besides column and seed: the model, or the digit
+    item: Any
+
+
+def budget_name(epochs: int, minutes: float | None, with_epochs: bool) -> tuple[str, str]:
+    """A run's budget as its results entry names it (``10 min``, ``30 epochs``, ``8 epochs,
+    5 min``) and as its folder does (``10min``, ``30ep``, ``8ep-5min``). The epochs are named
+    without a time budget, and beside one when ``with_epochs`` (a table whose epochs stay a
+    real limit under a time budget).
+
+    Example:
+        >>> budget_name(30, None, False), budget_name(1000, 10.0, False), budget_name(8, 5.0, True)
+        (('30 epochs', '30ep'), ('10 min', '10min'), ('8 epochs, 5 min', '8ep-5min'))
+    """
+    parts = []
+    if minutes is None or with_epochs:
+        parts.append(f"{epochs} epochs")
+    if minutes is not None:
+        parts.append(f"{minutes:g} min")
+    name = ", ".join(parts)
+    return name, name.replace(" epochs", "ep").replace(" min", "min").replace(", ", "-")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A classification table: every model of :attr:`models` on every column, test error (%).
+
+    Attributes:
+        name: the table's name (``torchstn reproduce NAME``, ``results/NAME.json``).
+        title: its heading in RESULTS.md.
+        columns: column label -> config folder (relative to ``torchstn/configs``); a run's config
+            is ``FOLDER/MODEL.yaml``.
+        models: the rows.
+        paper: the paper's test error (%) per (model, column), where it has one.
+        metric: what the numbers are.
+        notes: what RESULTS.md says under the table.
+    """
+
+    name: str
+    title: str
+    columns: dict[str, str]
+    models: tuple[str, ...]
+    paper: dict[tuple[str, str], Any] = field(default_factory=dict)
+    metric: str = "test error (%)"
+    notes: str = ""
+    #: with a time budget the epochs are raised to at least this, so that the time decides
+    EPOCHS_UNDER_TIME_BUDGET = 1000
+
+    # ------------------------------------------------------------------ planning
+    def check(self, options: Options) -> None:
+        """Refuse options the table does not take."""
+
+    def plan(self, options: Options) -> list[PlannedRun]:
+        """Every run of ``options``: column by column, model by model, seed by seed.
+
+        Raises:
+            ConfigError: a config the table needs is missing.
+        """
+        plan = []
+        config_dir = options.config_dir or default_config_dir()
+        for column in options.columns:
+            for model in options.models or self.models:
+                path = config_dir / self.columns[column] / f"{model}.yaml"
+                if not path.is_file():
+                    raise ConfigError(f"missing config {path} for {model} on {column}")
+                plan += [PlannedRun(column, seed, path, model) for seed in options.seeds]
+        return plan
+
+    def values(self, run: PlannedRun, options: Options, minutes: float | None) -> dict[str, Any]:
+        """The config values of ``run``: its file, ``--set``, its seed and device and budget (a
+        time budget raises the epochs, so that the time decides)."""
+        values = apply_overrides(load_config(run.config), list(options.overrides))
+        values["seed"], values["device"] = run.seed, options.device
+        values.setdefault("run", {})
+        if minutes is not None:
+            values["run"]["minutes"] = minutes
+            values["run"]["epochs"] = options.epochs or max(
+                int(values["run"].get("epochs", 10)), self.EPOCHS_UNDER_TIME_BUDGET
+            )
+        elif options.epochs:
+            values["run"]["epochs"] = options.epochs
+        return values
+
+    def budget(self, epochs: int, minutes: float | None) -> tuple[str, str]:
+        """The run's budget name and folder slug (:func:`budget_name`)."""
+        return budget_name(epochs, minutes, with_epochs=False)
+
+    def run_dir(self, run: PlannedRun, options: Options, slug: str) -> Path:
+        """``RUNS/TABLE/COLUMN/MODEL-seedS-BUDGET[-VARIANT]``."""
+        name = f"{run.item}-seed{run.seed}-{slug}" + (
+            f"-{options.variant}" if options.variant else ""
+        )
+        return options.runs_dir / self.name / run.column / name
+
+    # ------------------------------------------------------------------ recording
+    def entry(
+        self,
+        run: PlannedRun,
+        cfg: Any,
+        result: dict[str, Any],
+        options: Options,
+        where: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A finished run's entry of ``results/TABLE.json``: its numbers and ``where`` (the
+        runner's: ``budget``, ``config``, ``run_dir``, ``git_commit``, ``config_sha256``,
+        ``world_size``), in the order the records keep."""
+        variant = (
+            {"variant": options.variant, "overrides": list(options.overrides)}
+            if options.variant
+            else {}
+        )
+        numbers = ("test_error", "val_error", "epochs", "best_epoch", "train_seconds", "params")
+        return {
+            "column": run.column,
+            "model": run.item,
+            "seed": run.seed,
+            "budget": where["budget"],
+            "schedule": cfg.optim.schedule,
+            "world_size": where["world_size"],
+            **variant,
+            **{k: where[k] for k in ("config", "run_dir", "git_commit", "config_sha256")},
+            **{k: result[k] for k in numbers},
+        }
+
+    def key(self, entry: dict[str, Any]) -> tuple[Any, ...]:
+        """What makes two entries the same run (a rerun replaces the entry)."""
+        return (
+            entry["column"],
+            entry["model"],
+            entry["seed"],
+            entry["budget"],
+            entry.get("variant"),
+        )
+
+    # ------------------------------------------------------------------ what the runner says
+    def header(self, runs: int, minutes: float | None) -> str:
+        return f"torchstn reproduce {self.name}: {runs} runs" + (
+            f", {minutes:.1f} min each" if minutes else ""
+        )
+
+    def label(self, run: PlannedRun) -> str:
+        return f"{run.item} on {run.column} seed {run.seed}"
+
+    def announce(self, run: PlannedRun, run_dir: Path) -> str | None:
+        """The line before a run trains (None: nothing)."""
+        return f"{self.label(run)} -> {run_dir}"
+
+    def finished(self, position: str, run: PlannedRun, entry: dict[str, Any], run_dir: Path) -> str:
+        """The line after a run."""
+        return self.summary(entry)
+
+    def picture(self, run_dir: Path) -> str | None:
+        """Draw what a newly trained run shows, if the table has a picture; the reason when it
+        could not."""
+        return None
+
+    def summary(self, entry: dict[str, Any]) -> str:
+        """The line printed when a run is done."""
+        return (
+            f"    test error {entry['test_error']:.2f}% (val {entry['val_error']:.2f}%), "
+            f"{entry['epochs']} epochs, {entry['train_seconds'] / 60:.1f} min, "
+            f"{entry['params']:,} params"
+        )
+
+
+def _grid(
+    models: tuple[str, ...], columns: tuple[str, ...], rows: list[list[float]]
+) -> dict[tuple[str, str], float]:
+    return {(m, c): v for m, row in zip(models, rows) for c, v in zip(columns, row)}
+
+
+_TABLES: dict[str, Table] = {}
+
+
+def register_table(table: Table) -> Table:
+    """Register ``table`` under its name (a name is registered once).
+
+    Raises:
+        ConfigError: the name is taken by another table.
+    """
+    taken = _TABLES.get(table.name)
+    if taken is not None and taken is not table:
+        raise ConfigError(f"table {table.name!r} is registered already")
+    _TABLES[table.name] = table
+    return table
+
+
+def table_names() -> tuple[str, ...]:
+    """The registered tables, in the order they were registered."""
+    return tuple(_TABLES)
+
+
+def get_table(name: str) -> Table:
+    """The table called ``name``.
+
+    Raises:
+        UnknownNameError: no such table (the message lists them).
+    """
+    return _TABLES[check_choice(name, "table", _TABLES)]
+
+
+_T1_MODELS = (
+    "fcn",
+    "cnn",
+    "st_fcn_affine",
+    "st_fcn_projective",
+    "st_fcn_tps",
+    "st_cnn_affine",
+    "st_cnn_projective",
+    "st_cnn_tps",
+)
+_T1_COLS = ("R", "RTS", "P", "E")
+
+TABLE1 = register_table(
+    Table(
+        "table1",
+        "Table 1: distorted MNIST",
+        {"R": "table1/r", "RTS": "table1/rts", "P": "table1/p", "E": "table1/e"},
+        _T1_MODELS,
+        _grid(
+            _T1_MODELS,
+            _T1_COLS,
+            [
+                [2.1, 5.2, 3.1, 3.2],
+                [1.2, 0.8, 1.5, 1.4],
+                [1.2, 0.8, 1.5, 2.7],
+                [1.3, 0.9, 1.4, 2.6],
+                [1.1, 0.8, 1.4, 2.4],
+                [0.7, 0.5, 0.8, 1.2],
+                [0.8, 0.6, 0.8, 1.3],
+                [0.7, 0.5, 0.8, 1.1],
+            ],
+        ),
+        notes=(
+            "Every sub-table compares its models at an equal wall-clock budget, not an equal "
+            "number of epochs: a model that is slower per epoch (the plain CNN, which convolves "
+            "the full-size input) sees fewer epochs. Runs with `run.num_threads=1` ran two at a "
+            "time, one per core."
+        ),
+    )
+)
+CLUTTERED = register_table(
+    Table(
+        "cluttered",
+        "Translated and cluttered MNIST, 60x60 (TC)",
+        {"TC": "cluttered"},
+        ("fcn", "cnn", "pool_cnn", "st_fcn_affine", "st_cnn_affine"),
+        {
+            ("fcn", "TC"): 13.2,
+            ("cnn", "TC"): 3.5,
+            ("st_fcn_affine", "TC"): 2.0,
+            ("st_cnn_affine", "TC"): 1.7,
+        },
+        notes="pool_cnn is our pooling-heavy baseline; the paper has no such row.",
+    )
+)
+ADDITION = register_table(
+    Table(
+        "addition",
+        "MNIST addition (two 42x42 channels, 19 classes)",
+        {"ADD": "addition"},
+        ("fcn", "cnn", "st_fcn_affine", "st2_fcn_affine", "st2_fcn_projective", "st2_fcn_tps"),
+        {
+            ("fcn", "ADD"): 47.7,
+            ("cnn", "ADD"): 14.7,
+            ("st_fcn_affine", "ADD"): 18.5,
+            ("st2_fcn_affine", "ADD"): 9.0,
+            ("st2_fcn_projective", "ADD"): 5.9,
+            ("st2_fcn_tps", "ADD"): 5.8,
+        },
+        notes="The paper's single ST-FCN row does not name its transform; we run it with affine.",
+    )
+)
