@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
 from ._checks import check_choice, check_size
 from .errors import ConfigError, DataError, InvalidInputError, TorchSTNError
@@ -298,8 +299,6 @@ def read_image_uint8(
 @contextlib.contextmanager
 def _reading(path: Path) -> Iterator[None]:
     """Turn Pillow's errors while reading ``path`` into one-line :class:`DataError` naming it."""
-    from PIL import UnidentifiedImageError
-
     try:
         yield
     except TorchSTNError:
@@ -324,8 +323,6 @@ def _open_image(path: Path, max_pixels: int | None = None) -> Iterator[Any]:
     Pillow's own decompression-bomb check is set to the same limit meanwhile (its warning
     silenced: this check replaces it), then restored.
     """
-    from PIL import Image
-
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
     saved = Image.MAX_IMAGE_PIXELS
     with _reading(path), warnings.catch_warnings():
@@ -361,8 +358,6 @@ def probe_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[str
         DataError: missing or unreadable file, or one declaring more than ``max_pixels``
             (default :func:`max_image_pixels`) pixels (one line naming it).
     """
-    from PIL import Image
-
     path = Path(path)
     with _open_image(path, max_pixels) as img:
         mode, (w, h) = img.mode, img.size
@@ -403,8 +398,6 @@ def _shrink(img: Any, size: tuple[int, int]) -> Any:
     averages :func:`_to_array` reads as the file's: bilevel as ``L``; palettes, CMYK and other
     colour spaces as ``RGB``, or ``RGBA`` with transparency (Pillow averages ``LA`` and ``RGBA``
     premultiplied, so that transparency still composites over black)."""
-    from PIL import Image
-
     mode = img.mode
     if mode == "1":
         img = img.convert("L")
@@ -420,8 +413,6 @@ def _shrink(img: Any, size: tuple[int, int]) -> Any:
 
 def _oriented(img: Any, orientation: int) -> Any:
     """``img`` turned upright as its EXIF ``orientation`` says (itself when already upright)."""
-    from PIL import Image
-
     method = _TRANSPOSE.get(orientation)
     return img if method is None else img.transpose(Image.Transpose[method])
 
@@ -444,8 +435,6 @@ def _read_source(
     returned). With ``size`` and ``fast``, a file that the fast path of
     :func:`read_image_uint8` takes comes back already fitted, as uint8 ``(C, H, W)``.
     """
-    from PIL import Image
-
     check_choice(fit, "fit", FITS)
     if channels not in (1, 3):
         raise InvalidInputError(f"channels: images need 1 or 3 channels, got {channels}")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, ImageDraw
 
 from ._atomic import atomic_path
 from ._checks import check_choice
@@ -343,8 +344,6 @@ def _save_png(img: Any, path: Path) -> None:
 
 def _to_pil(x: torch.Tensor) -> Any:
     """``(C, H, W)`` in ``[0, 1]`` to an ``L`` or ``RGB`` Pillow image."""
-    from PIL import Image
-
     arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
 
@@ -358,8 +357,6 @@ def _draw_outline(
     grey, what lies outside that frame but inside the sampled region (up to one frame size on each
     side). Small images are enlarged by an integer factor to at least 256 px.
     """
-    from PIL import Image, ImageDraw
-
     frame = fit.to_source(
         torch.tensor([[-0.5, -0.5], [size[1] - 0.5, size[0] - 0.5]], dtype=polygon.dtype)
     )  # (2, 2): the frame's corners in file pixel coordinates

@@ -15,7 +15,6 @@ from ..export import first_line
 from ..functional import sample
 from ..localization import ConvLocalization
 from ..models import create_model
-from ..models.fastconv import InputGradConv2d
 from ..module import SpatialTransformer
 from ..transforms import get as get_transform
 from .module import _fwd_bwd
@@ -23,7 +22,7 @@ from .sampler import family_params
 from .timing import Settings, compare
 from .training import make_step
 
-__all__ = ["COLUMNS", "DESCRIPTION", "TITLE", "before_this_release", "run"]
+__all__ = ["COLUMNS", "DESCRIPTION", "TITLE", "run"]
 
 TITLE = "Options: memory format, torch.compile, bfloat16, threads"
 DESCRIPTION = """
@@ -35,9 +34,7 @@ ST-CNN, batch 128, SGD with momentum) and **inference** (the same model, forward
 inference mode). `channels_last`: images and convolution weights in NHWC; `compile`:
 `torch.compile` with its default backend (the first call, compilation included, is `compile s`);
 `bf16`: `torch.autocast(dtype=torch.bfloat16)`; `1 thread`: `torch.set_num_threads(1)` against
-torch's default. The training step also runs as it did before this release ("before": NCHW,
-PyTorch's convolution backward for the one-channel first layer, ReLU before max-pooling).
-`ratio` = time / the row's reference (below 1: the option pays).
+torch's default. `ratio` = time / the row's reference (below 1: the option pays).
 """
 COLUMNS = (
     ("item", "work", ""),
@@ -48,33 +45,6 @@ COLUMNS = (
     ("compile_s", "compile s", ".1f"),
     ("skipped", "skipped", ""),
 )
-
-
-def before_this_release(model: nn.Module) -> nn.Module:
-    """A copy of a registry CNN / ST-CNN laid out as before this release: plain ``Conv2d``
-    first layer and ReLU before max-pooling in the classifier (same weights)."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        for name, child in list(module.named_children()):
-            if isinstance(child, InputGradConv2d):
-                plain = nn.Conv2d(
-                    child.in_channels,
-                    child.out_channels,
-                    child.kernel_size,  # type: ignore[arg-type]
-                    padding=child.padding,  # type: ignore[arg-type]
-                    bias=child.bias is not None,
-                )
-                plain.load_state_dict(child.state_dict())
-                plain.to(child.weight.device)
-                setattr(module, name, plain)
-        if isinstance(module, nn.Sequential):
-            items = list(module._modules.items())
-            for i in range(len(items) - 1):
-                (ka, a), (kb, b) = items[i], items[i + 1]
-                if isinstance(a, nn.MaxPool2d) and isinstance(b, nn.ReLU):
-                    module._modules[ka], module._modules[kb] = b, a
-                    items[i], items[i + 1] = (ka, b), (kb, a)
-    return model
 
 
 class _Threads:
@@ -189,14 +159,12 @@ def _work(settings: Settings, gen: torch.Generator) -> list[tuple[str, dict[str,
         return make_step(copy.deepcopy(m), x, y)
 
     cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    old = before_this_release(model)
     out.append(
         (
             "training step",
             {
                 "default": step(model, x),
                 "channels_last": step(cl_model, _cl(x)),
-                "before": step(old, x),
                 "bf16": _bf16(step(model, x), dev),
                 "1 thread": _Threads(step(model, x), 1),
                 "compile": lambda m=model, x=x, y=y: make_step(_compiled(m), x, y),
@@ -251,8 +219,8 @@ def run(settings: Settings) -> dict[str, Any]:
                 skipped = f"compile failed: {first_line(err)[:120]}"
         steady = settings
         if item == "training step" and not settings.quick:
-            # the release's before/after claim rests on this row: more repeats against the
-            # drift of a shared machine
+            # the layout choice of run.memory_format rests on this row: more repeats against
+            # the drift of a shared machine
             steady = dataclasses.replace(settings, repeats=max(settings.repeats, 15))
         times = compare(fns, steady)
         ref = times["default"].median
@@ -269,27 +237,7 @@ def run(settings: Settings) -> dict[str, Any]:
             rows.append(row)
         if skipped:
             rows.append({"item": item, "variant": "compile", "skipped": skipped})
-        if "before" in times:  # the release's gain on the training step, against its past
-            rows.append(
-                {
-                    "item": item,
-                    "variant": "channels_last (the new default)",
-                    "reference": "before",
-                    "ms": times["channels_last"].ms(),
-                    "ratio": times["channels_last"].median / times["before"].median,
-                }
-            )
-    return {"rows": rows, "notes": [_verdict(rows)], "headline": _headline(rows)}
-
-
-def _headline(rows: list[dict[str, Any]]) -> list[str]:
-    for r in rows:
-        if r.get("reference") == "before":
-            return [
-                f"cluttered ST-CNN training step: {r['ms']:.0f} ms, {1 / r['ratio']:.2f}x the "
-                "images per second of the layout before this release (same process, batch 128)"
-            ]
-    return []
+    return {"rows": rows, "notes": [_verdict(rows)]}
 
 
 def _verdict(rows: list[dict[str, Any]]) -> str:

@@ -1,45 +1,24 @@
-"""User data: a folder of images with one sub-folder per class (read with Pillow, imported lazily)."""
+"""User data in memory: a folder of images with one sub-folder per class, read with Pillow.
+
+(``torchstn train`` streams such a folder instead: :mod:`torchstn.data.files`.)"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .._checks import check_size
-from ..errors import DataError, TorchSTNError
-from ..images import _open_image, _shrunk_size, max_image_pixels
+from ..errors import DataError
+from ..images import IMAGE_SUFFIXES, _open_image, _shrunk_size, max_image_pixels
 from .sample import Sample, full_boxes
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
+__all__ = ["load_image_folder"]
 
-#: file name endings read as images (case-insensitive).
-IMAGE_EXTENSIONS = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".pgm",
-    ".ppm",
-)
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P_GRAY"}
-
-
-def _pil() -> Any:
-    try:
-        from PIL import Image
-    except ImportError:
-        raise TorchSTNError(
-            "load_image_folder needs Pillow: pip install 'torchstn[plot]' (or pillow)"
-        ) from None
-    return Image
 
 
 def load_image_folder(
@@ -55,7 +34,7 @@ def load_image_folder(
 
     Args:
         path: the root folder; each sub-folder is a class, labelled by its index in the sorted
-            list of sub-folder names. Files with other endings than :data:`IMAGE_EXTENSIONS` and
+            list of sub-folder names. Files with other endings than :data:`torchstn.images.IMAGE_SUFFIXES` and
             hidden files are skipped.
         size: resize every image to ``(H, W)`` (or ``size x size``) with bilinear filtering;
             ``None`` requires all images to share one size.
@@ -78,14 +57,13 @@ def load_image_folder(
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(classes):
         for f in sorted((root / name).iterdir()):
-            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES:
                 files.append((f, label))
     if not files:
         raise DataError(
             f"{root}: no images found (expected {root}/CLASS_NAME/IMAGE with one of "
-            f"{', '.join(IMAGE_EXTENSIONS)})"
+            f"{', '.join(IMAGE_SUFFIXES)})"
         )
-    image_mod = _pil()
     limit = max_image_pixels()
     modes = {}
     for f, _ in files:  # headers only: the modes pick the channels, the sizes are checked
@@ -105,9 +83,9 @@ def load_image_folder(
             img.load()
             img = img.convert(mode)
             if shrunk is not None and img.size != (shrunk[1], shrunk[0]):
-                img = img.resize((shrunk[1], shrunk[0]), image_mod.Resampling.BOX)
+                img = img.resize((shrunk[1], shrunk[0]), Image.Resampling.BOX)
         if target is not None:
-            img = img.resize((target[1], target[0]), image_mod.BILINEAR)
+            img = img.resize((target[1], target[0]), Image.Resampling.BILINEAR)
         elif first is None:
             first = (f, img.size)
         elif img.size != first[1]:

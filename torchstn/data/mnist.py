@@ -40,7 +40,6 @@ __all__ = [
     "ENV_VAR",
     "FILES",
     "MIRRORS",
-    "clear_cache",
     "download_mnist",
     "find_mnist",
     "load_mnist",
@@ -326,9 +325,3 @@ def _load_cached(
     result = (torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
     _DECODED[key] = result
     return result
-
-
-def clear_cache() -> None:
-    """Forget the decoded arrays and verified checksums held in memory."""
-    _DECODED.clear()
-    _VERIFIED.clear()

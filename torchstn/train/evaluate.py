@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import hardware
 from ..data.loader import shard_batches
 from ..errors import DataError, TorchSTNError
-from ..hardware import native_bf16
 from ..models import create_model
 from .config import Config
 from .datamodule import Split
@@ -62,7 +62,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """
     if precision != "auto":
         return precision
-    return "bf16" if device.type == "cpu" and native_bf16() else "fp32"
+    return "bf16" if device.type == "cpu" and hardware.native_bf16() else "fp32"
 
 
 def autocast_context(precision: str, device: torch.device) -> AbstractContextManager[Any]:
