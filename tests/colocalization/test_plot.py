@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchstn.colocalization import save_boxes_png
 from torchstn.errors import InvalidInputError
+from torchstn.viz import save_boxes_png
 
 
 def test_writes_png_atomically(tmp_path: Path):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from torchstn import data
-from torchstn.data.preview import sample_titles, save_preview, to_rgb
 from torchstn.errors import InvalidInputError
+from torchstn.viz import sample_titles, save_preview, to_rgb
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -48,8 +48,8 @@ class TestPreview:
 def test_cli_preview_without_matplotlib_says_so_before_generating(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from torchstn import viz
     from torchstn.cli import main
-    from torchstn.data import preview
     from torchstn.errors import TorchSTNError
 
     def missing() -> None:
@@ -58,7 +58,7 @@ def test_cli_preview_without_matplotlib_says_so_before_generating(
     def generate(*args: object, **kwargs: object) -> None:
         raise AssertionError("generated samples that could not be drawn")
 
-    monkeypatch.setattr(preview, "_pyplot", missing)
+    monkeypatch.setattr(viz, "pyplot", missing)
     monkeypatch.setattr(data.get_task("rts").__class__, "generate", generate)
     assert main(["data", "preview", "rts", "--out", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err.strip()

@@ -85,7 +85,7 @@ def test_without_matplotlib_one_line_and_no_file(run_dir, tmp_path, monkeypatch,
     def missing():
         raise TorchSTNError("plotting needs matplotlib: pip install 'torchstn[plot]'")
 
-    monkeypatch.setattr(viz, "_plt", missing)
+    monkeypatch.setattr(viz.report, "pyplot", missing)
     out = tmp_path / "r.html"
     assert main(["report", str(run_dir), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -95,7 +95,7 @@ def test_without_matplotlib_one_line_and_no_file(run_dir, tmp_path, monkeypatch,
 
 def test_learned_geometry_reads_rotation_scale_translation():
     from torchstn import SpatialTransformer, transforms
-    from torchstn.report import learned_geometry
+    from torchstn.viz.report import learned_geometry
 
     st = SpatialTransformer((1, 40, 40), "affine")
     angle, scale, tx, ty = math.radians(30.0), 0.5, 0.25, -0.5
@@ -118,9 +118,9 @@ def test_learned_geometry_reads_rotation_scale_translation():
 
 def test_generated_distortions_are_read_in_the_same_units():
     from torchstn import data
-    from torchstn.report import _truth
     from torchstn.train.config import DataConfig
     from torchstn.train.datamodule import DataModule
+    from torchstn.viz.report import _truth
 
     # the data module keeps its test set's ground truth: the report reads it from there
     module = DataModule(DataConfig(task="rts", train_size=64, val_size=32, test_size=64), seed=0)
@@ -204,7 +204,8 @@ def _text(page: str) -> str:
 
 
 def test_one_epoch_curves_show_their_points_on_integer_ticks():
-    from torchstn.viz import _plt, curves_figure
+    from torchstn.viz import curves_figure
+    from torchstn.viz import pyplot as _plt
 
     row = {"epoch": 1, "train_loss": 2.302, "val_loss": 2.313, "train_error": 90.6}
     fig = curves_figure([{**row, "val_error": 93.75}])
@@ -229,8 +230,8 @@ def _overlapping(labels: list) -> bool:
 def test_a_narrow_histogram_has_readable_ticks():
     """Learned values spanning 0.003 (an untrained transformer) and no generated ones: the
     histogram's tick labels neither overlap nor hide behind an offset."""
-    from torchstn.report import _geometry_figure
-    from torchstn.viz import _plt
+    from torchstn.viz import pyplot as _plt
+    from torchstn.viz.report import _geometry_figure
 
     gen = torch.Generator().manual_seed(0)
     learned = {
@@ -255,8 +256,8 @@ def test_partial_epoch_numbers_and_hardware_read_plainly(tmp_path, monkeypatch):
     page says so; numbers are rounded and counts singular where they are one."""
     import json
 
-    from torchstn.report import write_report
     from torchstn.train import Trainer
+    from torchstn.viz.report import write_report
 
     steps_per_epoch = 6  # 192 images, batch 32
 
@@ -288,7 +289,7 @@ def test_partial_epoch_numbers_and_hardware_read_plainly(tmp_path, monkeypatch):
 
 
 def test_untrained_transformer_is_named_in_report_and_visualize(tmp_path, capsys):
-    from torchstn.report import write_report
+    from torchstn.viz.report import write_report
 
     still = _tiny_run(tmp_path, "still", optim={"lr": 1e-9}, run={"epochs": 1})
     capsys.readouterr()
@@ -320,7 +321,7 @@ def test_a_folder_run_is_named_after_its_data_set(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from torchstn.report import write_report
+    from torchstn.viz.report import write_report
 
     rng = np.random.default_rng(0)
     for i in range(48):

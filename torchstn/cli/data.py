@@ -101,9 +101,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from ..data.preview import _pyplot, save_preview
+    from ..viz import pyplot, save_preview
 
-    _pyplot()  # no matplotlib: say so in one line before generating anything
+    pyplot()  # no matplotlib: say so in one line before generating anything
     task = _task(args)
     sample = task.generate(args.split, num=args.num, seed=args.seed)
     title = f"{task.name} ({args.split}, seed {args.seed})"

@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..viz import write_report
 
     out = write_report(args.run_dir, args.out, weights=args.weights, num_images=args.num)
     print(f"wrote {out}")

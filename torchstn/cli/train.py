@@ -155,14 +155,14 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         if getattr(args, "report", False):
-            from ..viz import _plt
+            from ..viz import pyplot
 
-            _plt()  # no matplotlib: say so in one line now, not after the training
+            pyplot()  # no matplotlib: say so in one line now, not after the training
         result = trainer.fit()
         if trainer.rank == 0:
             print(json.dumps(result))
             if getattr(args, "report", False):
-                from ..report import write_report
+                from ..viz import write_report
 
                 print(f"wrote {write_report(out)}", flush=True)
     return 0

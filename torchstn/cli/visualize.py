@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--num: expected a positive number, got {args.num}")
     model, info = load_with_info(args.checkpoint, args.weights, "cpu")
     if info.config.objective.name == "colocalization":  # the crops, over the images
-        from ..colocalization import save_run_boxes
+        from ..viz import save_run_boxes
 
         out = save_run_boxes(
             args.checkpoint, args.out, split=args.split, num=args.num, weights=args.weights

@@ -28,7 +28,6 @@ from .data import BoxSplit, ColocalizationData, DistinctBatches, class_images
 from .evaluate import evaluate_localization, localization_scores, predict_boxes
 from .loss import triplet_hinge_loss
 from .objective import ColocalizationObjective, TripletNet, random_crop_params
-from .plot import save_boxes_png, save_run_boxes
 
 __all__ = [
     "BoxSplit",
@@ -45,7 +44,5 @@ __all__ = [
     "localization_scores",
     "predict_boxes",
     "random_crop_params",
-    "save_boxes_png",
-    "save_run_boxes",
     "triplet_hinge_loss",
 ]

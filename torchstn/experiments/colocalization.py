@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from ..colocalization import save_run_boxes
 from ..errors import ConfigError, TorchSTNError
 from ..train import EvalSettings, build_model, get_objective
 from ..train.config import apply_overrides, default_config_dir, load_config
+from ..viz.boxes import save_run_boxes
 from .tables import Options, PlannedRun, Table, budget_name, register_table
 
 __all__ = ["COLOCALIZATION", "PAPER", "ColocalizationTable"]

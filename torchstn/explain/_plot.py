@@ -1,5 +1,5 @@
-"""Drawing helpers shared by the guide's figures (matplotlib, imported lazily through
-:func:`torchstn.viz._plt`, which names the package to install when it is missing)."""
+"""Drawing helpers shared by the guide's figures (matplotlib through
+:func:`torchstn.viz.pyplot`, which names the package to install when it is missing)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from .._atomic import atomic_path
 from ..transforms import Transform
 from ..transforms.warping import output_frame
-from ..viz import _plt
+from ..viz._mpl import pyplot
 
 __all__ = ["BOX", "COLOURS", "draw_region", "mesh_lines", "plt", "save", "show_image"]
 
@@ -23,7 +23,7 @@ COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9")
 
 def plt() -> Any:
     """``matplotlib.pyplot`` (Agg backend), or a one-line :class:`TorchSTNError` naming the extra."""
-    return _plt()
+    return pyplot()
 
 
 def save(fig: Any, path: Path) -> Path:

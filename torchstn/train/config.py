@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -5,26 +5,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .._atomic import atomic_path
 from .._checks import check_tensor
-from ..errors import InvalidInputError, TorchSTNError
+from ..colocalization.boxes import box_iou
+from ..colocalization.evaluate import predict_boxes
+from ..errors import InvalidInputError
+from ..inference import load_with_info
+from ..models.encoder import AttentionEncoder
+from ..train.objective import get_objective
+from ._mpl import pyplot
 
 __all__ = ["save_boxes_png", "save_run_boxes"]
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise TorchSTNError("pictures need matplotlib: pip install 'torchstn[plot]'") from None
-    return plt
 
 
 def save_boxes_png(
@@ -63,7 +57,7 @@ def save_boxes_png(
             f"expected at least one image and a crop and true box per drawn image, got "
             f"{images.shape[0]} images, {crop_boxes.shape[0]} and {true_boxes.shape[0]} boxes"
         )
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     cols = max(1, min(int(columns), n))
@@ -116,12 +110,6 @@ def save_run_boxes(
     Returns:
         ``path``.
     """
-    from ..inference import load_with_info
-    from ..models.encoder import AttentionEncoder
-    from ..train.objective import get_objective
-    from .boxes import box_iou
-    from .evaluate import predict_boxes
-
     model, info = load_with_info(checkpoint, weights)
     if info.config.objective.name != "colocalization" or not isinstance(model, AttentionEncoder):
         raise InvalidInputError(f"{checkpoint}: not a co-localisation run")

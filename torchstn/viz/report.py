@@ -8,18 +8,16 @@ resolved config, the result, the hardware and the versions. Every picture is a P
 browser and can be mailed or attached as it is.
 
 Example:
-    >>> from torchstn.report import write_report
+    >>> from torchstn.viz import write_report
     >>> write_report("runs/demo")  # doctest: +SKIP
     PosixPath('runs/demo/report.html')
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import datetime
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -28,26 +26,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._atomic import atomic_write_text
-from .errors import DataError, InvalidInputError, TorchSTNError
-from .module import SpatialTransformer
+from .._atomic import atomic_write_text
+from ..errors import DataError, InvalidInputError, TorchSTNError
+from ..inference import load_with_info
+from ..module import SpatialTransformer, recording_params
+from ..scoring import load_run_data
+from ..train.config import config_to_dict
+from ._mpl import figure_uri, pyplot
+from .transformer import (
+    curves_figure,
+    data_label,
+    input_transformers,
+    read_metrics,
+    transformations_figure,
+    untrained_warnings,
+)
 
 __all__ = ["learned_geometry", "write_report"]
 
 #: test images evaluated for the confusion matrix and the parameter plots (the first ones).
 MAX_EVAL = 10_000
-
-
-def _png(fig: Any) -> str:
-    """A matplotlib figure as a ``data:image/png`` URI (the figure is closed)."""
-    from .viz import _plt
-
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", facecolor="white")
-    finally:
-        _plt().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 @torch.no_grad()
@@ -122,9 +120,7 @@ def _geometry_figure(
     """One panel per quantity: learned against generated (scatter, with the correlation) where
     the data record it, else the learned distribution (histogram). Returns the figure and one
     sentence per scatter."""
-    from .viz import _plt
-
-    plt = _plt()
+    plt = pyplot()
     keys = [k for k in _LABELS if k in learned]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.0), squeeze=False)
     notes = []
@@ -208,9 +204,7 @@ def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _confusion_figure(true: torch.Tensor, pred: torch.Tensor, names: list[str]) -> Any:
-    from .viz import _plt
-
-    plt = _plt()
+    plt = pyplot()
     k = len(names)
     counts = torch.zeros(k, k, dtype=torch.long)
     counts.index_put_((true, pred), torch.ones_like(true), accumulate=True)
@@ -285,8 +279,6 @@ def _predict(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The predicted classes of ``x`` and, in the same forward passes, the ``(N, P)`` params of
     each transformer of ``sts``."""
-    from .module import recording_params
-
     with torch.no_grad(), recording_params(model) as records:
         pred = torch.cat([model(x[i : i + batch]).argmax(1) for i in range(0, x.shape[0], batch)])
     return pred, [torch.cat([r.params for r in records if r.transformer is st]) for st in sts]
@@ -371,17 +363,6 @@ def write_report(
     Raises:
         TorchSTNError: no run there, a co-localisation run, or matplotlib missing (one line).
     """
-    from .inference import load_with_info
-    from .scoring import load_run_data
-    from .viz import (
-        _plt,
-        curves_figure,
-        data_label,
-        input_transformers,
-        read_metrics,
-        transformations_figure,
-        untrained_warnings,
-    )
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -393,7 +374,7 @@ def write_report(
     out = Path(out) if out is not None else run_dir / "report.html"
     if out.is_dir():
         raise InvalidInputError(f"--out {out}: is a folder; give the HTML file to write")
-    _plt()  # fail in one line before any work when matplotlib is missing
+    pyplot()  # fail in one line before any work when matplotlib is missing
     model, info = load_with_info(run_dir, weights, "cpu")
     cfg = info.config
     if cfg.objective.name != "classification":
@@ -420,7 +401,7 @@ def write_report(
     metrics_file = run_dir / "metrics.jsonl"
     rows = read_metrics(metrics_file) if metrics_file.is_file() else []
     if rows:
-        uri = _png(curves_figure(rows, title=f"{info.model_name} on {data_name}"))
+        uri = figure_uri(curves_figure(rows, title=f"{info.model_name} on {data_name}"))
         cut = " An open marker: the epoch the time budget cut short." if _partial(rows) else ""
         sections.append(
             "<h2>Training curves</h2>"
@@ -445,10 +426,14 @@ def write_report(
             labels=[names[int(y[i])] for i in idx],
             predictions=[names[int(pred[i])] for i in idx],
         )
-        sections.append("<h2>What the transformer does</h2>" + _figure(_png(fig), "grids", caption))
+        sections.append(
+            "<h2>What the transformer does</h2>" + _figure(figure_uri(fig), "grids", caption)
+        )
     sections.append(
         "<h2>Confusion matrix</h2>"
-        + _figure(_png(_confusion_figure(y, pred, names)), "confusion matrix", "Rows: true class.")
+        + _figure(
+            figure_uri(_confusion_figure(y, pred, names)), "confusion matrix", "Rows: true class."
+        )
     )
 
     # learned parameters (recorded with the predictions) against the generated distortions
@@ -472,13 +457,11 @@ def write_report(
         )
         sections.append(
             "<h2>Learned transformations</h2>"
-            + _figure(_png(fig), "learned parameters", text)
+            + _figure(figure_uri(fig), "learned parameters", text)
             + ("<p class='note'>" + html.escape("; ".join(notes)) + ".</p>" if notes else "")
         )
 
     # config, result, environment
-    from .train.config import config_to_dict
-
     trained, weights_text = _epochs(info, rows, result)
     if result:
         keep = ("test_error", "val_error", "test_loss", "epochs", "best_epoch", "train_seconds")

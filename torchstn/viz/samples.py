@@ -1,4 +1,4 @@
-"""A labelled grid of samples as a PNG (matplotlib, imported lazily, Agg backend)."""
+"""A labelled grid of samples as a PNG (``torchstn data preview``)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,15 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .._atomic import atomic_path
-from ..errors import InvalidInputError, TorchSTNError
-from .sample import Sample
+from ..data.sample import Sample
+from ..errors import InvalidInputError
+from ._mpl import pyplot
 
 __all__ = ["sample_titles", "save_preview", "to_rgb"]
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise TorchSTNError("previews need matplotlib: pip install 'torchstn[plot]'") from None
-    return plt
 
 
 def to_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +77,7 @@ def save_preview(
     """
     if len(sample) == 0:
         raise InvalidInputError("save_preview: the sample is empty")
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     n = len(sample)

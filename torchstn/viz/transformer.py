@@ -1,4 +1,4 @@
-"""Pictures of what a spatial transformer learned, and training curves (matplotlib, lazily).
+"""Pictures of what a spatial transformer learned, and training curves.
 
 The classic figure: each input image with the region its transformer samples drawn over it (the
 image of the output frame's border and a coarse mesh, mapped into the input by the transform),
@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._atomic import atomic_path
-from .errors import TorchSTNError
-from .module import SpatialTransformer
-from .preprocess import Normalize, input_normalizer
-from .transforms.warping import output_frame
+from ..errors import TorchSTNError
+from ..module import SpatialTransformer
+from ..preprocess import Normalize, input_normalizer
+from ..transforms.warping import output_frame
+from ._mpl import pyplot, save_figure
 
 __all__ = [
     "curves_figure",
@@ -46,27 +46,6 @@ _SPLIT_NAMES = frozenset(
 )
 
 _COLOURS = ("#e4572e", "#29bf12", "#4f9dde", "#f3a712")
-
-
-def _plt() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise TorchSTNError("plotting needs matplotlib: pip install 'torchstn[plot]'") from None
-    return plt
-
-
-def _save(fig: Any, out: str | Path) -> Path:
-    out = Path(out)
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
-    finally:
-        _plt().close(fig)
-    return out
 
 
 def sampling_mesh(
@@ -198,7 +177,9 @@ def plot_transformations(
     Works for any model containing :class:`SpatialTransformer` modules that read ``x`` directly
     (one column pair per transformer). Writes a PNG atomically and returns its path.
     """
-    return _save(transformations_figure(model, x, labels, predictions, title), out)
+    return save_figure(
+        transformations_figure(model, x, labels, predictions, title), out, bbox_inches="tight"
+    )
 
 
 @torch.no_grad()
@@ -212,7 +193,7 @@ def transformations_figure(
     """The figure of :func:`plot_transformations` (a matplotlib figure, not saved): one column
     per image, the input with each transformer's mesh on top, each transformer's output below,
     every image at its own aspect ratio (square pixels); up to 8 columns per row of images."""
-    plt = _plt()
+    plt = pyplot()
     sts = input_transformers(model, x.shape[1:])
     if not sts:
         raise TorchSTNError("the model has no spatial transformer that reads its input")
@@ -331,7 +312,7 @@ def plot_curves(
     metrics: Sequence[dict[str, Any]], out: str | Path, title: str | None = None
 ) -> Path:
     """Loss and error per epoch (train and validation) from ``metrics.jsonl`` records."""
-    return _save(curves_figure(metrics, title), out)
+    return save_figure(curves_figure(metrics, title), out, bbox_inches="tight")
 
 
 def curves_figure(metrics: Sequence[dict[str, Any]], title: str | None = None) -> Any:
@@ -341,7 +322,7 @@ def curves_figure(metrics: Sequence[dict[str, Any]], title: str | None = None) -
     decade where it spans a factor of 3 or more, else on a linear one. No axis uses an offset."""
     if not metrics:
         raise TorchSTNError("no epochs recorded yet: nothing to plot")
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import (
         FixedLocator,
         FormatStrFormatter,

@@ -1,0 +1,57 @@
+"""Every picture torchstn draws, in one package, and the one way it reaches matplotlib
+(:mod:`torchstn.viz._mpl`: imported when a picture is first drawn, Agg backend, a one-line error
+naming the ``[plot]`` extra when it is missing).
+
+* :mod:`~torchstn.viz.transformer`: inputs with the region their transformer samples
+  (:func:`torchstn.output_frame`), outputs, predictions, training curves (``torchstn visualize``);
+* :mod:`~torchstn.viz.report`: the run report, one self-contained HTML page (``torchstn report``);
+* :mod:`~torchstn.viz.samples`: a labelled grid of a data set's samples (``torchstn data preview``);
+* :mod:`~torchstn.viz.boxes`: co-localisation's crops and true boxes.
+
+The guide's figures (:mod:`torchstn.explain`) draw through the same matplotlib entry.
+"""
+
+from __future__ import annotations
+
+from ._mpl import pyplot, save_figure
+from .boxes import save_boxes_png, save_run_boxes
+from .report import learned_geometry, write_report
+from .samples import sample_titles, save_preview, to_rgb
+from .transformer import (
+    curves_figure,
+    data_label,
+    identity_offsets,
+    input_transformers,
+    plot_curves,
+    plot_predictions,
+    plot_transformations,
+    read_metrics,
+    sampling_mesh,
+    transformations_figure,
+    transformer_params,
+    untrained_warnings,
+)
+
+__all__ = [
+    "curves_figure",
+    "data_label",
+    "identity_offsets",
+    "input_transformers",
+    "learned_geometry",
+    "plot_curves",
+    "plot_predictions",
+    "plot_transformations",
+    "pyplot",
+    "read_metrics",
+    "sample_titles",
+    "sampling_mesh",
+    "save_boxes_png",
+    "save_figure",
+    "save_preview",
+    "save_run_boxes",
+    "to_rgb",
+    "transformations_figure",
+    "transformer_params",
+    "untrained_warnings",
+    "write_report",
+]
