@@ -40,6 +40,7 @@ from PIL import Image, ImageDraw
 from ._atomic import atomic_path
 from ._checks import check_choice
 from .errors import DataError, InvalidInputError
+from .export import load_exported, read_metadata, require
 from .images import (
     FITS,
     IMAGE_SUFFIXES,
@@ -50,8 +51,17 @@ from .images import (
     find_images,
     read_image,
 )
+from .inference import (
+    MAX_INPUT_VALUES,
+    build_on_meta,
+    build_untrained,
+    first_transformer,
+    inference_device,
+    load_with_info,
+)
 from .module import SpatialTransformer
 from .preprocess import input_normalizer
+from .train.checkpoint import CHECKPOINT, identify
 from .transforms.warping import output_frame
 
 __all__ = [
@@ -97,8 +107,6 @@ class Predictor:
 
 
 def _torch_predictor(path: Path, weights: str, device: str) -> Predictor:
-    from .inference import first_transformer, inference_device, load_with_info
-
     dev = inference_device(device)
     model, info = load_with_info(path, weights, dev)
     st = first_transformer(model)
@@ -132,8 +140,6 @@ def _from_metadata(
     """A :class:`Predictor` for an export file from its torchstn metadata. Once the metadata is
     checked, ``open_file()`` loads the file and returns what runs it (a ``(B, C, H, W)`` CPU
     batch -> its outputs, in the metadata's order, on the CPU)."""
-    from .inference import MAX_INPUT_VALUES
-
     if not meta:
         raise DataError(f"{path}: no torchstn metadata; write the file with torchstn export")
     if meta.get("part") != "model":
@@ -187,8 +193,6 @@ def _geometry(
     The model is built on the meta device first: an honest export holds every weight of it, so
     a model larger than the file (metadata declaring huge sizes) is refused before it is built.
     """
-    from .inference import build_on_meta, build_untrained, first_transformer
-
     try:
         options = config["model"]["options"]
         meta_model = build_on_meta(name, in_shape, num_classes, options)
@@ -201,10 +205,8 @@ def _geometry(
 
 
 def _onnx_predictor(path: Path, device: str) -> Predictor:
-    from .export import read_metadata, require
-
     require("onnxruntime", "onnx", purpose="predict with an ONNX file")
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the [export] extra, checked above
 
     meta = read_metadata(path, "onnx")
     providers = ["CPUExecutionProvider"]
@@ -233,8 +235,6 @@ def _onnx_predictor(path: Path, device: str) -> Predictor:
 
 def _exported_predictor(path: Path, fmt: str, device: str) -> Predictor:
     """A TorchScript or ``torch.export`` file of ``torchstn export``, run by PyTorch."""
-    from .export import load_exported, read_metadata
-
     meta = read_metadata(path, fmt)
     return _from_metadata(path, meta, "torch", lambda: load_exported(path, fmt, device))
 
@@ -255,9 +255,6 @@ def open_predictor(path: str | Path, *, weights: str = "best", device: str = "cp
             a pickled model, a text file...), or an export without torchstn's metadata.
         InvalidInputError: an unknown device, or one this machine does not have.
     """
-    from .inference import inference_device
-    from .train.checkpoint import CHECKPOINT, identify
-
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"

@@ -127,7 +127,7 @@ def render(
 
 def _figure(draw: Any, group: Mapping[str, Any], path: Path, root: Path | None, label: str) -> str:
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (optional: is it installed?)
     except ImportError:
         return "*(figure not drawn: matplotlib is missing; `pip install torchstn[plot]`)*\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ FAMILIES = ("affine", "attention", "rotation", "similarity", "translation", "pro
 def kornia_or_none() -> Any:
     """The ``kornia`` module, or None where the optional ``bench`` extra is not installed."""
     try:
-        import kornia
+        import kornia  # optional: the [bench] extra
     except ImportError:
         return None
     return kornia

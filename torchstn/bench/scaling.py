@@ -11,6 +11,7 @@ import torch
 from ..functional import sample
 from ..models import create_model
 from ..transforms import get as get_transform
+from ..viz._mpl import pyplot, save_figure
 from .sampler import family_params
 from .timing import Settings, measure
 from .training import make_step
@@ -110,13 +111,8 @@ def run(settings: Settings) -> dict[str, Any]:
 
 def draw(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """A log-log figure of ``rows`` (one panel per varied quantity), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
-
-    from .._atomic import atomic_path
+    plt = pyplot()
+    from matplotlib.ticker import NullFormatter  # optional, as pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
     for ax, varies, label in zip(axes, ("batch", "size"), ("batch size", "pixels per image")):
@@ -132,7 +128,4 @@ def draw(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

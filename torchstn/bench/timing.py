@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .._version import __version__
 from ..hardware import cpu_flags, cpu_name
 
 __all__ = [
@@ -125,8 +126,6 @@ def _version(module: str) -> str | None:
 
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Hardware, threads, versions and date of a benchmark run."""
-    from .. import __version__
-
     env: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_name(),

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import DataError, TorchSTNError
+from .files import collate_images
 from .seeding import epoch_seed
 
 __all__ = ["Batch", "EpochBatches", "FileSplit", "TensorSplit"]
@@ -156,8 +157,6 @@ class FileSplit:
         return len(self.dataset)
 
     def batches(self, index_batches: Iterable[Sequence[int]]) -> Iterator[Batch]:
-        from .files import collate_images
-
         batch_list = [list(b) for b in index_batches]
         if not batch_list:
             return
