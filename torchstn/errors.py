@@ -7,6 +7,8 @@ value the caller passed (a wrong shape, an unknown name, a NaN parameter) also d
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "ConfigError",
     "DataError",
@@ -14,6 +16,7 @@ __all__ = [
     "NonFiniteError",
     "TorchSTNError",
     "UnknownNameError",
+    "first_line",
 ]
 
 
@@ -42,3 +45,24 @@ class ConfigError(InvalidInputError):
 
 class DataError(TorchSTNError):
     """A data file is missing, truncated, corrupted or fails its checksum."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message for a one-line error: terminal colours removed,
+    at most ``limit`` characters, the exception's type named when the message is empty or only
+    a number (an errno).
+
+    Example:
+        >>> first_line(OSError("disk full\\ndetails"))
+        'disk full'
+        >>> first_line(KeyError())
+        'KeyError'
+    """
+    text = _ANSI.sub("", str(err)).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    if not line or line.isdigit():
+        return type(err).__name__ + (f" {line}" if line else "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -67,7 +67,7 @@ from torch import nn
 
 from ._atomic import atomic_path
 from ._checks import check_choice
-from .errors import DataError, InvalidInputError, TorchSTNError
+from .errors import DataError, InvalidInputError, TorchSTNError, first_line
 from .inference import first_transformer, inference_device, load_with_info
 from .module import SpatialTransformer
 from .preprocess import input_normalizer
@@ -218,12 +218,6 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _serialize(

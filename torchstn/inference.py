@@ -44,7 +44,6 @@ __all__ = [
     "MAX_INPUT_VALUES",
     "WEIGHTS",
     "ModelInfo",
-    "build_checked",
     "build_on_meta",
     "build_untrained",
     "first_transformer",

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..export import export, exportable, first_line
+from ..errors import first_line
+from ..export import export, exportable
 from ..models import create_model
 from .timing import Settings, measure
 
@@ -74,11 +75,6 @@ RUNTIMES = ("eager", "torchscript", "onnxruntime")
 _NAMES = {"eager": "eager", "torchscript": "TorchScript", "onnxruntime": "ONNX Runtime"}
 
 Runner = Callable[[Any], Any]  # a tensor, or a NumPy array for ONNX Runtime
-
-
-def _first_line(err: BaseException) -> str:
-    line = first_line(err)
-    return line if len(line) <= 160 else line[:157] + "..."
 
 
 def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
@@ -179,7 +175,7 @@ def _model_rows(
                 _torchscript(path, device) if runtime == "torchscript" else _onnxruntime(path)
             )
         except Exception as err:  # an exporter or loader failure: recorded, not raised
-            reason = _first_line(err)
+            reason = first_line(err)
             skipped[runtime] = reason if "failed" in reason else f"export failed: {reason}"
 
     module: nn.Module = exportable(model, in_shape)[0].to(device).eval()
@@ -200,7 +196,7 @@ def _model_rows(
         try:
             diffs[runtime] = _max_abs_diff(_as_tuple(call(x)), reference)
         except Exception as err:  # a file that loads but does not run here (e.g. on a GPU)
-            skipped[runtime] = f"run failed: {_first_line(err)}"
+            skipped[runtime] = f"run failed: {first_line(err)}"
             del runners[runtime]
 
     rows: list[dict[str, Any]] = []

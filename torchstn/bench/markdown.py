@@ -17,7 +17,7 @@ from typing import Any
 
 from . import GROUPS, group_module
 
-__all__ = ["format_value", "render", "table"]
+__all__ = ["render", "table"]
 
 HEADER = """# Benchmarks
 
@@ -32,7 +32,7 @@ are recorded as skipped.
 """
 
 
-def format_value(value: Any, spec: str) -> str:
+def _format_value(value: Any, spec: str) -> str:
     """One cell: numbers with ``spec``, None and NaN as ``-``, anything else as text."""
     if value is None:
         return "-"
@@ -54,7 +54,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, s
         "|" + "|".join("---" for _ in cols) + "|",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(format_value(row.get(k), f) for k, _, f in cols) + " |")
+        lines.append("| " + " | ".join(_format_value(row.get(k), f) for k, _, f in cols) + " |")
     return "\n".join(lines)
 
 

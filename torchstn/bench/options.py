@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..export import first_line
+from ..errors import first_line
 from ..functional import sample
 from ..localization import ConvLocalization
 from ..models import create_model

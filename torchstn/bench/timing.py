@@ -31,7 +31,6 @@ __all__ = [
     "cpu_name",
     "environment",
     "measure",
-    "synchronize",
 ]
 
 

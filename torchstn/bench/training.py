@@ -27,7 +27,7 @@ from ..train import Classification, TrainStep, config_from_dict
 from ..train.step import resolve_memory_format
 from .timing import Settings, measure
 
-__all__ = ["CASES", "COLUMNS", "DESCRIPTION", "TITLE", "make_step", "run", "saved_bytes"]
+__all__ = ["CASES", "COLUMNS", "DESCRIPTION", "TITLE", "make_step", "run"]
 
 TITLE = "Training throughput"
 DESCRIPTION = """

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "results_label"]
+__all__ = ["add_parser"]
 
 RESULTS_DIR = Path("benchmarks") / "results"
 
@@ -63,7 +63,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def results_label(device: str, quick: bool) -> str:
+def _results_label(device: str, quick: bool) -> str:
     """The name of a results file: ``cpu`` or the GPU's name (``nvidia-h200``), ``-quick``
     appended for quick runs."""
     import torch
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda: no CUDA device is available")
     names = _groups(args.only)
-    label = results_label(args.device, args.quick)
+    label = _results_label(args.device, args.quick)
     out = Path(args.out) if args.out else None
     if out is None and not args.quick:
         out = results_dir / f"{label}.json"

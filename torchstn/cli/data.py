@@ -20,15 +20,15 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-__all__ = ["add_parser", "build_manifest", "parse_options"]
+__all__ = ["add_parser"]
 
 
-def parse_options(items: list[str] | None) -> dict[str, Any]:
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
     """``["key=value", ...]`` to a dict; values are read as JSON where they parse (numbers,
     ``[lo, hi]``, ``true``), else kept as strings.
 
     Example:
-        >>> parse_options(["canvas_size=100", "angle=[-30, 30]", "clutter=true"])
+        >>> _parse_options(["canvas_size=100", "angle=[-30, 30]", "clutter=true"])
         {'canvas_size': 100, 'angle': [-30, 30], 'clutter': True}
     """
     options: dict[str, Any] = {}
@@ -43,7 +43,7 @@ def parse_options(items: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def build_manifest(task: Any, split: str, num: int, seed: int, sample: Any) -> dict[str, Any]:
+def _build_manifest(task: Any, split: str, num: int, seed: int, sample: Any) -> dict[str, Any]:
     """The JSON manifest written beside (and inside) an export."""
     import torch
 
@@ -75,7 +75,7 @@ def build_manifest(task: Any, split: str, num: int, seed: int, sample: Any) -> d
 def _task(args: argparse.Namespace) -> Any:
     from .. import data
 
-    return data.get_task(args.task, root=args.root, **parse_options(args.option))
+    return data.get_task(args.task, root=args.root, **_parse_options(args.option))
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -88,7 +88,7 @@ def _export(args: argparse.Namespace) -> int:
     task = _task(args)
     start = time.perf_counter()
     sample = task.generate(args.split, num=args.num, seed=args.seed)
-    manifest = build_manifest(task, args.split, args.num, args.seed, sample)
+    manifest = _build_manifest(task, args.split, args.num, args.seed, sample)
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         save_npz(sample, out, manifest, compress=args.compress)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_FILES", "add_parser", "clear_previous_demo"]
+__all__ = ["add_parser", "clear_previous_demo"]
 
 #: the marker a demo writes first into its folder.
 MARKER = "demo.json"

@@ -34,7 +34,7 @@ from ..train.runfolder import RUN_FILES
 from .render import render_results
 from .tables import Options, PlannedRun, Table
 
-__all__ = ["JOBS_COMMAND_ENV", "record", "repo_relative", "reproduce", "reproduce_jobs", "run_one"]
+__all__ = ["record", "repo_relative", "reproduce", "reproduce_jobs", "run_one"]
 
 #: set by ``reproduce --jobs`` for its one-run children: the command the user ran
 JOBS_COMMAND_ENV = "TORCHSTN_REPRODUCE_JOBS_COMMAND"

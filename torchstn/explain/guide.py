@@ -44,7 +44,6 @@ __all__ = [
     "compute_guide",
     "explain_command",
     "render_markdown",
-    "write_figures",
     "write_guide",
 ]
 

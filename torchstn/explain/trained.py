@@ -28,7 +28,6 @@ __all__ = [
     "BoxStats",
     "architecture",
     "box_stats",
-    "describe_layers",
     "plot_architecture",
     "plot_evolution",
     "plot_trained",

@@ -26,7 +26,7 @@ from torch.autograd.function import once_differentiable
 
 from .._checks import is_scripting_or_tracing
 
-__all__ = ["InputGradConv2d", "single_channel_input_grad"]
+__all__ = ["InputGradConv2d"]
 
 
 def single_channel_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

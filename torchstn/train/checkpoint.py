@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import mmap
 import pickletools
-import re
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_write_bytes
-from ..errors import DataError
+from ..errors import DataError, first_line
 
 __all__ = [
     "CHECKPOINT",
@@ -60,7 +59,6 @@ _MAGIC = (
     (b"\x93NUMPY", "a NumPy .npy array"),
     (b"\x1f\x8b", "a gzip file"),
 )
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -119,7 +117,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path}: {what}, which only loads by running code ({needs[0]}); "
                 f"{CHECKPOINT_WANTED}"
             ) from None
-        raise DataError(f"{path}: not a readable checkpoint ({_first_line(err)})") from None
+        raise DataError(f"{path}: not a readable checkpoint ({first_line(err)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         bare = (
             isinstance(state, dict)
@@ -223,7 +221,7 @@ def verify_archive(path: str | Path) -> None:
     except DataError:
         raise
     except Exception as err:  # BadZipFile, OSError, EOFError, zlib.error, NotImplementedError
-        raise DataError(f"{path}: truncated or damaged archive ({_first_line(err)})") from None
+        raise DataError(f"{path}: truncated or damaged archive ({first_line(err)})") from None
     if bad is None:
         return
     if all(i.CRC == 0 for i in infos if i.file_size):
@@ -317,13 +315,3 @@ def _pickled_globals(path: Path) -> list[str]:
 def _ops(data: bytes) -> Iterator[tuple[str, Any, Any]]:
     for op, arg, pos in pickletools.genops(data):
         yield op.name, arg, pos
-
-
-def _first_line(err: BaseException) -> str:
-    """The first sentence-bearing line of an exception's message, without terminal colours and
-    at most 160 characters (its type's name when it has none)."""
-    text = _ANSI.sub("", str(err)).strip()
-    line = text.splitlines()[0].strip() if text else ""
-    if not line or line.isdigit():
-        return type(err).__name__ + (f" {line}" if line else "")
-    return line if len(line) <= 160 else line[:157] + "..."

@@ -70,7 +70,7 @@ from .runfolder import (
 )
 from .step import StepLoss, TrainStep, resolve_memory_format
 
-__all__ = ["EpochStats", "Trainer", "TrainingDiverged", "TrainingInterrupted"]
+__all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted"]
 
 
 class TrainingDiverged(TorchSTNError):
