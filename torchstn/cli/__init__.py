@@ -5,6 +5,10 @@ parser and sets ``func`` to a callable taking the parsed namespace and returning
 User errors (any :class:`torchstn.TorchSTNError`) print one line to stderr and exit with status 2.
 ``--import MODULE`` (any position, any command) imports a user's own code first, such as a model
 registered with :func:`torchstn.models.register_model` (see :mod:`torchstn.cli._imports`).
+
+A command imports what it runs inside its ``run`` function, when it runs: ``torchstn --help`` and
+every parser load no training, export or plotting code (the only function-local imports of the
+package besides optional extras, and the reason for them).
 """
 
 from __future__ import annotations
