@@ -270,7 +270,8 @@ def test_corner_noise_is_calibrated_on_the_papers_fcn(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "table1.json").write_text(json.dumps({"runs": []}))
-    (results / "p_corner_sigma.json").write_text(json.dumps({"epochs": 5, "runs": runs}))
+    sweep = {"command": "python benchmarks/p_corner_sigma.py", "epochs": 5, "runs": runs}
+    (results / "p_corner_sigma.json").write_text(json.dumps(sweep))
     text = render_results(results)
     assert "## The P column's corner noise" in text
     assert "6.20% here, reached at 3.00 px" in text

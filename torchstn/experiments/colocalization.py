@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, TorchSTNError
-from ..train import EvalSettings, build_model, get_objective
-from ..train.config import apply_overrides, default_config_dir, load_config
+from ..train import EvalSettings, apply_overrides, build_model, get_objective, load_config
+from ..train.config import default_config_dir
 from ..viz.boxes import save_run_boxes
 from .tables import Options, PlannedRun, Table, budget_name, register_table
 

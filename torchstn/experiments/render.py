@@ -322,8 +322,8 @@ def _render_corner_sigma(record: dict[str, Any]) -> str:
     lines = [
         "## The P column's corner noise",
         "",
-        f"Command: `{record.get('command', 'python benchmarks/p_corner_sigma.py')}`  ",
-        f"Hardware: {'; '.join(hardware)}; {record.get('epochs')} epochs per run, seed "
+        f"Command: `{record['command']}`  ",
+        f"Hardware: {'; '.join(hardware)}; {record['epochs']} epochs per run, seed "
         f"{sorted({r['seed'] for r in runs})}, no time budget.",
         "",
         "The paper's P data move the four corners of the digit's frame by Gaussian noise whose "

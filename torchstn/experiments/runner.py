@@ -27,8 +27,8 @@ import torch.distributed as dist
 
 from .._atomic import atomic_write_text
 from ..errors import ConfigError, TorchSTNError
-from ..train import Trainer, config_from_dict
-from ..train.config import RunConfig, apply_overrides, default_config_dir, load_config
+from ..train import Trainer, apply_overrides, config_from_dict, load_config
+from ..train.config import RunConfig, default_config_dir
 from ..train.distributed import World
 from ..train.runfolder import RUN_FILES
 from .render import render_results

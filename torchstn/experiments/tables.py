@@ -18,7 +18,8 @@ from typing import Any
 
 from .._checks import check_choice
 from ..errors import ConfigError
-from ..train.config import apply_overrides, default_config_dir, load_config
+from ..train import apply_overrides, load_config
+from ..train.config import default_config_dir
 
 __all__ = [
     "Options",
