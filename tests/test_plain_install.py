@@ -179,3 +179,20 @@ class TestPlainInstall:
 
     def test_data_preview_hints_at_the_extra(self, plain: Plain) -> None:
         _hint(plain.run("data", "preview", "cluttered", "--out", "p.png"), "data", "plot")
+
+    def test_a_plugin_objective_is_found_by_its_entry_point(self, plain: Plain) -> None:
+        """Co-localisation trains by name from a plain install: training finds it through the
+        distribution's ``torchstn.objectives`` entry point, not by importing it."""
+        tiny = (
+            "--set", "objective.options.num_images=8", "--set", "objective.options.val_images=6",
+            "--set", "objective.options.embedding_dim=8", "--set", "data.train_size=8",
+            "--set", "optim.batch_size=4", "--set", "model.options.channels=[4,8]",
+            "--set", "model.options.hidden=16",
+        )  # fmt: skip
+        done = plain.run(
+            "train", "--config", "colocalization/t", "--epochs", "1", "--device", "cpu",
+            "--no-progress", *tiny, "--out", "coloc",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads((plain.work / "coloc" / "result.json").read_text())
+        assert result["objective"] == "colocalization" and "test_localised" in result
