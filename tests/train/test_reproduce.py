@@ -145,6 +145,21 @@ def test_records_carry_provenance_not_one_machines_paths(tmp_path, tiny_values, 
     assert repo_relative("/elsewhere/runs/reproduce/x") == "/elsewhere/runs/reproduce/x"
 
 
+def test_an_absolute_runs_dir_inside_the_checkout_is_recorded_relative():
+    """The packaged configs live in torchstn/configs; a run folder given as an absolute path in
+    the checkout around the package is recorded from the checkout (runs/...), a config from the
+    package (configs/...)."""
+    from torchstn.experiments import repo_relative
+    from torchstn.train.config import default_config_dir
+
+    package = default_config_dir().resolve().parent
+    checkout = package.parent
+    if not (checkout / "pyproject.toml").is_file():
+        pytest.skip("torchstn is installed, not run from its checkout")
+    assert repo_relative(checkout / "runs" / "reproduce" / "x") == "runs/reproduce/x"
+    assert repo_relative(default_config_dir() / "demo.yaml") == "configs/demo.yaml"
+
+
 def test_results_mark_single_seeds_and_summarise_st_against_plain(tmp_path):
     """RESULTS.md: one-seed cells carry the mark, several seeds show mean ± sd (n), and the
     summary compares each ST model with its plain counterpart at the same budget."""

@@ -41,17 +41,23 @@ JOBS_COMMAND_ENV = "TORCHSTN_REPRODUCE_JOBS_COMMAND"
 
 
 def repo_relative(path: str | Path) -> str:
-    """``path`` as results files record it: relative to the repository (the folder holding
-    ``configs/``) when it lies inside, so that records do not carry one machine's absolute
-    paths; a path outside (a ``--runs-dir`` elsewhere) as given."""
-    root = default_config_dir().resolve().parent
+    """``path`` as results files record it: relative to the folder holding ``configs/`` (a
+    packaged config reads ``configs/...``), else to the source checkout holding the package
+    (a ``--runs-dir`` given as an absolute path inside it reads ``runs/...``), so that records
+    carry no machine's absolute paths; a path outside both as given."""
+    package = default_config_dir().resolve().parent
+    roots = [package]
+    if (package.parent / "pyproject.toml").is_file():  # a source checkout, not site-packages
+        roots.append(package.parent)
     p = Path(path)
     if not p.is_absolute():
         return p.as_posix()
-    try:
-        return p.resolve().relative_to(root).as_posix()
-    except ValueError:
-        return p.as_posix()
+    for root in roots:
+        try:
+            return p.resolve().relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return p.as_posix()
 
 
 def _lock(fh: Any) -> None:
@@ -182,7 +188,7 @@ def reproduce(
         with record(results_dir, results_md, table.name) as kept:
             old = [r for r in kept["runs"] if table.key(r) == table.key(entry)]
             made = ("wall_seconds", "command", "launched_by", "hardware")
-            if reused and old and "wall_seconds" in old[0]:  # how the reused run was made
+            if reused and old:  # how the reused run was made
                 entry.update({k: old[0][k] for k in made if k in old[0]})
             else:
                 entry.update(
