@@ -17,12 +17,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .._atomic import atomic_path
 from ..errors import DataError
 
-__all__ = ["DownloadError", "download", "md5sum"]
+__all__ = ["DownloadError", "download", "hash_file", "md5sum"]
 
 _CHUNK = 1 << 16
 
@@ -51,10 +51,20 @@ def md5sum(path: str | os.PathLike[str]) -> str:
         '900150983cd24fb0d6963f7d28e17f72'
     """
     digest = hashlib.md5()
+    hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def hash_file(digest: Any, path: str | os.PathLike[str]) -> None:
+    """Feed the bytes of ``path`` to ``digest`` (a :mod:`hashlib` object), a mebibyte at a time:
+    memory stays flat whatever the file's size.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _urlopen(url: str, timeout: float) -> IO[bytes]:

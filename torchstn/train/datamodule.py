@@ -32,6 +32,7 @@ import torch
 
 from .. import data
 from ..data.arrays import check_labels, read_arrays
+from ..data.download import hash_file
 from ..data.files import ImageFiles, read_csv_manifest, scan_class_folder
 from ..data.loader import FileSplit, TensorSplit
 from ..errors import ConfigError, DataError
@@ -118,9 +119,7 @@ def fingerprint(path: Path, images: Sequence[Any] | None = None, method: str | N
 
 def _hash_file(h: Any, path: Path) -> None:
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
+        hash_file(h, path)
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
 
