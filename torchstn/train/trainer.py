@@ -40,7 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -106,6 +106,15 @@ class EpochStats:
             self.seen + other.seen,
             self.skipped + other.skipped,
         )
+
+
+class Verdict(NamedTuple):
+    """What the ranks agree on after each forward pass (the maximum over ranks of each field)."""
+
+    nonfinite: float  #: some rank's loss is NaN or Inf
+    spent: float  #: seconds of training, the slowest rank's
+    stop: float  #: some rank was interrupted (Ctrl-C, SIGTERM)
+    bad_data: float  #: some rank met an unreadable image and stops
 
 
 def lr_factor(cfg: Config, epoch: float, elapsed: float = 0.0) -> float:
@@ -481,19 +490,19 @@ class Trainer:
         """The ranks' decision after a forward pass (``loss``; None: this rank met unreadable
         data and stops): raise on a non-finite loss or bad data anywhere, else record the time
         spent and whether to stop."""
-        if loss is None:  # this rank stops: the others learn it from the last value
-            agree([0.0, self._spent(start), float(self.interrupted), 1.0], self.world, self.device)
-            return
-        nonfinite = not loss.finite
-        bad_loss, spent, stop, bad_data = agree(
-            [float(nonfinite), self._spent(start), float(self.interrupted), 0.0],
-            self.world,
-            self.device,
+        mine = Verdict(
+            nonfinite=loss is not None and not loss.finite,
+            spent=self._spent(start),
+            stop=self.interrupted,
+            bad_data=loss is None,
         )
-        self._agreed_spent, self._agreed_stop = spent, bool(stop)
-        if bad_data:
+        agreed = Verdict(*agree([float(v) for v in mine], self.world, self.device))
+        if loss is None:  # this rank stops; the others learn it from bad_data
+            return
+        self._agreed_spent, self._agreed_stop = agreed.spent, bool(agreed.stop)
+        if agreed.bad_data:
             raise DataError("stopped: another process met an unreadable image (see its message)")
-        if bad_loss:
+        if agreed.nonfinite:
             what = "loss became NaN or Inf on some rank"
             if not self.world.distributed:
                 what = f"loss became {loss.total_value}"
