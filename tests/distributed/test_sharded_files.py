@@ -68,3 +68,33 @@ def test_ranks_read_disjoint_shards_that_cover_the_split(tmp_path):
         # (the validation data stands in for test data here), half of it per rank
         assert len(mine[0]) == len(mine[1]) == (len(files) // 2) * (1 if split == "train" else 2)
     assert json.loads((out / "result.json").read_text())["world_size"] == 2
+
+
+def test_an_unreadable_image_on_one_rank_stops_both(tmp_path):
+    """With data.skip_bad off, a rank that meets an unreadable image stops with its message, and
+    the other rank stops at the same batch with one line saying why. It used to wait forever: the
+    bad rank's agreement met the other rank's DDP forward (which rebuilds its buckets with a
+    collective on the second step)."""
+    _folder(tmp_path / "train", 64, 0)
+    (tmp_path / "train" / "class0" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    cfg = tmp_path / "files.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "seed": 0,
+                "device": "cpu",
+                "data": {"task": None, "path": str(tmp_path / "train"), "cache": False},
+                "model": {"name": "fcn", "options": {"hidden": [8]}},
+                "optim": {"batch_size": 16},
+                "run": {"epochs": 1, "eval_batch_size": 8, "num_threads": 1},
+            }
+        )
+    )
+    proc = torchrun(
+        ["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]
+    )
+    assert proc.returncode != 0
+    err = proc.stderr
+    # the rank that read it names the file (torchrun may stop it before its last line)
+    assert "torchstn: rank " in err and "zz_broken.png: not an image file" in err, err[-3000:]
+    assert "stopped: another process met an unreadable image" in err, err[-3000:]

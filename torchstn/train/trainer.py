@@ -114,7 +114,6 @@ class Verdict(NamedTuple):
     nonfinite: float  #: some rank's loss is NaN or Inf
     spent: float  #: seconds of training, the slowest rank's
     stop: float  #: some rank was interrupted (Ctrl-C, SIGTERM)
-    bad_data: float  #: some rank met an unreadable image and stops
 
 
 def lr_factor(cfg: Config, epoch: float, elapsed: float = 0.0) -> float:
@@ -428,15 +427,17 @@ class Trainer:
         minutes = self.cfg.run.minutes
         try:
             for batch in split.batches(order):
-                if batch.bad:
-                    if not self.cfg.data.skip_bad:
-                        self._stop_on_bad_data(batch.bad[0], start)
+                unreadable = None  # what stops the run (data.skip_bad off), if anything
+                if batch.bad and not self.cfg.data.skip_bad:
+                    unreadable = batch.bad[0]
+                elif batch.bad:
                     self._local.skipped += len(batch.bad)
                     for message in batch.bad:
                         print(f"torchstn: skipped {message}", file=sys.stderr, flush=True)
+                if unreadable is None and batch.y.shape[0] == 0 and self.world.distributed:
+                    unreadable = "every image of a batch was unreadable"  # nothing to forward
+                self._check_data(unreadable)
                 if batch.y.shape[0] == 0:
-                    if self.world.distributed:  # no rank may wait for this one's gradients
-                        self._stop_on_bad_data("every image of a batch was unreadable", start)
                     self.step += 1  # every image of the batch was skipped: nothing to learn
                     continue
                 # the rate follows the schedule step by step (cosine also follows the time budget)
@@ -470,10 +471,10 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor, progress: float, start: float) -> float:
         """One optimisation step at ``progress`` (fractional epoch); returns this rank's loss.
 
-        The forward pass is followed by the step's one collective decision (:func:`agree`): did
-        any rank see a non-finite loss or an unreadable image, how much time has the slowest
-        rank spent (``start``: when the epoch's clock started), was any rank interrupted. The
-        learning rate and the stop are then the same on every rank.
+        The forward pass is followed by the step's collective decision (:func:`agree`): did
+        any rank see a non-finite loss, how much time has the slowest rank spent (``start``: when
+        the epoch's clock started), was any rank interrupted. The learning rate and the stop are
+        then the same on every rank.
         """
         loss = self.train_step.forward(x, y, epoch=self.epoch, step=self.step)
         self._agree(loss, start)
@@ -486,22 +487,12 @@ class Trainer:
         self._local.seen += float(y.shape[0])
         return loss.value
 
-    def _agree(self, loss: StepLoss | None, start: float) -> None:
-        """The ranks' decision after a forward pass (``loss``; None: this rank met unreadable
-        data and stops): raise on a non-finite loss or bad data anywhere, else record the time
-        spent and whether to stop."""
-        mine = Verdict(
-            nonfinite=loss is not None and not loss.finite,
-            spent=self._spent(start),
-            stop=self.interrupted,
-            bad_data=loss is None,
-        )
+    def _agree(self, loss: StepLoss, start: float) -> None:
+        """The ranks' decision after a forward pass: raise on a non-finite loss on any rank, else
+        record the time spent (the slowest rank's) and whether any rank was interrupted."""
+        mine = Verdict(nonfinite=not loss.finite, spent=self._spent(start), stop=self.interrupted)
         agreed = Verdict(*agree([float(v) for v in mine], self.world, self.device))
-        if loss is None:  # this rank stops; the others learn it from bad_data
-            return
         self._agreed_spent, self._agreed_stop = agreed.spent, bool(agreed.stop)
-        if agreed.bad_data:
-            raise DataError("stopped: another process met an unreadable image (see its message)")
         if agreed.nonfinite:
             what = "loss became NaN or Inf on some rank"
             if not self.world.distributed:
@@ -511,12 +502,25 @@ class Trainer:
                 f"(try a lower optim.lr, optim.loc_lr_scale < 1 or a bounded transform)"
             )
 
-    def _stop_on_bad_data(self, message: str, start: float) -> None:
-        """Stop every rank because this one met an unreadable image (``data.skip_bad`` is off)."""
+    def _check_data(self, unreadable: str | None) -> None:
+        """Stop when an image of the batch could not be read and ``data.skip_bad`` is off.
+
+        Under torchrun the ranks agree on it before any forward pass (DDP's forward may itself
+        wait for every rank), so a rank that meets such an image stops with its message and the
+        others stop at the same batch saying why, instead of waiting for it forever.
+        """
         if self.world.distributed:
-            print(f"torchstn: rank {self.rank}: {message}", file=sys.stderr, flush=True)
-            self._agree(None, start)
-        raise DataError(f"{message}; {self._kept()} (set data.skip_bad: true to skip such images)")
+            (anywhere,) = agree([float(unreadable is not None)], self.world, self.device)
+            if unreadable is not None:
+                print(f"torchstn: rank {self.rank}: {unreadable}", file=sys.stderr, flush=True)
+            elif anywhere:
+                raise DataError(
+                    "stopped: another process met an unreadable image (see its message)"
+                )
+        if unreadable is not None:
+            raise DataError(
+                f"{unreadable}; {self._kept()} (set data.skip_bad: true to skip such images)"
+            )
 
     def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of images in the run's memory format (other tensors as they are)."""
