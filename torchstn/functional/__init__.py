@@ -11,6 +11,7 @@ from .coords import (
     normalized_to_pixel,
     pixel_matrix_to_normalized,
     pixel_to_normalized,
+    pixels_per_unit,
 )
 from .kernel import KERNELS, influence_weights, kernel_sample
 from .sample import FILL_PADDING_MODES, MODES, PADDING_MODES, sample, sampler_dtype
@@ -28,6 +29,7 @@ __all__ = [
     "normalized_to_pixel",
     "pixel_matrix_to_normalized",
     "pixel_to_normalized",
+    "pixels_per_unit",
     "sample",
     "sampler_dtype",
 ]

@@ -31,7 +31,22 @@ __all__ = [
     "normalized_to_pixel",
     "pixel_matrix_to_normalized",
     "pixel_to_normalized",
+    "pixels_per_unit",
 ]
+
+
+def pixels_per_unit(size: Sequence[int], align_corners: bool = False) -> list[float]:
+    """Input pixels per normalised unit along each axis, in ``(x, y, ...)`` order for ``size``
+    ``(..., H, W)``: ``n / 2`` with ``align_corners=False``, ``(n - 1) / 2`` with
+    ``align_corners=True`` (0 for a side of one pixel). A normalised offset times this is the
+    offset in pixels.
+
+    Example:
+        >>> pixels_per_unit((4, 6)), pixels_per_unit((4, 6), align_corners=True)
+        ([3.0, 2.0], [2.5, 1.5])
+    """
+    sizes = [int(n) for n in reversed(list(size))]
+    return [(n - 1) / 2 if align_corners else n / 2 for n in sizes]
 
 
 def _scale(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> torch.Tensor:

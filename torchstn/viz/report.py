@@ -28,6 +28,7 @@ from torch import nn
 
 from .._atomic import atomic_write_text
 from ..errors import DataError, InvalidInputError, TorchSTNError
+from ..functional.coords import pixels_per_unit
 from ..inference import load_with_info
 from ..module import SpatialTransformer, recording_params
 from ..scoring import load_run_data
@@ -55,7 +56,8 @@ def learned_geometry(st: SpatialTransformer, params: torch.Tensor) -> dict[str, 
     Any family is read through its local affine approximation at the output's centre (finite
     differences of ``map_points``): ``rotation`` (degrees, of the sampled region), ``scale`` (the
     sampled region's side over the input's, square root of the area ratio), ``tx``/``ty`` (the
-    sampled region's centre from the input's centre, pixels). TPS also gives ``displacement``:
+    sampled region's centre from the input's centre, pixels, through
+    :func:`~torchstn.functional.pixels_per_unit` for the transformer's ``align_corners``). TPS also gives ``displacement``:
     each control point's distance from its identity position, pixels, ``(B, K)``.
     """
     params = params.detach().double().cpu()
@@ -65,8 +67,7 @@ def learned_geometry(st: SpatialTransformer, params: torch.Tensor) -> dict[str, 
     mapped = transform.map_points(params, pts.expand(params.shape[0], -1, -1).contiguous())
     centre = mapped[:, 0]
     jac = torch.stack(((mapped[:, 1] - centre) / eps, (mapped[:, 2] - centre) / eps), dim=-1)
-    h, w = st.in_shape[1], st.in_shape[2]
-    half = torch.tensor([w / 2, h / 2], dtype=torch.float64)
+    half = torch.tensor(pixels_per_unit(st.in_shape[1:], st.align_corners), dtype=torch.float64)
     jac_pix = jac * half[:, None] / half[None, :]  # output-normalised -> input pixels, square
     out: dict[str, torch.Tensor] = {
         "rotation": torch.rad2deg(
