@@ -9,6 +9,7 @@ name so that a number can be read against the kernels that produced it.
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Any
 
@@ -73,8 +74,6 @@ def describe(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import os
-
     cores, threads = os.cpu_count() or 1, torch.get_num_threads()
     info = cpu_flags()
     return (

@@ -12,6 +12,7 @@ same work.
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -117,7 +118,7 @@ def _torchscript(path: Path, device: str) -> Runner:
 
 
 def _onnxruntime(path: Path) -> Runner:
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the [export] extra
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -133,8 +134,6 @@ def _onnxruntime(path: Path) -> Runner:
 
 def _onnx_missing() -> str | None:
     """Why ONNX rows cannot run (a missing package), or None."""
-    import importlib.util
-
     for module in ("onnxruntime", "onnx", "onnxscript"):
         if importlib.util.find_spec(module) is None:
             return f"no {module}"

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidInputError  # light: cli/__init__ imports errors already
+
 __all__ = ["add_parser"]
 
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -104,7 +106,6 @@ def render_markdown(results_dir: Path, markdown: Path) -> None:
     from .._atomic import atomic_write_text
     from ..bench import read_results
     from ..bench.markdown import render
-    from ..errors import InvalidInputError
 
     files = sorted(results_dir.glob("*.json"), key=lambda p: (p.stem != "cpu", p.stem))
     if not files:
@@ -121,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import Settings, run_suite, write_results
-    from ..errors import InvalidInputError
 
     results_dir = Path(args.results_dir)
     markdown = Path(args.markdown) if args.markdown else None
