@@ -27,8 +27,6 @@ __all__ = [
     "Settings",
     "Timing",
     "compare",
-    "cpu_flags",
-    "cpu_name",
     "environment",
     "measure",
 ]
