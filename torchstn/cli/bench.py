@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError  # light: cli/__init__ imports errors already
+import torch
+
+from .._atomic import atomic_write_text
+from ..errors import InvalidInputError
 
 __all__ = ["add_parser"]
 
@@ -17,7 +20,7 @@ RESULTS_DIR = Path("benchmarks") / "results"
 
 
 def add_parser(sub: Any) -> None:
-    from ..bench import GROUPS
+    from ..bench import GROUPS  # lazy: bench code loads only when the command runs
 
     p = sub.add_parser(
         "bench",
@@ -68,8 +71,6 @@ def add_parser(sub: Any) -> None:
 def _results_label(device: str, quick: bool) -> str:
     """The name of a results file: ``cpu`` or the GPU's name (``nvidia-h200``), ``-quick``
     appended for quick runs."""
-    import torch
-
     label = "cpu"
     if torch.device(device).type == "cuda":
         name = torch.cuda.get_device_name(torch.device(device)).lower()
@@ -78,7 +79,7 @@ def _results_label(device: str, quick: bool) -> str:
 
 
 def _groups(only: list[str] | None) -> list[str]:
-    from ..bench import GROUPS, group_module
+    from ..bench import GROUPS, group_module  # lazy: bench code loads only when the command runs
 
     if not only:
         return list(GROUPS)
@@ -103,9 +104,8 @@ def _command(args: argparse.Namespace, names: list[str]) -> str:
 
 def render_markdown(results_dir: Path, markdown: Path) -> None:
     """Regenerate ``markdown`` from every results file in ``results_dir`` (``cpu`` first)."""
-    from .._atomic import atomic_write_text
-    from ..bench import read_results
-    from ..bench.markdown import render
+    from ..bench import read_results  # lazy: bench code loads only when the command runs
+    from ..bench.markdown import render  # lazy: bench code loads only when the command runs
 
     files = sorted(results_dir.glob("*.json"), key=lambda p: (p.stem != "cpu", p.stem))
     if not files:
@@ -119,9 +119,11 @@ def render_markdown(results_dir: Path, markdown: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..bench import Settings, run_suite, write_results
+    from ..bench import (  # lazy: bench code loads only when the command runs
+        Settings,
+        run_suite,
+        write_results,
+    )
 
     results_dir = Path(args.results_dir)
     markdown = Path(args.markdown) if args.markdown else None

@@ -18,6 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .. import data
+from .._atomic import atomic_path
+from .._version import __version__
+from ..data.mnist import download_mnist
+from ..data.npz import save_npz
+from ..data.tasks import VALIDATION_SIZE
 from ..errors import InvalidInputError
 
 __all__ = ["add_parser"]
@@ -45,10 +53,6 @@ def _parse_options(items: list[str] | None) -> dict[str, Any]:
 
 def _build_manifest(task: Any, split: str, num: int, seed: int, sample: Any) -> dict[str, Any]:
     """The JSON manifest written beside (and inside) an export."""
-    import torch
-
-    from .. import __version__
-    from ..data.tasks import VALIDATION_SIZE
 
     arrays = {"x": sample.x, "y": sample.y, "boxes": sample.boxes}
     arrays.update({f"param_{k}": v for k, v in sample.params.items()})
@@ -73,14 +77,11 @@ def _build_manifest(task: Any, split: str, num: int, seed: int, sample: Any) -> 
 
 
 def _task(args: argparse.Namespace) -> Any:
-    from .. import data
 
     return data.get_task(args.task, root=args.root, **_parse_options(args.option))
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .._atomic import atomic_path
-    from ..data.npz import save_npz
 
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -101,7 +102,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from ..viz import pyplot, save_preview
+    from ..viz import pyplot, save_preview  # lazy: matplotlib is an optional extra
 
     pyplot()  # no matplotlib: say so in one line before generating anything
     task = _task(args)
@@ -113,7 +114,6 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ..data.mnist import download_mnist
 
     paths = download_mnist(args.root)
     print(f"MNIST: the {len(paths)} files are in {paths[0].parent} (size and checksums verified)")
@@ -121,7 +121,6 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .. import data
 
     for name in data.task_names():
         task = data.get_task(name)
