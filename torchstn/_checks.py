@@ -17,6 +17,7 @@ __all__ = [
     "check_positive",
     "check_same_device",
     "check_size",
+    "check_spatial_size",
     "check_tensor",
     "finite_checks_enabled",
     "is_scripting_or_tracing",
@@ -165,6 +166,33 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     if not isinstance(value, str) or value not in options:
         raise UnknownNameError(f"unknown {name} {value!r}; valid choices: {', '.join(options)}")
     return value
+
+
+def check_spatial_size(size: Any, name: str, dims: int) -> tuple[int, ...]:
+    """A spatial size of ``dims`` (2 or 3) axes: ``(H, W)`` (see :func:`check_size`) or
+    ``(D, H, W)``; one int stands for every axis. Booleans, strings and fractions are refused.
+
+    Example:
+        >>> check_spatial_size(4, "size", 3), check_spatial_size((2, 3, 4.0), "size", 3)
+        ((4, 4, 4), (2, 3, 4))
+    """
+    if dims == 2:
+        return check_size(size, name)
+    want = "(D, H, W)" if dims == 3 else f"{dims} sizes"
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size,) * dims
+    try:
+        if isinstance(size, (str, bytes)) or any(isinstance(s, (bool, str, bytes)) for s in size):
+            raise TypeError
+        values = tuple(int(s) for s in size)
+        ok = len(values) == dims and all(float(s) == int(s) for s in size)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInputError(f"{name}: expected an int or {want}, got {size!r}") from None
+    if len(values) != dims:
+        raise InvalidInputError(f"{name}: expected {want}, got {size!r}")
+    if not ok or min(values) < 1:
+        raise InvalidInputError(f"{name}: expected positive integer sizes, got {size!r}")
+    return values
 
 
 def check_size(size: Any, name: str) -> tuple[int, int]:

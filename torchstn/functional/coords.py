@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .._checks import check_size, check_tensor, is_scripting_or_tracing
+from .._checks import check_size, check_spatial_size, check_tensor, is_scripting_or_tracing
 from ..errors import InvalidInputError
 
 __all__ = [
@@ -49,11 +49,32 @@ def pixels_per_unit(size: Sequence[int], align_corners: bool = False) -> list[fl
     return [(n - 1) / 2 if align_corners else n / 2 for n in sizes]
 
 
+def _points(points: torch.Tensor) -> int:
+    """The number of axes of ``points`` ``(..., 2)`` or ``(..., 3)``, checked."""
+    check_tensor(points, "points")
+    if points.dim() == 0 or points.shape[-1] not in (2, 3):
+        raise InvalidInputError(
+            f"points: expected last dimension 2 (x, y) or 3 (x, y, z), got shape "
+            f"{tuple(points.shape)}"
+        )
+    return int(points.shape[-1])
+
+
 def _scale(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> torch.Tensor:
-    """Pixels per two normalised units, ``(W, H)`` or ``(W - 1, H - 1)`` (0 for a unit side)."""
-    h, w = check_size(size, "size")
-    wh = [w - 1, h - 1] if align_corners else [w, h]
-    return torch.tensor(wh, dtype=like.dtype, device=like.device)
+    """Pixels per two normalised units in ``(x, y[, z])`` order, ``(W, H[, D])`` or
+    ``(W - 1, H - 1[, D - 1])`` (0 for a unit side); ``size`` has as many axes as ``like``'s
+    points."""
+    dims = like.shape[-1]
+    if isinstance(size, Sequence) and not isinstance(size, str) and len(size) != dims:
+        want = "(H, W)" if dims == 2 else "(D, H, W)"
+        raise InvalidInputError(
+            f"points: points of shape {tuple(like.shape)} ({dims} axes) need a size {want}, got "
+            f"size {tuple(size)!r}"
+        )
+    sizes = check_spatial_size(size, "size", dims)[::-1]
+    return torch.tensor(
+        [n - 1 if align_corners else n for n in sizes], dtype=like.dtype, device=like.device
+    )
 
 
 def pixel_to_normalized(
@@ -63,21 +84,25 @@ def pixel_to_normalized(
 
     Args:
         points: ``(..., 2)`` points in ``(x, y)`` order, pixel-centre coordinates (the centre of
-            pixel row ``i``, column ``j`` is ``(j, i)``).
-        size: image size ``(H, W)`` (or one int for square images).
+            pixel row ``i``, column ``j`` is ``(j, i)``), or ``(..., 3)`` voxel-centre points in
+            ``(x, y, z)`` order (voxel ``(k, i, j)`` of a ``(D, H, W)`` volume is at
+            ``(j, i, k)``).
+        size: image size ``(H, W)``, volume size ``(D, H, W)``, or one int for every side.
         align_corners: the :func:`torch.nn.functional.grid_sample` convention; see the module
             docstring.
 
     Returns:
-        ``(..., 2)`` normalised coordinates.
+        Normalised coordinates, the shape of ``points``.
 
     Example:
         >>> pixel_to_normalized(torch.tensor([[0.0, 3.0]]), (4, 4))
         tensor([[-0.7500,  0.7500]])
         >>> pixel_to_normalized(torch.tensor([[0.0, 3.0]]), (4, 4), align_corners=True)
         tensor([[-1.,  1.]])
+        >>> pixel_to_normalized(torch.tensor([[0.0, 0.0, 1.0]]), (2, 4, 4))  # z along D
+        tensor([[-0.7500, -0.7500,  0.5000]])
     """
-    check_tensor(points, "points", last_dim=2)
+    _points(points)
     scale = _scale(size, align_corners, points)
     if align_corners:
         # (2 x - (W - 1)) / (W - 1), with the unit side's single pixel at 0
@@ -92,18 +117,19 @@ def normalized_to_pixel(
     :func:`pixel_to_normalized`).
 
     Args:
-        points: ``(..., 2)`` normalised points in ``(x, y)`` order.
-        size: image size ``(H, W)``.
+        points: ``(..., 2)`` normalised points in ``(x, y)`` order, or ``(..., 3)`` in
+            ``(x, y, z)`` order.
+        size: image size ``(H, W)`` or volume size ``(D, H, W)``.
         align_corners: see :func:`pixel_to_normalized`.
 
     Returns:
-        ``(..., 2)`` pixel-centre coordinates.
+        Pixel-centre (voxel-centre) coordinates, the shape of ``points``.
 
     Example:
         >>> normalized_to_pixel(torch.tensor([[-1.0, 1.0]]), (4, 4))
         tensor([[-0.5000,  3.5000]])
     """
-    check_tensor(points, "points", last_dim=2)
+    _points(points)
     scale = _scale(size, align_corners, points)
     if align_corners:
         return (points + 1) * scale / 2

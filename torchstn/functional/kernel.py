@@ -191,6 +191,7 @@ def kernel_sample(
         >>> kernel_sample(ones, g.double(), "gaussian", sigma=0.2)  # a constant stays constant
         tensor([[[[1.]]]], dtype=torch.float64)
     """
+    check_tensor(input, "input", ndim=4)  # volumes: not yet (the 2-D kernel sampler)
     check_input_and_grid(input, grid)
     _check_kernel(kernel, sigma)
     b, c, h, w = input.shape

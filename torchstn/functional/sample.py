@@ -47,9 +47,18 @@ def sampler_dtype(input: torch.Tensor) -> torch.dtype:
 
 
 def check_input_and_grid(input: torch.Tensor, grid: torch.Tensor) -> None:
-    """Validate an image batch ``(B, C, H, W)`` against a grid ``(B, Ho, Wo, 2)``."""
-    check_tensor(input, "input", ndim=4)
-    check_tensor(grid, "grid", ndim=4, last_dim=2)
+    """Validate an image batch ``(B, C, H, W)`` against a grid ``(B, Ho, Wo, 2)``, or a volume
+    batch ``(B, C, D, H, W)`` against a grid ``(B, Do, Ho, Wo, 3)``."""
+    check_tensor(input, "input", ndim=(4, 5))
+    dims = input.dim() - 2
+    if grid.dim() != input.dim() or grid.shape[-1] != dims:
+        check_tensor(grid, "grid")
+        want = "(B, Ho, Wo, 2)" if dims == 2 else "(B, Do, Ho, Wo, 3)"
+        raise InvalidInputError(
+            f"grid: a {input.dim()}-D input {tuple(input.shape)} takes a grid {want}, got shape "
+            f"{tuple(grid.shape)}"
+        )
+    check_tensor(grid, "grid")
     if input.shape[0] != grid.shape[0]:
         raise_batch_mismatch(input.shape[0], grid.shape[0])
     check_same_device(("input", input), ("grid", grid))
@@ -129,9 +138,14 @@ def sample(
         one rounded once. On CUDA the native kernel runs (a reduced-precision model there is a
         choice for speed); :func:`sampler_dtype` tells which dtype runs.
 
+    Volumes: a ``(B, C, D, H, W)`` input and a ``(B, Do, Ho, Wo, 3)`` grid of ``(x, y, z)``
+    points (z along D) sample trilinearly (``"bilinear"``) or by nearest voxel; ``"bicubic"``
+    is 2-D only, as in PyTorch.
+
     Args:
-        input: ``(B, C, H, W)`` floating-point images.
-        grid: ``(B, Ho, Wo, 2)`` source coordinates, same dtype and device as ``input``.
+        input: ``(B, C, H, W)`` floating-point images, or ``(B, C, D, H, W)`` volumes.
+        grid: ``(B, Ho, Wo, 2)`` (``(B, Do, Ho, Wo, 3)``) source coordinates, same dtype and
+            device as ``input``.
         mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
         padding_mode: ``"zeros"``, ``"border"``, ``"reflection"`` or ``"fill"`` for points
             outside the input.
@@ -140,7 +154,7 @@ def sample(
             (one per channel). Must be 0 with the other padding modes.
 
     Returns:
-        ``(B, C, Ho, Wo)`` sampled images.
+        ``(B, C, Ho, Wo)`` sampled images (``(B, C, Do, Ho, Wo)`` volumes).
 
     Example:
         >>> from torchstn.functional import base_grid
@@ -153,6 +167,11 @@ def sample(
     """
     check_input_and_grid(input, grid)
     check_choice(mode, "mode", MODES)
+    if mode == "bicubic" and input.dim() == 5:
+        raise InvalidInputError(
+            "mode: 'bicubic' samples 4-D images only; a 5-D volume takes 'bilinear' (trilinear) "
+            "or 'nearest'"
+        )
     check_choice(padding_mode, "padding_mode", FILL_PADDING_MODES)
     value = check_fill(fill, padding_mode, input.shape[1])
     work = sampler_dtype(input)
@@ -163,7 +182,8 @@ def sample(
         return F.grid_sample(
             input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
         )
-    shift = torch.tensor(value, dtype=input.dtype, device=input.device).reshape(1, -1, 1, 1)
+    shift = torch.tensor(value, dtype=input.dtype, device=input.device)
+    shift = shift.reshape(1, -1, *([1] * (input.dim() - 2)))
     out = F.grid_sample(
         input - shift, grid, mode=mode, padding_mode="zeros", align_corners=align_corners
     )
