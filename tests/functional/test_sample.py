@@ -78,15 +78,13 @@ class TestSample:
         torch.testing.assert_close(traced(x2, grid2), sample(x2, grid2, "bilinear", "border", True))
 
     def test_exception_ranks_and_shapes(self) -> None:
-        with pytest.raises(InvalidInputError, match="input: expected 4 or 5 dims"):
+        with pytest.raises(InvalidInputError, match="input: expected 4 dims"):
             sample(torch.rand(3, 5, 5), _grid(1, 2, 2))
-        with pytest.raises(InvalidInputError, match=r"grid: a 4-D input .* \(B, Ho, Wo, 2\)"):
+        with pytest.raises(InvalidInputError, match="grid: expected 4 dims"):
             sample(torch.rand(1, 3, 5, 5), torch.rand(1, 4, 2))
-        with pytest.raises(
-            InvalidInputError, match=r"grid: a 4-D input .* got shape \(1, 2, 2, 3\)"
-        ):
+        with pytest.raises(InvalidInputError, match="grid: expected last dimension 2"):
             sample(torch.rand(1, 3, 5, 5), torch.rand(1, 2, 2, 3))
-        with pytest.raises(InvalidInputError, match=r"grid: a 5-D input .* \(B, Do, Ho, Wo, 3\)"):
+        with pytest.raises(InvalidInputError, match=r"grid: expected 5 dims \(B, Do, Ho, Wo, 3\)"):
             sample(torch.rand(1, 3, 4, 5, 5), torch.rand(1, 2, 2, 2))
         with pytest.raises(InvalidInputError, match="batch size mismatch"):
             sample(torch.rand(2, 3, 5, 5), _grid(3, 2, 2))

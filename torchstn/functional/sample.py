@@ -49,16 +49,25 @@ def sampler_dtype(input: torch.Tensor) -> torch.dtype:
 def check_input_and_grid(input: torch.Tensor, grid: torch.Tensor) -> None:
     """Validate an image batch ``(B, C, H, W)`` against a grid ``(B, Ho, Wo, 2)``, or a volume
     batch ``(B, C, D, H, W)`` against a grid ``(B, Do, Ho, Wo, 3)``."""
-    check_tensor(input, "input", ndim=(4, 5))
-    dims = input.dim() - 2
-    if grid.dim() != input.dim() or grid.shape[-1] != dims:
-        check_tensor(grid, "grid")
-        want = "(B, Ho, Wo, 2)" if dims == 2 else "(B, Do, Ho, Wo, 3)"
+    check_tensor(input, "input")
+    if input.dim() not in (4, 5):
         raise InvalidInputError(
-            f"grid: a {input.dim()}-D input {tuple(input.shape)} takes a grid {want}, got shape "
-            f"{tuple(grid.shape)}"
+            f"input: expected 4 dims (B, C, H, W) or 5 dims (B, C, D, H, W), received "
+            f"{input.dim()}-dim tensor of shape {tuple(input.shape)}"
         )
+    dims = input.dim() - 2
+    want = "(B, Ho, Wo, 2)" if dims == 2 else "(B, Do, Ho, Wo, 3)"
     check_tensor(grid, "grid")
+    if grid.dim() != input.dim():
+        raise InvalidInputError(
+            f"grid: expected {input.dim()} dims {want} for a {input.dim()}-D input "
+            f"{tuple(input.shape)}, got shape {tuple(grid.shape)}"
+        )
+    if grid.shape[-1] != dims:
+        raise InvalidInputError(
+            f"grid: expected last dimension {dims} {want} for a {input.dim()}-D input "
+            f"{tuple(input.shape)}, got shape {tuple(grid.shape)}"
+        )
     if input.shape[0] != grid.shape[0]:
         raise_batch_mismatch(input.shape[0], grid.shape[0])
     check_same_device(("input", input), ("grid", grid))
