@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 
-from .._atomic import atomic_path
 from ..transforms import Transform
 from ..transforms.warping import output_frame
-from ..viz._mpl import pyplot
+from ..viz._mpl import pyplot, save_figure
 
 __all__ = ["BOX", "COLOURS", "draw_region", "mesh_lines", "plt", "save", "show_image"]
 
@@ -28,12 +27,7 @@ def plt() -> Any:
 
 def save(fig: Any, path: Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically, close it and return the path."""
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt().close(fig)
-    return path
+    return save_figure(fig, path, format="png", bbox_inches="tight")
 
 
 def show_image(ax: Any, image: torch.Tensor, title: str | None = None, fontsize: float = 8) -> None:

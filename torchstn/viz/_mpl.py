@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,20 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, out: str | Path, dpi: int = 110, **options: Any) -> Path:
-    """Write ``fig`` to ``out`` (its format from the suffix, PNG without one) atomically, close
-    it and return the path; ``options`` go to ``savefig`` (``bbox_inches``...)."""
+def save_figure(
+    fig: Any,
+    out: str | os.PathLike[str],
+    dpi: int = 110,
+    format: str | None = None,
+    **options: Any,
+) -> Path:
+    """Write ``fig`` to ``out`` atomically, close it and return the path. ``format`` defaults to
+    the suffix's (PNG without one); ``options`` go to ``savefig`` (``bbox_inches``...)."""
     out = Path(out)
     try:
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=dpi, **options)
+            kind = format or out.suffix.lstrip(".") or "png"
+            fig.savefig(tmp, format=kind, dpi=dpi, **options)
     finally:
         pyplot().close(fig)
     return out

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from .._atomic import atomic_path
 from .._checks import check_tensor
 from ..colocalization.boxes import box_iou
 from ..colocalization.evaluate import predict_boxes
@@ -16,7 +15,7 @@ from ..errors import InvalidInputError
 from ..inference import load_with_info
 from ..models.encoder import AttentionEncoder
 from ..train.objective import get_objective
-from ._mpl import pyplot
+from ._mpl import pyplot, save_figure
 
 __all__ = ["save_boxes_png", "save_run_boxes"]
 
@@ -80,12 +79,10 @@ def save_boxes_png(
             if titles is not None and i < len(titles):
                 ax.set_title(titles[i], fontsize=8)
         fig.tight_layout()
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=80)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return save_figure(fig, path, dpi=80, format="png")
 
 
 def save_run_boxes(

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 
-from .._atomic import atomic_path
 from ..data.sample import Sample
 from ..errors import InvalidInputError
-from ._mpl import pyplot
+from ._mpl import pyplot, save_figure
 
 __all__ = ["sample_titles", "save_preview", "to_rgb"]
 
@@ -110,10 +109,4 @@ def save_preview(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = Path(path)
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=100, format="png")
