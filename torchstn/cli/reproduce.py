@@ -128,12 +128,13 @@ def run(args: argparse.Namespace) -> int:
     columns = _subset(args.columns, tuple(table.columns), "column")
     variant = _variant(args.variant, args.set)
     coloc = isinstance(table, experiments.ColocalizationTable)
-    if coloc and args.models:
-        raise ConfigError("colocalization takes no --models (its model is in its configs)")
     options = experiments.Options(
         columns=columns,
         seeds=_seeds(args.seeds),
-        models=() if coloc else _subset(args.models, table.models, "model"),
+        # co-localisation's own check refuses any --models (its model is in its configs)
+        models=tuple(filter(None, (args.models or "").split(",")))
+        if coloc
+        else _subset(args.models, table.models, "model"),
         digits=_digits(args.digits) if coloc else tuple(range(10)),
         budget_minutes=args.budget_minutes,
         epochs=args.epochs,

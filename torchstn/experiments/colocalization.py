@@ -11,10 +11,10 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, TorchSTNError
-from ..train import EvalSettings, apply_overrides, build_model, get_objective, load_config
+from ..train import EvalSettings, build_model, get_objective
 from ..train.config import default_config_dir
 from ..viz.boxes import save_run_boxes
-from .tables import Options, PlannedRun, Table, budget_name, register_table
+from .tables import Options, PlannedRun, Table, register_table
 
 __all__ = ["COLOCALIZATION", "PAPER", "ColocalizationTable"]
 
@@ -47,20 +47,13 @@ class ColocalizationTable(Table):
             ]
         return plan
 
-    def values(self, run: PlannedRun, options: Options, minutes: float | None) -> dict[str, Any]:
-        """The config of ``run`` with its digit; a time budget leaves the epochs a limit."""
-        values = apply_overrides(load_config(run.config), list(options.overrides))
-        values["seed"], values["device"] = run.seed, options.device
-        values.setdefault("objective", {}).setdefault("options", {})["digit"] = run.item
-        values.setdefault("run", {})
-        if minutes is not None:
-            values["run"]["minutes"] = minutes
-        if options.epochs:
-            values["run"]["epochs"] = options.epochs
-        return values
+    EPOCHS_LIMIT_TIME = True  # a time budget leaves the configs' epochs a limit
 
-    def budget(self, epochs: int, minutes: float | None) -> tuple[str, str]:
-        return budget_name(epochs, minutes, with_epochs=True)
+    def values(self, run: PlannedRun, options: Options, minutes: float | None) -> dict[str, Any]:
+        """The config of ``run`` (see :meth:`Table.values`) with its digit."""
+        values = super().values(run, options, minutes)
+        values.setdefault("objective", {}).setdefault("options", {})["digit"] = run.item
+        return values
 
     def run_dir(self, run: PlannedRun, options: Options, slug: str) -> Path:
         """``RUNS/colocalization/COLUMN/digitD-seedS-BUDGET``."""

@@ -151,19 +151,24 @@ def _commands(runs: list[dict[str, Any]]) -> list[str]:
     return sorted({r.get("launched_by") or r["command"] for r in runs})
 
 
-def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
-    budget = runs[0]["budget"]
-    lines = [f"### Budget: {budget} of training per run", ""]
-    commands = _commands(runs)
+def _how_made(record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    """The lines under a table that say how its runs were made: the commands, the hardware and
+    versions, the run time summed over runs, the seeds and the record's date."""
     hardware = sorted({r["hardware"] for r in runs})
     wall = sum(r["wall_seconds"] for r in runs)
-    lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")
-    lines.append(
+    return [
+        "Commands: " + "; ".join(f"`{c}`" for c in _commands(runs)) + "  ",
         f"Hardware: {'; '.join(hardware)}; versions: "
         + ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
         + f"; run time {wall / 60:.1f} min summed over runs; "
-        f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}."
-    )
+        f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}.",
+    ]
+
+
+def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    budget = runs[0]["budget"]
+    lines = [f"### Budget: {budget} of training per run", ""]
+    lines += _how_made(record, runs)
     lines.append("")
     cols = [c for c in table.columns if any(r["column"] == c for r in runs)]
     header = "| model | params | " + " | ".join(f"{c} ours | {c} paper" for c in cols) + " |"
@@ -216,16 +221,7 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
 def _render_colocalization(table: Table, record: dict[str, Any]) -> str:
     runs = record.get("runs", [])
     lines = [f"## {table.title}", ""]
-    commands = _commands(runs)
-    hardware = sorted({r["hardware"] for r in runs})
-    wall = sum(r["wall_seconds"] for r in runs)
-    lines.append("Commands: " + "; ".join(f"`{c}`" for c in commands) + "  ")
-    lines.append(
-        f"Hardware: {'; '.join(hardware)}; versions: "
-        + ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
-        + f"; run time {wall / 60:.1f} min summed over runs; "
-        f"seeds {sorted({r['seed'] for r in runs})}; written {record.get('date', '?')}."
-    )
+    lines += _how_made(record, runs)
     lines += ["", f"Metric: {table.metric}.", ""]
     digits = sorted({r["digit"] for r in runs})
     lines.append(

@@ -104,6 +104,8 @@ class Table:
     notes: str = ""
     #: with a time budget the epochs are raised to at least this, so that the time decides
     EPOCHS_UNDER_TIME_BUDGET = 1000
+    #: whether the configs' epochs stay a limit under a time budget (and so name the budget)
+    EPOCHS_LIMIT_TIME = False
 
     # ------------------------------------------------------------------ planning
     def check(self, options: Options) -> None:
@@ -126,23 +128,23 @@ class Table:
         return plan
 
     def values(self, run: PlannedRun, options: Options, minutes: float | None) -> dict[str, Any]:
-        """The config values of ``run``: its file, ``--set``, its seed and device and budget (a
-        time budget raises the epochs, so that the time decides)."""
+        """The config values of ``run``: its file, ``--set``, its seed and device and budget
+        (``--epochs``, else, under a time budget and unless :attr:`EPOCHS_LIMIT_TIME`, the
+        epochs raised so that the time decides)."""
         values = apply_overrides(load_config(run.config), list(options.overrides))
         values["seed"], values["device"] = run.seed, options.device
-        values.setdefault("run", {})
+        budget = values.setdefault("run", {})
         if minutes is not None:
-            values["run"]["minutes"] = minutes
-            values["run"]["epochs"] = options.epochs or max(
-                int(values["run"].get("epochs", 10)), self.EPOCHS_UNDER_TIME_BUDGET
-            )
-        elif options.epochs:
-            values["run"]["epochs"] = options.epochs
+            budget["minutes"] = minutes
+        if options.epochs:
+            budget["epochs"] = options.epochs
+        elif minutes is not None and not self.EPOCHS_LIMIT_TIME:
+            budget["epochs"] = max(int(budget.get("epochs", 10)), self.EPOCHS_UNDER_TIME_BUDGET)
         return values
 
     def budget(self, epochs: int, minutes: float | None) -> tuple[str, str]:
         """The run's budget name and folder slug (:func:`budget_name`)."""
-        return budget_name(epochs, minutes, with_epochs=False)
+        return budget_name(epochs, minutes, with_epochs=self.EPOCHS_LIMIT_TIME)
 
     def run_dir(self, run: PlannedRun, options: Options, slug: str) -> Path:
         """``RUNS/TABLE/COLUMN/MODEL-seedS-BUDGET[-VARIANT]``."""
