@@ -1,10 +1,14 @@
-"""The paper's generic sampling formula (eq. 3), implemented directly.
+"""The paper's generic sampling formula (eq. 3), implemented directly, for images and volumes.
 
 ``V[b, c, i] = sum_n sum_m U[b, c, n, m] k(x_i - m) k(y_i - n)`` where ``(x_i, y_i)`` is the
 source point of output pixel ``i`` in pixel-centre coordinates. Every input pixel enters the sum;
-the kernel decides its weight. This is slower than :func:`torchstn.functional.sample` (it costs
-``O(Ho Wo (H + W) H)`` per channel rather than ``O(Ho Wo)``) but it is the formula itself, it
+the kernel decides its weight. A volume adds a third factor: ``V[b, c, i] = sum_l sum_n sum_m
+U[b, c, l, n, m] k(x_i - m) k(y_i - n) k(z_i - l)``, with ``z`` along the depth ``D``. This is
+slower than :func:`torchstn.functional.sample` (it costs ``O(Ho Wo H W)`` per channel,
+``O(Do Ho Wo D H W)`` for a volume, rather than ``O(Ho Wo)``) but it is the formula itself, it
 supports kernels that ``grid_sample`` lacks (Gaussian), and it exposes the per-pixel weights.
+The sum is evaluated one axis at a time with one ``(N, W)``, ``(N, H)`` (and ``(N, D)``)
+weight matrix per axis, never a dense ``(N, H W)`` one.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .._checks import check_choice, check_positive, check_size, check_tensor
+from .._checks import check_choice, check_positive, check_size, check_spatial_size, check_tensor
+from ..errors import InvalidInputError
 from .coords import normalized_to_pixel
 from .sample import check_input_and_grid
 
@@ -57,17 +62,24 @@ def _fused_edges_to_pixel(g: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _source_pixels(grid: torch.Tensor, in_size: Sequence[int], align_corners: bool) -> torch.Tensor:
-    """``(B, N, 2)`` pixel coordinates of the grid's points, rounded exactly as ``grid_sample``
-    rounds them, with the gradient of :func:`~torchstn.functional.normalized_to_pixel`."""
-    h, w = in_size
-    g = grid.reshape(grid.shape[0], -1, 2)
-    pix = normalized_to_pixel(g, (h, w), align_corners)
+    """``(B, N, 2)`` pixel (``(B, N, 3)`` voxel) coordinates of the grid's points for an input of
+    size ``(H, W)`` (``(D, H, W)``), rounded exactly as ``grid_sample`` rounds them, with the
+    gradient of :func:`~torchstn.functional.normalized_to_pixel`.
+
+    With ``align_corners=False`` images round ``((g + 1) W - 1) / 2`` once (a fused multiply-add)
+    on every device, and volumes once on CUDA and twice elsewhere: PyTorch's 3-D CPU kernel is a
+    scalar loop compiled without FMA (on every instruction set), its CUDA kernel fuses.
+    """
+    dims = len(in_size)
+    g = grid.reshape(grid.shape[0], -1, dims)
+    pix = normalized_to_pixel(g, tuple(in_size), align_corners)
     if align_corners:  # (g + 1) * (W - 1) / 2: one product, rounded once either way
         return pix
+    if dims == 3 and grid.device.type != "cuda":  # ((g + 1) * W - 1) / 2 rounded twice
+        return pix
     g = g.detach()
-    fused = torch.stack(
-        (_fused_edges_to_pixel(g[..., 0], w), _fused_edges_to_pixel(g[..., 1], h)), -1
-    )
+    sizes = list(in_size)[::-1]  # (W, H[, D]): the (x, y[, z]) order of the points
+    fused = torch.stack([_fused_edges_to_pixel(g[..., i], n) for i, n in enumerate(sizes)], -1)
     # the two differ by an ulp at most (exactly representable); non-finite points keep pix
     return pix + torch.nan_to_num(fused - pix.detach(), nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -116,15 +128,15 @@ def _axis_weights(
     kernel: str,
     sigma: float,
     align_corners: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Separable weights: ``wx`` ``(B, N, W)`` and ``wy`` ``(B, N, H)`` for ``N = Ho * Wo`` points."""
-    h, w = in_size
-    pix = _source_pixels(grid, (h, w), align_corners)  # (B, N, 2)
-    ms = torch.arange(w, dtype=grid.dtype, device=grid.device)
-    ns = torch.arange(h, dtype=grid.dtype, device=grid.device)
-    wx = _kernel_1d(pix[..., 0:1], ms, kernel, sigma)  # (B, N, W)
-    wy = _kernel_1d(pix[..., 1:2], ns, kernel, sigma)  # (B, N, H)
-    return wx, wy
+) -> list[torch.Tensor]:
+    """Separable weights, one matrix per axis in ``(x, y[, z])`` order: ``wx`` ``(B, N, W)``,
+    ``wy`` ``(B, N, H)`` and, for a volume, ``wz`` ``(B, N, D)``, for the grid's ``N`` points."""
+    pix = _source_pixels(grid, in_size, align_corners)  # (B, N, 2) or (B, N, 3)
+    weights = []
+    for axis, n in enumerate(list(in_size)[::-1]):  # W, H[, D]
+        index = torch.arange(n, dtype=grid.dtype, device=grid.device)
+        weights.append(_kernel_1d(pix[..., axis : axis + 1], index, kernel, sigma))
+    return weights
 
 
 def _check_kernel(kernel: str, sigma: float) -> None:
@@ -145,7 +157,9 @@ def kernel_sample(
     Points outside the image read zeros (the sum only runs over existing pixels). With
     ``kernel="bilinear"`` the result equals ``grid_sample(..., padding_mode="zeros")`` in the
     forward pass and in both gradients, to rounding (about 1e-15 in float64), integer points
-    included; ``kernel="nearest"`` equals ``grid_sample(..., mode="nearest")``.
+    included; ``kernel="nearest"`` equals ``grid_sample(..., mode="nearest")``. Volumes work the
+    same way: ``"bilinear"`` is then trilinear (the product of the three 1-D kernels) and equals
+    ``grid_sample``'s 5-D ``mode="bilinear"``, ``"nearest"`` its ``mode="nearest"``.
 
     Convention:
         ``grid`` holds normalised ``(x, y)`` source points (see :mod:`torchstn.functional.coords`),
@@ -154,7 +168,13 @@ def kernel_sample(
         once, as a fused multiply-add. (A CPU build without them, ``ATEN_CPU_CAPABILITY=default``,
         rounds twice: some points within an ulp of an integer then fall on its other side, and
         ``grid_sample``'s grid gradient there is the other one-sided derivative.) Kernels act in
-        pixel units:
+        pixel units. A volume's ``grid`` holds ``(x, y, z)`` points, ``x`` along ``W``, ``y``
+        along ``H`` and ``z`` along ``D``, as ``grid_sample`` reads a 5-D grid; each axis is
+        converted as above with its own size, except that ``grid_sample``'s 3-D CPU kernel
+        rounds ``((g + 1) W - 1) / 2`` twice (a scalar loop, on every instruction set) and its
+        CUDA kernel once, and volumes follow it on each device. Every kernel below is applied
+        along each axis and the weights multiply: ``k(x_i - m) k(y_i - n) k(z_i - l)``. Kernels
+        act in pixel units:
 
         * ``bilinear``: ``max(0, 1 - |d|)`` with ``d = x - m``; gradients flow to ``input`` and
           ``grid`` (eq. 6 and 7). At the kinks ``d = 0`` and ``d = +-1`` the derivative is
@@ -170,17 +190,19 @@ def kernel_sample(
           over every integer ``m`` (the infinite pixel lattice, not only the image), so that a
           constant image reads exactly that constant wherever the kernel lies inside the image,
           for every ``sigma``, while points outside fade to 0 as with zeros padding (the image's
-          edge reads half the constant). Every input pixel influences every output pixel.
+          edge reads half the constant, a volume's face half and its corner an eighth). Every
+          input pixel influences every output pixel.
 
     Args:
-        input: ``(B, C, H, W)`` floating-point images.
-        grid: ``(B, Ho, Wo, 2)`` normalised source coordinates.
+        input: ``(B, C, H, W)`` floating-point images, or ``(B, C, D, H, W)`` volumes.
+        grid: ``(B, Ho, Wo, 2)`` normalised source coordinates (``(B, Do, Ho, Wo, 3)`` for a
+            volume), same dtype and device as ``input``.
         kernel: ``"bilinear"``, ``"nearest"`` or ``"gaussian"``.
         sigma: Gaussian standard deviation in pixels (ignored by the other kernels).
         align_corners: see :mod:`torchstn.functional.coords`.
 
     Returns:
-        ``(B, C, Ho, Wo)`` sampled images.
+        ``(B, C, Ho, Wo)`` sampled images (``(B, C, Do, Ho, Wo)`` volumes).
 
     Example:
         >>> x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
@@ -190,16 +212,24 @@ def kernel_sample(
         >>> ones = torch.ones(1, 1, 9, 9, dtype=torch.float64)
         >>> kernel_sample(ones, g.double(), "gaussian", sigma=0.2)  # a constant stays constant
         tensor([[[[1.]]]], dtype=torch.float64)
+        >>> v = torch.arange(8.0).view(1, 1, 2, 2, 2)  # v[0, 0, z, y, x] = 4 z + 2 y + x
+        >>> p = torch.tensor([[0.0, 0.0, 0.0], [0.5, -0.5, 0.5]]).view(1, 1, 1, 2, 3)
+        >>> kernel_sample(v, p)  # the centre, and voxel (x, y, z) = (1, 0, 1)
+        tensor([[[[[3.5000, 5.0000]]]]])
     """
-    check_tensor(input, "input", ndim=4)  # volumes: not yet (the 2-D kernel sampler)
     check_input_and_grid(input, grid)
     _check_kernel(kernel, sigma)
-    b, c, h, w = input.shape
-    ho, wo = grid.shape[1:3]
-    wx, wy = _axis_weights(grid, (h, w), kernel, sigma, align_corners)
-    rows = torch.einsum("bcnm,bim->bcin", input, wx)  # (B, C, N, H): each row read at x_i
-    out = torch.einsum("bcin,bin->bci", rows, wy)  # (B, C, N)
-    return out.reshape(b, c, ho, wo)
+    b, c = input.shape[:2]
+    if input.dim() == 4:
+        wx, wy = _axis_weights(grid, input.shape[2:], kernel, sigma, align_corners)
+        rows = torch.einsum("bcnm,bim->bcin", input, wx)  # (B, C, N, H): each row read at x_i
+        out = torch.einsum("bcin,bin->bci", rows, wy)  # (B, C, N)
+    else:
+        wx, wy, wz = _axis_weights(grid, input.shape[2:], kernel, sigma, align_corners)
+        rows = torch.einsum("bcdhw,bnw->bcdhn", input, wx)  # (B, C, D, H, N): rows read at x_i
+        planes = torch.einsum("bcdhn,bnh->bcdn", rows, wy)  # (B, C, D, N): planes read at y_i
+        out = torch.einsum("bcdn,bnd->bcn", planes, wz)  # (B, C, N)
+    return out.reshape(b, c, *grid.shape[1:-1])
 
 
 def influence_weights(
@@ -209,30 +239,51 @@ def influence_weights(
     sigma: float = 1.0,
     align_corners: bool = False,
 ) -> torch.Tensor:
-    """The weight ``k(x_i - m) k(y_i - n)`` of every input pixel on every output pixel.
+    """The weight ``k(x_i - m) k(y_i - n)`` of every input pixel on every output pixel
+    (``k(x_i - m) k(y_i - n) k(z_i - l)`` of every voxel of a volume).
 
     This is the 3-D picture of the sampling formula: for output pixel ``(i, j)`` the slice
     ``weights[b, i, j]`` is an ``(H, W)`` map over the input whose weighted sum with the image is
-    the output value.
+    the output value; for output voxel ``(k, i, j)`` of a volume, ``weights[b, k, i, j]`` is a
+    ``(D, H, W)`` map over the input volume. The result is dense (every output point times
+    every input point), so keep the sizes small.
 
     Args:
-        grid: ``(B, Ho, Wo, 2)`` normalised source coordinates.
-        in_size: input size ``(H, W)``.
+        grid: ``(B, Ho, Wo, 2)`` normalised source coordinates, or ``(B, Do, Ho, Wo, 3)``
+            ``(x, y, z)`` points in a volume.
+        in_size: input size ``(H, W)``, or ``(D, H, W)`` with a volume's grid (one int stands
+            for every side).
         kernel, sigma, align_corners: as in :func:`kernel_sample`.
 
     Returns:
-        ``(B, Ho, Wo, H, W)`` weights.
+        ``(B, Ho, Wo, H, W)`` weights, ``(B, Do, Ho, Wo, D, H, W)`` for a volume.
 
     Example:
         >>> g = torch.zeros(1, 1, 1, 2)
         >>> influence_weights(g, (2, 2))[0, 0, 0]
         tensor([[0.2500, 0.2500],
                 [0.2500, 0.2500]])
+        >>> influence_weights(torch.zeros(1, 1, 1, 1, 3), (2, 2, 2)).shape  # a volume's centre
+        torch.Size([1, 1, 1, 1, 2, 2, 2])
     """
-    check_tensor(grid, "grid", ndim=4, last_dim=2)
-    h, w = check_size(in_size, "in_size")
+    check_tensor(grid, "grid", floating=False)  # the rank first, then the last dim and dtype
+    if grid.dim() not in (4, 5):
+        raise InvalidInputError(
+            f"grid: expected 4 dims (B, Ho, Wo, 2) or 5 dims (B, Do, Ho, Wo, 3), received "
+            f"{grid.dim()}-dim tensor of shape {tuple(grid.shape)}"
+        )
+    if grid.dim() == 4:
+        check_tensor(grid, "grid", last_dim=2)
+        size: tuple[int, ...] = check_size(in_size, "in_size")
+    else:
+        check_tensor(grid, "grid", last_dim=3)
+        size = check_spatial_size(in_size, "in_size", 3)
     _check_kernel(kernel, sigma)
-    b, ho, wo = grid.shape[:3]
-    wx, wy = _axis_weights(grid, (h, w), kernel, sigma, align_corners)
-    weights = wy[..., :, None] * wx[..., None, :]  # (B, N, H, W)
-    return weights.reshape(b, ho, wo, h, w)
+    per_axis = _axis_weights(grid, size, kernel, sigma, align_corners)
+    if grid.dim() == 4:
+        wx, wy = per_axis
+        weights = wy[..., :, None] * wx[..., None, :]  # (B, N, H, W)
+    else:
+        wx, wy, wz = per_axis
+        weights = wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]
+    return weights.reshape(*grid.shape[:-1], *size)  # (B, [Do,] Ho, Wo, [D,] H, W)
