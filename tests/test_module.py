@@ -21,7 +21,7 @@ from torchstn import (
 from torchstn.functional import kernel_sample
 from torchstn.localization import ConvLocalization, FCLocalization
 
-NAMES = transforms.names()
+NAMES = transforms.names(ndim=2)
 BOUNDED = [
     ("attention", {"scale_range": (0.2, 2.0)}),
     ("attention", {"scale_range": (0.2, 2.0), "max_translation": 0.5}),

@@ -13,7 +13,7 @@ from torchstn.functional import MODES, PADDING_MODES, base_grid, sample
 from torchstn.transforms import Projective
 from torchstn.transforms.base import coordinate_limit
 
-NAMES = transforms.names()
+NAMES = transforms.names(ndim=2)
 REDUCED = [torch.float16, torch.bfloat16]
 DTYPES = [*REDUCED, torch.float32, torch.float64]
 #: large but finite param magnitudes per dtype (float16's largest value is 65504)

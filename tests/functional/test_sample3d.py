@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from torchstn.errors import InvalidInputError
-from torchstn.functional import kernel_sample, normalized_to_pixel, pixel_to_normalized, sample
+from torchstn.functional import normalized_to_pixel, pixel_to_normalized, sample
 
 
 def _identity_grid(size: tuple[int, int, int], align_corners: bool) -> torch.Tensor:
@@ -49,7 +49,5 @@ def test_2d_only_pieces_say_so():
     grid = torch.zeros(1, 1, 1, 1, 3)
     with pytest.raises(InvalidInputError, match="'bicubic' samples 4-D images only"):
         sample(x, grid, "bicubic")
-    with pytest.raises(InvalidInputError, match="input: expected 4 dims"):
-        kernel_sample(x, grid)
     with pytest.raises(InvalidInputError, match=r"points: .* need a size \(D, H, W\)"):
         pixel_to_normalized(torch.zeros(1, 3), (4, 5))

@@ -11,7 +11,7 @@ from torchstn import InvalidInputError, UnknownNameError, transforms, warp
 from torchstn.functional import MODES, sample
 from torchstn.transforms import Transform
 
-NAMES = transforms.names()
+NAMES = transforms.names(ndim=2)
 
 
 def _params(t: Transform, b: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 
 from torchstn import InvalidInputError, transforms
 
-NAMES = transforms.names()
+NAMES = transforms.names(ndim=2)
 WITH_TRANSLATION = [n for n in NAMES if transforms.get(n).translation_indices]
 WITH_SCALE = [n for n in NAMES if transforms.get(n).scale_index is not None]
 

@@ -12,7 +12,7 @@ from torchstn import SpatialTransformer, transforms
 from torchstn.functional import base_grid
 from torchstn.transforms import TPS, Transform
 
-NAMES = transforms.names()
+NAMES = transforms.names(ndim=2)
 
 
 def _fresh(name: str, **options: object) -> SpatialTransformer:

@@ -278,7 +278,7 @@ class TestTPSConstants:
         centres = TPS((3, 5)).centres
         pts = base_grid(size, align_corners, dtype=torch.float64)
         assert torch.equal(
-            _radial_on_grid(pts[0, :, 0], pts[:, 0, 1], centres),
+            _radial_on_grid((pts[0, :, 0], pts[:, 0, 1]), centres),
             _radial(pts.reshape(-1, 2), centres),
         )
 

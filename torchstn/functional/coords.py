@@ -143,22 +143,31 @@ def base_grid(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Normalised coordinates of the pixel centres of an ``(H, W)`` image.
+    """Normalised coordinates of the pixel centres of an ``(H, W)`` image, or of the voxel
+    centres of a ``(D, H, W)`` volume.
 
     Computed exactly as :func:`torch.nn.functional.affine_grid` does, so that grids built from it
     agree with PyTorch's bit for bit in the identity case.
 
     Returns:
-        ``(H, W, 2)`` tensor of ``(x, y)`` points.
+        ``(H, W, 2)`` tensor of ``(x, y)`` points, or ``(D, H, W, 3)`` of ``(x, y, z)`` points.
 
     Example:
         >>> base_grid((1, 2))[..., 0]
         tensor([[-0.5000,  0.5000]])
+        >>> base_grid((2, 1, 1))[..., 2]  # z runs along D
+        tensor([[[-0.5000]],
+        <BLANKLINE>
+                [[ 0.5000]]])
     """
-    h, w = check_size(size, "size")
-    xs, ys = grid_axes((h, w), align_corners, dtype=dtype, device=device)
-    ys, xs = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((xs, ys), dim=-1)
+    axes = grid_axes(size, align_corners, dtype=dtype, device=device)
+    if len(axes) == 2:
+        xs, ys = axes
+        ys, xs = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack((xs, ys), dim=-1)
+    xs, ys, zs = axes
+    zs, ys, xs = torch.meshgrid(zs, ys, xs, indexing="ij")
+    return torch.stack((xs, ys, zs), dim=-1)
 
 
 def _axis(
@@ -172,9 +181,16 @@ def _axis(
     return steps
 
 
-#: (h, w, align_corners, dtype, device) -> (xs, ys); a few entries, most recently used last.
-_AXES: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+#: (size, align_corners, dtype, device) -> axes; a few entries, most recently used last.
+_AXES: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, ...]] = OrderedDict()
 _AXES_KEPT = 32
+
+
+def _sides(size: Sequence[int] | int, name: str) -> tuple[int, ...]:
+    """``(H, W)`` or ``(D, H, W)`` checked; one int is a square ``(n, n)``."""
+    if isinstance(size, Sequence) and not isinstance(size, (str, bytes)) and len(size) == 3:
+        return check_spatial_size(size, name, 3)
+    return check_size(size, name)
 
 
 def grid_axes(
@@ -183,12 +199,13 @@ def grid_axes(
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two axes of :func:`base_grid`: ``xs`` ``(W,)`` and ``ys`` ``(H,)``, the normalised
-    coordinates of the pixel columns and rows (``base_grid(size)[i, j] == (xs[j], ys[i])``).
+) -> tuple[torch.Tensor, ...]:
+    """The axes of :func:`base_grid`: ``xs`` ``(W,)`` and ``ys`` ``(H,)`` for an ``(H, W)``
+    size (``base_grid(size)[i, j] == (xs[j], ys[i])``), and ``zs`` ``(D,)`` after them for a
+    ``(D, H, W)`` size: the normalised coordinates of the columns, rows (and slices).
 
     They depend only on the size, the convention, the dtype and the device, so the grid
-    generators keep the last few pairs instead of rebuilding them on every call (not while
+    generators keep the last few of them instead of rebuilding them on every call (not while
     tracing or compiling, where the values become part of the graph anyway). The returned
     tensors are shared: do not modify them in place.
 
@@ -196,19 +213,21 @@ def grid_axes(
         >>> xs, ys = grid_axes((1, 4))
         >>> xs, ys
         (tensor([-0.7500, -0.2500,  0.2500,  0.7500]), tensor([0.]))
+        >>> [len(a) for a in grid_axes((2, 3, 4))]  # (W, H, D)
+        [4, 3, 2]
     """
-    h, w = check_size(size, "size")
+    sides = _sides(size, "size")[::-1]  # (W, H[, D]): x, y[, z] order
     dtype = dtype or torch.get_default_dtype()
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if is_scripting_or_tracing() or dev.type == "meta":
-        return _axis(w, align_corners, dtype, dev), _axis(h, align_corners, dtype, dev)
-    key = (h, w, bool(align_corners), dtype, dev)
+        return tuple(_axis(n, align_corners, dtype, dev) for n in sides)
+    key = (sides, bool(align_corners), dtype, dev)
     axes = _AXES.get(key)
     if axes is None:
         # built outside inference mode: an inference tensor could not be saved for a later
         # backward pass
         with torch.inference_mode(False):
-            axes = (_axis(w, align_corners, dtype, dev), _axis(h, align_corners, dtype, dev))
+            axes = tuple(_axis(n, align_corners, dtype, dev) for n in sides)
         _AXES[key] = axes
         while len(_AXES) > _AXES_KEPT:
             _AXES.popitem(last=False)
@@ -220,34 +239,49 @@ def grid_axes(
 def _pixel_to_normalized_matrix(
     size: Sequence[int], align_corners: bool, dtype: torch.dtype, device: torch.device | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 3x3 matrix of :func:`pixel_to_normalized` for one image size, and its inverse (the
-    matrix of :func:`normalized_to_pixel`), both in closed form."""
-    h, w = check_size(size, "size")
-    if align_corners:  # as pixel_to_normalized: a unit side's pixel sits at 0
-        sx, sy = 2 / max(w - 1, 1), 2 / max(h - 1, 1)
-        ox, oy = -(w - 1) / max(w - 1, 1), -(h - 1) / max(h - 1, 1)
-    else:
-        sx, sy = 2 / w, 2 / h
-        ox, oy = 1 / w - 1, 1 / h - 1
-    rows = [[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]]
-    inv = [[1 / sx, 0.0, -ox / sx], [0.0, 1 / sy, -oy / sy], [0.0, 0.0, 1.0]]
-    return (
-        torch.tensor(rows, dtype=dtype, device=device),
-        torch.tensor(inv, dtype=dtype, device=device),
-    )
+    """The ``(n + 1, n + 1)`` matrix of :func:`pixel_to_normalized` for one image or volume
+    size of ``n`` axes, and its inverse (the matrix of :func:`normalized_to_pixel`), both in
+    closed form."""
+    sides = _sides(size, "size")[::-1]  # (W, H[, D])
+    n = len(sides)
+    rows = torch.eye(n + 1, dtype=torch.float64)
+    inv = torch.eye(n + 1, dtype=torch.float64)
+    for i, side in enumerate(sides):
+        if align_corners:  # as pixel_to_normalized: a unit side's pixel sits at 0
+            scale, offset = 2 / max(side - 1, 1), -(side - 1) / max(side - 1, 1)
+        else:
+            scale, offset = 2 / side, 1 / side - 1
+        rows[i, i], rows[i, n] = scale, offset
+        inv[i, i], inv[i, n] = 1 / scale, -offset / scale
+    return rows.to(dtype=dtype, device=device), inv.to(dtype=dtype, device=device)
 
 
-def _homogeneous(matrix: torch.Tensor) -> torch.Tensor:
-    """Validate ``(B, 2, 3)`` or ``(B, 3, 3)`` matrices and return them as ``(B, 3, 3)``."""
+def _homogeneous(matrix: torch.Tensor, dims: int) -> torch.Tensor:
+    """Validate ``(B, 2, 3)`` or ``(B, 3, 3)`` matrices (``dims`` 2), or ``(B, 3, 4)`` or
+    ``(B, 4, 4)`` (``dims`` 3), and return them as ``(B, dims + 1, dims + 1)``."""
     check_tensor(matrix, "matrix", ndim=3)
-    if matrix.shape[1:] == (2, 3):
-        last = matrix.new_tensor([0.0, 0.0, 1.0]).expand(matrix.shape[0], 1, 3)
-        return torch.cat((matrix, last), dim=1)
-    if matrix.shape[1:] != (3, 3):
+    if matrix.shape[1:] == (dims, dims + 1):
+        last = torch.zeros(dims + 1, dtype=matrix.dtype, device=matrix.device)
+        last[dims] = 1
+        return torch.cat((matrix, last.expand(matrix.shape[0], 1, dims + 1)), dim=1)
+    if matrix.shape[1:] != (dims + 1, dims + 1):
+        kind = "" if dims == 2 else " for a volume size (D, H, W)"
         raise InvalidInputError(
-            f"matrix: expected (B, 2, 3) or (B, 3, 3), got {tuple(matrix.shape)}"
+            f"matrix: expected (B, {dims}, {dims + 1}) or (B, {dims + 1}, {dims + 1}){kind}, "
+            f"got {tuple(matrix.shape)}"
         )
     return matrix
+
+
+def _dims(in_size: Sequence[int], out_size: Sequence[int]) -> int:
+    """2 for image sizes, 3 for volume sizes; both sizes must agree."""
+    dims = len(_sides(in_size, "in_size"))
+    if len(_sides(out_size, "out_size")) != dims:
+        raise InvalidInputError(
+            f"out_size: expected {dims} sizes as in_size {tuple(in_size)!r}, got "
+            f"{tuple(out_size)!r}"
+        )
+    return dims
 
 
 def pixel_matrix_to_normalized(
@@ -265,13 +299,14 @@ def pixel_matrix_to_normalized(
     :func:`normalized_matrix_to_pixel`.
 
     Args:
-        matrix: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` matrices in pixel coordinates.
-        in_size: input ``(H, W)``.
-        out_size: output ``(H, W)``; defaults to ``in_size``.
+        matrix: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` matrices in pixel coordinates; for
+            volumes ``(B, 3, 4)`` or ``(B, 4, 4)`` acting on ``(x, y, z, 1)``.
+        in_size: input ``(H, W)`` or ``(D, H, W)``.
+        out_size: output ``(H, W)`` or ``(D, H, W)``; defaults to ``in_size``.
         align_corners: see the module docstring.
 
     Returns:
-        ``(B, 3, 3)`` normalised matrices.
+        ``(B, 3, 3)`` normalised matrices (``(B, 4, 4)`` for volumes).
 
     Example:
         >>> shift = torch.tensor([[[1.0, 0.0, 1.5], [0.0, 1.0, 1.5]]])  # (1, 1) -> (2.5, 2.5)
@@ -280,8 +315,8 @@ def pixel_matrix_to_normalized(
                 [0.0000, 1.0000, 0.7500],
                 [0.0000, 0.0000, 1.0000]])
     """
-    matrix = _homogeneous(matrix)
     out_size = in_size if out_size is None else out_size
+    matrix = _homogeneous(matrix, _dims(in_size, out_size))
     to_in, _ = _pixel_to_normalized_matrix(in_size, align_corners, matrix.dtype, matrix.device)
     _, from_out = _pixel_to_normalized_matrix(out_size, align_corners, matrix.dtype, matrix.device)
     return to_in @ matrix @ from_out
@@ -303,13 +338,14 @@ def normalized_matrix_to_pixel(
     :func:`pixel_matrix_to_normalized`.
 
     Args:
-        matrix: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` normalised matrices.
-        in_size: input ``(H, W)``.
-        out_size: output ``(H, W)``; defaults to ``in_size``.
+        matrix: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` normalised matrices; for volumes
+            ``(B, 3, 4)`` or ``(B, 4, 4)``.
+        in_size: input ``(H, W)`` or ``(D, H, W)``.
+        out_size: output ``(H, W)`` or ``(D, H, W)``; defaults to ``in_size``.
         align_corners: the convention the matrix was learned with (see the module docstring).
 
     Returns:
-        ``(B, 3, 3)`` matrices in pixel coordinates.
+        ``(B, 3, 3)`` matrices in pixel coordinates (``(B, 4, 4)`` for volumes).
 
     Example:
         >>> from torchstn.transforms import get
@@ -320,8 +356,8 @@ def normalized_matrix_to_pixel(
                 [0., 1., 2.],
                 [0., 0., 1.]])
     """
-    matrix = _homogeneous(matrix)
     out_size = in_size if out_size is None else out_size
+    matrix = _homogeneous(matrix, _dims(in_size, out_size))
     _, from_in = _pixel_to_normalized_matrix(in_size, align_corners, matrix.dtype, matrix.device)
     to_out, _ = _pixel_to_normalized_matrix(out_size, align_corners, matrix.dtype, matrix.device)
     return from_in @ matrix @ to_out

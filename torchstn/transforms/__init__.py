@@ -1,8 +1,10 @@
 """Transform families (the grid generators): a registry of names to classes.
 
 >>> from torchstn import transforms
->>> transforms.names()
+>>> transforms.names(ndim=2)
 ('affine', 'attention', 'projective', 'rotation', 'similarity', 'tps', 'translation')
+>>> transforms.names(ndim=3)
+('affine3d', 'attention3d', 'projective3d', 'rigid3d', 'similarity3d', 'tps3d', 'translation3d')
 >>> transforms.get("affine").num_params
 6
 >>> transforms.get("tps", grid_size=3).num_params
@@ -13,27 +15,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._checks import check_choice
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, UnknownNameError
 from .affine import Affine
 from .attention import Attention
 from .base import MatrixTransform, Transform, safe_denominator
 from .projective import Projective
 from .rotation import Rotation
 from .similarity import Similarity
-from .tps import TPS
+from .tps import TPS, TPS3D
 from .translation import Translation
+from .volumetric import Affine3D, Attention3D, Projective3D, Rigid3D, Similarity3D, Translation3D
 
 __all__ = [
     "TPS",
+    "TPS3D",
     "Affine",
+    "Affine3D",
     "Attention",
+    "Attention3D",
     "MatrixTransform",
     "Projective",
+    "Projective3D",
+    "Rigid3D",
     "Rotation",
     "Similarity",
+    "Similarity3D",
     "Transform",
     "Translation",
+    "Translation3D",
     "get",
     "names",
     "register",
@@ -51,13 +60,29 @@ def register(cls: type[Transform]) -> type[Transform]:
     return cls
 
 
-for _cls in (Affine, Attention, Similarity, Rotation, Translation, Projective, TPS):
+for _cls in (
+    Affine,
+    Attention,
+    Similarity,
+    Rotation,
+    Translation,
+    Projective,
+    TPS,
+    Affine3D,
+    Attention3D,
+    Similarity3D,
+    Rigid3D,
+    Translation3D,
+    Projective3D,
+    TPS3D,
+):
     register(_cls)
 
 
-def names() -> tuple[str, ...]:
-    """The registered transform names, sorted."""
-    return tuple(sorted(_REGISTRY))
+def names(ndim: int | None = None) -> tuple[str, ...]:
+    """The registered transform names, sorted; only the 2-D (image) or 3-D (volume) families
+    with ``ndim=2`` or ``ndim=3``."""
+    return tuple(sorted(n for n, c in _REGISTRY.items() if ndim is None or c.ndim == ndim))
 
 
 def get(name: str | Transform | type[Transform], **kwargs: Any) -> Transform:
@@ -74,8 +99,13 @@ def get(name: str | Transform | type[Transform], **kwargs: Any) -> Transform:
         return name
     if isinstance(name, type) and issubclass(name, Transform):
         cls = name
+    elif isinstance(name, str) and name in _REGISTRY:
+        cls = _REGISTRY[name]
     else:
-        cls = _REGISTRY[check_choice(name, "transform", _REGISTRY)]
+        raise UnknownNameError(
+            f"unknown transform {name!r}; valid choices: {', '.join(names(ndim=2))}; for "
+            f"volumes: {', '.join(names(ndim=3))}"
+        )
     try:
         return cls(**kwargs)
     except TypeError as err:

@@ -16,7 +16,13 @@ from torch.autograd.function import once_differentiable
 
 from .._checks import is_scripting_or_tracing
 
-__all__ = ["DENOMINATOR_EPS", "homogeneous_planes", "projective_grid", "safe_denominator"]
+__all__ = [
+    "DENOMINATOR_EPS",
+    "homogeneous_planes",
+    "homogeneous_volume",
+    "projective_grid",
+    "safe_denominator",
+]
 
 #: smallest magnitude of the homogeneous denominator of a projective map.
 DENOMINATOR_EPS = 1e-6
@@ -55,6 +61,20 @@ def homogeneous_planes(m: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> t
     columns = m[:, :, 0:1] * xs + m[:, :, 2:3]  # (B, k, W)
     rows = m[:, :, 1:2] * ys  # (B, k, H)
     return columns[:, :, None, :] + rows[:, :, :, None]
+
+
+def homogeneous_volume(
+    m: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, zs: torch.Tensor
+) -> torch.Tensor:
+    """``(B, k, D, H, W)``: row ``i`` of ``m`` ``(B, k, 4)`` applied to every ``(x, y, z, 1)`` of
+    the grid of columns ``xs`` ``(W,)``, rows ``ys`` ``(H,)`` and slices ``zs`` ``(D,)``, as
+    ``((a x + d) + b y) + c z``: the volume counterpart of :func:`homogeneous_planes`, separable
+    the same way (three broadcast terms, one addition per voxel and term)."""
+    columns = m[:, :, 0:1] * xs + m[:, :, 3:4]  # (B, k, W)
+    rows = m[:, :, 1:2] * ys  # (B, k, H)
+    slices = m[:, :, 2:3] * zs  # (B, k, D)
+    plane = columns[:, :, None, :] + rows[:, :, :, None]  # (B, k, H, W)
+    return plane[:, :, None] + slices[:, :, :, None, None]
 
 
 def _forward(

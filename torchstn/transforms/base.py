@@ -48,10 +48,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._checks import check_finite, check_positive, check_size, check_tensor
+from .._checks import check_finite, check_positive, check_spatial_size, check_tensor
 from ..errors import InvalidInputError
 from ..functional.coords import base_grid, grid_axes
-from ._fastgrid import DENOMINATOR_EPS, homogeneous_planes, projective_grid, safe_denominator
+from ._fastgrid import (
+    DENOMINATOR_EPS,
+    homogeneous_planes,
+    homogeneous_volume,
+    projective_grid,
+    safe_denominator,
+)
 
 __all__ = [
     "DENOMINATOR_EPS",
@@ -112,6 +118,8 @@ class Transform(nn.Module):
 
     name: str = "transform"
     num_params: int = 0
+    #: spatial axes the family acts on: 2 for images ``(x, y)``, 3 for volumes ``(x, y, z)``.
+    ndim: int = 2
     #: indices of the params that are translations, bounded by ``max_translation``.
     translation_indices: tuple[int, ...] = ()
     #: index of the isotropic scale param, bounded by ``scale_range``; None if the family has none.
@@ -211,10 +219,11 @@ class Transform(nn.Module):
 
         Args:
             params: ``(B, P)`` params.
-            points: ``(B, N, 2)`` points, same dtype and device as ``params``.
+            points: ``(B, N, 2)`` ``(x, y)`` points (``(B, N, 3)`` ``(x, y, z)`` points for a
+                3-D family), same dtype and device as ``params``.
 
         Returns:
-            ``(B, N, 2)`` source points, in the dtype of ``params``.
+            Source points, the shape of ``points``, in the dtype of ``params``.
         """
         self._check_points(params, points)
         work = compute_dtype(params.dtype)
@@ -223,43 +232,59 @@ class Transform(nn.Module):
     def grid(
         self, params: torch.Tensor, out_size: Sequence[int] | int, align_corners: bool = False
     ) -> torch.Tensor:
-        """Sampling grid: normalised source coordinates of every output pixel.
+        """Sampling grid: normalised source coordinates of every output pixel (voxel).
 
         Args:
             params: ``(B, P)`` params.
-            out_size: output size ``(H, W)``.
+            out_size: output size ``(H, W)``, or ``(D, H, W)`` for a 3-D family.
             align_corners: the convention of :func:`torch.nn.functional.grid_sample`.
 
         Returns:
-            ``(B, H, W, 2)`` grid in the dtype of ``params``.
+            ``(B, H, W, 2)`` grid (``(B, D, H, W, 3)`` for a 3-D family) in the dtype of
+            ``params``.
         """
         self.check_params(params)
-        size = check_size(out_size, "out_size")
+        size = self.check_out_size(out_size)
         work = compute_dtype(params.dtype)
         return _cast_coordinates(self._grid(params.to(work), size, align_corners), params.dtype)
 
     def forward(
         self, params: torch.Tensor, out_size: Sequence[int] | int, align_corners: bool = False
     ) -> torch.Tensor:
-        """:meth:`grid`: ``(B, P)`` params to the ``(B, H, W, 2)`` sampling grid."""
+        """:meth:`grid`: ``(B, P)`` params to the ``(B, H, W, 2)`` (or ``(B, D, H, W, 3)``)
+        sampling grid."""
         return self.grid(params, out_size, align_corners)
 
+    def check_out_size(self, out_size: Sequence[int] | int) -> tuple[int, ...]:
+        """``out_size`` checked against the family's axes: ``(H, W)`` for a 2-D family,
+        ``(D, H, W)`` for a 3-D one (one int stands for every side)."""
+        if (
+            isinstance(out_size, Sequence)
+            and not isinstance(out_size, (str, bytes))
+            and len(out_size) != self.ndim
+        ):
+            want = "(H, W)" if self.ndim == 2 else "(D, H, W)"
+            raise InvalidInputError(
+                f"out_size: the {self.name!r} transform is {self.ndim}-D and takes {want}, got "
+                f"{tuple(out_size)!r}"
+            )
+        return check_spatial_size(out_size, "out_size", self.ndim)
+
     def _map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """:meth:`map_points` on validated ``(B, P)`` params and ``(B, N, 2)`` points."""
+        """:meth:`map_points` on validated ``(B, P)`` params and ``(B, N, ndim)`` points."""
         raise NotImplementedError
 
     def _grid(
-        self, params: torch.Tensor, size: tuple[int, int], align_corners: bool
+        self, params: torch.Tensor, size: tuple[int, ...], align_corners: bool
     ) -> torch.Tensor:
-        """:meth:`grid` on validated ``(B, P)`` params: ``(B, H, W, 2)``."""
-        h, w = size
-        pts = base_grid((h, w), align_corners, dtype=params.dtype, device=params.device)
-        pts = pts.reshape(1, h * w, 2).expand(params.shape[0], -1, -1)
-        return self._map_points(params, pts).reshape(-1, h, w, 2)
+        """:meth:`grid` on validated ``(B, P)`` params: ``(B, *size, ndim)``."""
+        pts = base_grid(size, align_corners, dtype=params.dtype, device=params.device)
+        pts = pts.reshape(1, -1, self.ndim).expand(params.shape[0], -1, -1)
+        return self._map_points(params, pts).reshape(-1, *size, self.ndim)
 
     def _check_points(self, params: torch.Tensor, points: torch.Tensor) -> None:
         self.check_params(params)
-        check_tensor(points, "points", ndim=3, last_dim=2)
+        check_tensor(points, "points", ndim=3, last_dim=self.ndim)
         if points.shape[0] != params.shape[0]:
             raise InvalidInputError(
                 f"batch size mismatch: params has {params.shape[0]} rows but points has "
@@ -281,11 +306,12 @@ class Transform(nn.Module):
 
 
 class MatrixTransform(Transform):
-    """A family given by a 3x3 matrix acting on homogeneous points (all families but TPS).
+    """A family given by a matrix acting on homogeneous points (all families but the splines):
+    3x3 on ``(x, y, 1)`` for images, 4x4 on ``(x, y, z, 1)`` for volumes (``ndim = 3``).
 
-    Subclasses implement ``_to_matrix`` (``(B, P)`` params to ``(B, 3, 3)`` matrices, on
-    validated params) and ``from_matrix`` (the projection of a matrix of the family back to its
-    params). ``is_affine`` families skip the perspective division; the others floor the
+    Subclasses implement ``_to_matrix`` (``(B, P)`` params to ``(B, n + 1, n + 1)`` matrices,
+    on validated params) and ``from_matrix`` (the projection of a matrix of the family back to
+    its params). ``is_affine`` families skip the perspective division; the others floor the
     denominator ``|w|`` at ``eps``.
     """
 
@@ -294,7 +320,7 @@ class MatrixTransform(Transform):
     eps: float = DENOMINATOR_EPS
 
     def to_matrix(self, params: torch.Tensor) -> torch.Tensor:
-        """``(B, P)`` params to ``(B, 3, 3)`` matrices."""
+        """``(B, P)`` params to ``(B, 3, 3)`` matrices (``(B, 4, 4)`` for a 3-D family)."""
         self.check_params(params)
         return self._to_matrix(params)
 
@@ -303,13 +329,14 @@ class MatrixTransform(Transform):
         raise NotImplementedError
 
     def from_matrix(self, matrix: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, 3)`` matrices of this family to ``(B, P)`` params."""
+        """``(B, 3, 3)`` (``(B, 4, 4)`` for 3-D) matrices of this family to ``(B, P)`` params."""
         raise NotImplementedError
 
     def identity_params(
         self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        eye = torch.eye(3, dtype=dtype or torch.get_default_dtype(), device=device)[None]
+        n = self.ndim + 1
+        eye = torch.eye(n, dtype=dtype or torch.get_default_dtype(), device=device)[None]
         return self.from_matrix(eye)[0]
 
     def inverse_params(self, params: torch.Tensor) -> torch.Tensor:
@@ -340,22 +367,31 @@ class MatrixTransform(Transform):
         return self._transform_points(self._to_matrix(params), points)
 
     def _grid(
-        self, params: torch.Tensor, size: tuple[int, int], align_corners: bool
+        self, params: torch.Tensor, size: tuple[int, ...], align_corners: bool
     ) -> torch.Tensor:
         # separable planes (see homogeneous_planes); the grid is their (B, H, W, 2) view, and
         # the axes depend on the size only, so they are kept between calls
-        xs, ys = grid_axes(size, align_corners, dtype=params.dtype, device=params.device)
+        axes = grid_axes(size, align_corners, dtype=params.dtype, device=params.device)
         matrix = self._to_matrix(params)
+        if self.ndim == 3:
+            xs, ys, zs = axes
+            if not self.is_affine:
+                homo = homogeneous_volume(matrix, xs, ys, zs)  # (B, 4, D, H, W)
+                out = homo[:, :3] / safe_denominator(homo[:, 3:], self.eps)
+                return out.permute(0, 2, 3, 4, 1)
+            return homogeneous_volume(matrix[:, :3, :], xs, ys, zs).permute(0, 2, 3, 4, 1)
+        xs, ys = axes
         if not self.is_affine:
             return projective_grid(matrix, xs, ys, self.eps)
         return homogeneous_planes(matrix[:, :2, :], xs, ys).permute(0, 2, 3, 1)
 
     def _transform_points(self, matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Apply ``(B, 3, 3)`` matrices to ``(B or 1, N, 2)`` points (same arithmetic as
+        """Apply ``(B, n + 1, n + 1)`` matrices to ``(B or 1, N, n)`` points (same arithmetic as
         ``affine_grid``: homogeneous points times the transposed matrix)."""
+        n = self.ndim
         ones = torch.ones_like(points[..., :1])
-        homo = torch.cat((points, ones), dim=-1)  # (B, N, 3)
+        homo = torch.cat((points, ones), dim=-1)  # (B, N, n + 1)
         if self.is_affine:
-            return homo @ matrix[:, :2, :].transpose(1, 2)
-        out = homo @ matrix.transpose(1, 2)  # (B, N, 3)
-        return out[..., :2] / safe_denominator(out[..., 2:], self.eps)
+            return homo @ matrix[:, :n, :].transpose(1, 2)
+        out = homo @ matrix.transpose(1, 2)  # (B, N, n + 1)
+        return out[..., :n] / safe_denominator(out[..., n:], self.eps)
