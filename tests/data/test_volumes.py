@@ -3,7 +3,9 @@ labels, and a one-line refusal, before anything is allocated, of every file that
 
 from __future__ import annotations
 
+import gzip
 import struct
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from torchstn.data.volumes import (
     VOXELS_ENV,
     VolumeSet,
     max_volume_voxels,
+    read_nifti,
     read_volumes,
 )
 from torchstn.errors import ConfigError, DataError
@@ -328,3 +331,151 @@ class TestVoxelLimit:
         monkeypatch.setenv(VOXELS_ENV, raw)
         with pytest.raises(ConfigError, match=f"{VOXELS_ENV}='{raw}': expected a positive"):
             max_volume_voxels()
+
+
+@pytest.fixture
+def nib() -> Any:
+    return pytest.importorskip("nibabel")
+
+
+def nifti(
+    nib: Any, path: Path, a: np.ndarray, slope: float | None = None, inter: float = 0.0
+) -> Path:
+    """``a`` saved as a NIfTI-1 image (gzipped for ``.nii.gz``), its header scaling set."""
+    image = nib.Nifti1Image(a, np.eye(4))
+    if slope is not None:
+        image.header.set_slope_inter(slope, inter)
+    nib.save(image, path)
+    return path
+
+
+def declaring(path: Path, dims: tuple[int, ...]) -> bytes:
+    """The bytes of the uncompressed NIfTI-1 file ``path``, its header declaring ``dims``."""
+    data = bytearray(path.read_bytes())
+    data[40:56] = struct.pack("<8h", len(dims), *dims, *[1] * (7 - len(dims)))
+    return bytes(data)
+
+
+def positions(*shape: int) -> np.ndarray:
+    """``a[i, j, k] = 100 i + 10 j + k``: each voxel's value says where it is."""
+    i, j, k = np.indices(shape)
+    return (100 * i + 10 * j + k).astype(np.int16)
+
+
+class TestNiftiAxes:
+    @pytest.mark.parametrize("name", ["v.nii", "v.nii.gz", "V.NII.GZ"])
+    def test_file_x_is_w_y_is_h_z_is_d(self, tmp_path: Path, nib: Any, name: str) -> None:
+        a = positions(2, 3, 4)  # (X, Y, Z)
+        v = read_nifti(nifti(nib, tmp_path / name, a))
+        assert v.shape == (1, 4, 3, 2) and v.dtype == torch.float32 and v.is_contiguous()
+        assert v[0, 3, 2, 1] == 123 and v[0, 0, 0, 1] == 100 and v[0, 0, 1, 0] == 10
+        for i, j, k in np.ndindex(*a.shape):
+            assert v[0, k, j, i] == a[i, j, k]
+
+    def test_trailing_axes_of_one_are_dropped(self, tmp_path: Path, nib: Any) -> None:
+        a = positions(2, 3, 4)
+        v = read_nifti(nifti(nib, tmp_path / "v.nii.gz", a[..., None]))
+        assert torch.equal(v[0], torch.from_numpy(a.transpose(2, 1, 0).astype(np.float32)))
+
+
+class TestNiftiValues:
+    def test_slope_and_intercept_applied(self, tmp_path: Path, nib: Any) -> None:
+        a = positions(2, 3, 4)
+        path = nifti(nib, tmp_path / "scaled.nii", a, slope=0.5, inter=-10.0)
+        assert nib.load(path).dataobj.get_unscaled()[1, 2, 3] == 123  # stored unscaled
+        v = read_nifti(path)
+        assert v.dtype == torch.float32 and v[0, 3, 2, 1] == 0.5 * 123 - 10
+        assert torch.equal(v[0], torch.from_numpy(a.transpose(2, 1, 0) * 0.5 - 10).float())
+
+    @pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32, np.float64])
+    def test_values_kept_not_normalised(self, tmp_path: Path, nib: Any, dtype: Any) -> None:
+        a = (np.arange(24).reshape(2, 3, 4) * 7).astype(dtype)
+        v = read_nifti(nifti(nib, tmp_path / "v.nii.gz", a))
+        assert v.max() == 161 and torch.equal(v[0], torch.from_numpy(a.T.astype(np.float32)))
+
+    def test_nan_refused_naming_the_voxel(self, tmp_path: Path, nib: Any) -> None:
+        a = np.zeros((2, 3, 4), np.float32)
+        a[1, 2, 3] = a[1, 0, 0] = np.nan
+        path = nifti(nib, tmp_path / "nan.nii", a)
+        text = refused(read_nifti, path)
+        assert text == f"{path} holds 2 NaN or infinite voxels, the first at (i, j, k) = (1, 0, 0)"
+
+    def test_complex_refused(self, tmp_path: Path, nib: Any) -> None:
+        path = nifti(nib, tmp_path / "c.nii", np.zeros((2, 3, 4), np.complex64))
+        refused(read_nifti, path, "holds complex64 voxels; expected real numbers")
+
+
+class TestNiftiShapes:
+    @pytest.mark.parametrize(
+        "shape", [(4, 4, 3, 2), (4, 4, 3, 1, 2), (5, 6)], ids=["4d", "5d", "2d"]
+    )
+    def test_not_a_volume(self, tmp_path: Path, nib: Any, shape: tuple[int, ...]) -> None:
+        path = nifti(nib, tmp_path / "brain.nii.gz", np.zeros(shape, np.float32))
+        text = refused(read_nifti, path)
+        assert text == (
+            f"{path}: expected a 3-D volume, got a {len(shape)}-D image of shape {shape}"
+        )
+
+    def test_a_negative_size(self, tmp_path: Path, nib: Any) -> None:
+        path = nifti(nib, tmp_path / "v.nii", positions(2, 3, 4))
+        path.write_bytes(declaring(path, (-5, 3, 4)))
+        refused(read_nifti, path, "declares an empty volume of shape (-5, 3, 4)")
+
+
+class TestNiftiDeclaredSize:
+    def test_more_voxels_than_the_file_holds(self, tmp_path: Path, nib: Any) -> None:
+        path = nifti(nib, tmp_path / "v.nii", positions(2, 3, 4))
+        path.write_bytes(declaring(path, (1000, 1000, 1000)))
+        text = refused(read_nifti, path)
+        assert text == (
+            f"{path} declares shape (1000, 1000, 1000) of int16 (2000000000 bytes), the file "
+            "holds 48 after its header (corrupted, truncated or forged)"
+        )
+
+    def test_more_than_a_gzipped_file_can_hold(self, tmp_path: Path, nib: Any) -> None:
+        plain = nifti(nib, tmp_path / "v.nii", positions(2, 3, 4))
+        path = tmp_path / "v.nii.gz"
+        path.write_bytes(gzip.compress(declaring(plain, (1000, 1000, 1000))))
+        size = path.stat().st_size
+        refused(read_nifti, path, "(2000000000 bytes), more than 1100 times its", f" {size} ")
+
+    def test_a_truncated_file(self, tmp_path: Path, nib: Any) -> None:
+        path = nifti(nib, tmp_path / "v.nii", positions(2, 3, 4))
+        path.write_bytes(path.read_bytes()[:-10])
+        refused(read_nifti, path, "(48 bytes), the file holds 38 after its header")
+        noise = np.random.default_rng(0).random((20, 20, 20))
+        path = nifti(nib, tmp_path / "v.nii.gz", noise)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        refused(read_nifti, path, f"{path}: corrupted or truncated (")
+
+    def test_the_voxel_limit(
+        self, tmp_path: Path, nib: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = nifti(nib, tmp_path / "v.nii.gz", positions(2, 3, 4))
+        monkeypatch.setenv(VOXELS_ENV, "24")
+        assert read_nifti(path).numel() == 24
+        monkeypatch.setenv(VOXELS_ENV, "23")
+        refused(read_nifti, path, "declares shape (2, 3, 4), 24 values; at most 23 per file")
+
+
+class TestNiftiFiles:
+    def test_missing_folder_or_other_name(self, tmp_path: Path) -> None:
+        assert refused(read_nifti, tmp_path / "no.nii") == f"{tmp_path / 'no.nii'}: file not found"
+        (tmp_path / "d.nii.gz").mkdir()
+        text = refused(read_nifti, tmp_path / "d.nii.gz")
+        assert text == f"{tmp_path / 'd.nii.gz'}: a folder, expected a .nii or .nii.gz file"
+        (tmp_path / "v.img").write_bytes(b"")
+        refused(read_nifti, tmp_path / "v.img", "expected a NIfTI file named .nii or .nii.gz")
+
+    @pytest.mark.parametrize("name", ["junk.nii", "junk.nii.gz"])
+    def test_not_nifti(self, tmp_path: Path, nib: Any, name: str) -> None:
+        (tmp_path / name).write_bytes(b"hello, not a header")
+        refused(read_nifti, tmp_path / name, f"{tmp_path / name}: not a readable NIfTI file (")
+
+    def test_without_nibabel_one_line_names_the_extra(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel raises ImportError
+        (tmp_path / "v.nii").write_bytes(b"any")
+        text = refused(read_nifti, tmp_path / "v.nii")
+        assert text == "reading NIfTI needs nibabel: pip install 'torchstn[nifti]'"
