@@ -199,8 +199,8 @@ def _read_npz(
                 raise DataError(f"{at_y} is a scalar; expected one label per volume")
             _check_lengths(path, x, y, xs[0], ys[0])
             _check_count(ys, at_y, limit)
+        ya = None if y is None or x not in data.files else _load(data, path, y)  # the smaller
         xa = _load(data, path, x)
-        ya = None if y is None else _load(data, path, y)
     used = _volume_shape(xa.shape, at_x, layout)  # the array read: its header was checked
     volumes = _pixels(_ncdhw(xa, used), at_x)
     if y is None or ya is None:
@@ -256,7 +256,8 @@ def _read_npy(path: Path, layout: str, limit: int) -> tuple[torch.Tensor, str]:
         _check_count(shape, at, limit)
         a = _map(f, path, shape, "F" if fortran else "C", dtype, offset)
         volumes = _pixels(_ncdhw(a, used), at)
-        if np.may_share_memory(volumes.numpy(), a):  # stored as returned: copy off the file
+        if isinstance(a, np.memmap) and np.may_share_memory(volumes.numpy(), a):
+            # stored as returned: a view of the mapping, copied off the file
             volumes = volumes.clone()
     return volumes, used
 
