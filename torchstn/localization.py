@@ -1,6 +1,7 @@
 """Default localisation networks (the ``f_loc`` of the paper), without their final layer.
 
-Each maps ``(B, C, H, W)`` images to ``(B, F)`` features; :class:`torchstn.SpatialTransformer`
+Each maps ``(B, C, H, W)`` images (or ``(B, C, D, H, W)`` volumes, with 3-D convolutions and
+pooling) to ``(B, F)`` features; :class:`torchstn.SpatialTransformer`
 appends the final linear layer to the transform's parameters, initialised to the identity.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._checks import check_size
+from ._checks import check_spatial_size
 from .errors import InvalidInputError
 
 __all__ = ["ConvLocalization", "FCLocalization", "default_localization"]
@@ -26,7 +27,7 @@ class FCLocalization(nn.Sequential):
     The paper's ST-FCN uses three layers of 32 units (the default).
 
     Args:
-        in_shape: ``(C, H, W)`` of the input.
+        in_shape: ``(C, H, W)`` of the input, or ``(C, D, H, W)``.
         hidden: units of each hidden layer.
 
     Example:
@@ -50,16 +51,19 @@ class ConvLocalization(nn.Sequential):
     """Convolutional localisation net of the paper's ST-CNN.
 
     Max-pool the input by ``downsample``, then ``conv 5x5 -> max-pool 2 -> conv 5x5 -> ReLU`` with
-    ``channels`` filters, then a fully connected layer of ``hidden`` units with ReLU.
+    ``channels`` filters, then a fully connected layer of ``hidden`` units with ReLU. For volumes
+    (``in_shape`` of four entries) the same with 5x5x5 convolutions and 3-D pooling.
 
     Args:
-        in_shape: ``(C, H, W)`` of the input.
+        in_shape: ``(C, H, W)`` of the input, or ``(C, D, H, W)``.
         channels: filters of the two conv layers (the paper: 20, 20).
         hidden: units of the fully connected layer (the paper: 20).
         downsample: pooling factor applied to the input first (the paper: 2).
 
     Example:
         >>> ConvLocalization((1, 60, 60))(torch.zeros(2, 1, 60, 60)).shape
+        torch.Size([2, 20])
+        >>> ConvLocalization((1, 32, 32, 32))(torch.zeros(2, 1, 32, 32, 32)).shape
         torch.Size([2, 20])
     """
 
@@ -72,17 +76,20 @@ class ConvLocalization(nn.Sequential):
         kernel_size: int = 5,
     ) -> None:
         c = int(in_shape[0])
-        check_size(tuple(in_shape[1:]), "in_shape")
+        dims = len(in_shape) - 1
+        check_spatial_size(tuple(in_shape[1:]), "in_shape", dims)
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        pool = nn.MaxPool3d if dims == 3 else nn.MaxPool2d
         c1, c2 = (int(v) for v in channels)
         pad = kernel_size // 2
         layers: list[nn.Module] = []
         if downsample > 1:
-            layers.append(nn.MaxPool2d(downsample, ceil_mode=True))
+            layers.append(pool(downsample, ceil_mode=True))
         layers += [
-            nn.Conv2d(c, c1, kernel_size, padding=pad),
-            nn.MaxPool2d(2, ceil_mode=True),
+            conv(c, c1, kernel_size, padding=pad),
+            pool(2, ceil_mode=True),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, kernel_size, padding=pad),
+            conv(c1, c2, kernel_size, padding=pad),
             nn.ReLU(inplace=True),
             nn.Flatten(),
         ]
@@ -94,7 +101,8 @@ class ConvLocalization(nn.Sequential):
 
 
 def default_localization(in_shape: Sequence[int]) -> nn.Module:
-    """Convolutional for images of ``CONV_MIN_SIZE`` px and up, fully connected otherwise."""
-    if min(int(in_shape[1]), int(in_shape[2])) >= CONV_MIN_SIZE:
+    """Convolutional for images (volumes) of ``CONV_MIN_SIZE`` px and up on every side, fully
+    connected otherwise."""
+    if min(int(n) for n in in_shape[1:]) >= CONV_MIN_SIZE:
         return ConvLocalization(in_shape)
     return FCLocalization(in_shape)

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 import torch
 from torch import nn
 
-from ._checks import check_positive, check_size, check_tensor
+from ._checks import check_positive, check_spatial_size, check_tensor
 from .errors import InvalidInputError
 from .functional.sample import Fill
 from .localization import default_localization
 from .transforms import Transform, get
-from .transforms.warping import autocast_enabled, check_sampler, warp_with
+from .transforms import names as transform_names
+from .transforms.warping import autocast_enabled, check_input_dims, check_sampler, warp_with
 
 __all__ = [
     "RecordedParams",
@@ -30,7 +31,7 @@ class TransformerOutput(NamedTuple):
     ``y, params = st(x, return_params=True)``.
 
     Attributes:
-        output: ``(B, C, Ho, Wo)`` the warped images.
+        output: ``(B, C, Ho, Wo)`` the warped images (``(B, C, Do, Ho, Wo)`` volumes).
         params: ``(B, P)`` the transform params they were warped with (bounds applied), part of
             the autograd graph of the localisation net.
     """
@@ -85,6 +86,10 @@ class SpatialTransformer(nn.Module):
     sampling grid for ``out_size`` and samples ``x`` there. The whole is differentiable with
     respect to ``x`` and the localisation net.
 
+    Images ``(B, C, H, W)`` take a 2-D family (``affine``...), volumes ``(B, C, D, H, W)`` a
+    3-D one (``affine3d``, ``rigid3d``...: ``torchstn.transforms.names(ndim=3)``); ``in_shape``
+    says which, ``(C, H, W)`` or ``(C, D, H, W)``.
+
     Convention:
         The transform maps normalised output coordinates to normalised input coordinates
         (:mod:`torchstn.transforms.base`); ``align_corners`` is that of ``grid_sample``.
@@ -97,14 +102,16 @@ class SpatialTransformer(nn.Module):
     :meth:`transform_input`).
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs.
+        in_shape: ``(C, H, W)`` of the inputs, or ``(C, D, H, W)`` for volumes.
         transform: a registered name (``torchstn.transforms.names()``), class or instance.
-        out_size: ``(Ho, Wo)`` of the output, or ``None`` for the input size.
-        localization: any module mapping ``(B, C, H, W)`` to ``(B, F)``; ``None`` builds the
+        out_size: ``(Ho, Wo)`` of the output (``(Do, Ho, Wo)`` for volumes), or ``None`` for
+            the input size.
+        localization: any module mapping ``(B, *in_shape)`` to ``(B, F)``; ``None`` builds the
             default (:func:`torchstn.localization.default_localization`). A final linear layer to
             the transform's parameter count is appended, with zero weights and the identity as bias.
-        mode: ``"bilinear"``, ``"nearest"``, ``"bicubic"`` or ``"gaussian"`` (the kernel sampler
-            of eq. 3 with standard deviation ``sigma`` pixels).
+        mode: ``"bilinear"`` (trilinear for volumes), ``"nearest"``, ``"bicubic"`` (images
+            only) or ``"gaussian"`` (the kernel sampler of eq. 3 with standard deviation
+            ``sigma`` pixels).
         padding_mode: ``"zeros"``, ``"border"``, ``"reflection"`` or ``"fill"`` (the constant
             ``fill``); ``"gaussian"``: zeros only. Inputs normalised by ``mean`` and ``std`` read
             the mean intensity outside with ``"zeros"``, a grey border around a black background
@@ -126,6 +133,9 @@ class SpatialTransformer(nn.Module):
         torch.Size([4, 1, 30, 30])
         >>> st.localize(x).shape
         torch.Size([4, 6])
+        >>> vst = SpatialTransformer((1, 16, 16, 16), "rigid3d", out_size=(8, 8, 8))
+        >>> vst(torch.rand(2, 1, 16, 16, 16)).shape
+        torch.Size([2, 1, 8, 8, 8])
     """
 
     def __init__(
@@ -145,20 +155,27 @@ class SpatialTransformer(nn.Module):
     ) -> None:
         super().__init__()
         try:
-            c, h, w = in_shape
-            if isinstance(c, bool) or float(c) != int(c):
+            c, *sides = in_shape
+            if isinstance(c, bool) or float(c) != int(c) or len(sides) not in (2, 3):
                 raise ValueError
             c = int(c)
         except (TypeError, ValueError):
             raise InvalidInputError(
-                f"in_shape: expected (C, H, W) integers, got {in_shape!r}"
+                f"in_shape: expected (C, H, W) or (C, D, H, W) integers, got {in_shape!r}"
             ) from None
         if c < 1:
             raise InvalidInputError(f"in_shape: expected at least one channel, got {in_shape!r}")
-        h, w = check_size((h, w), "in_shape")
-        self.in_shape = (c, h, w)
-        self.out_size = (h, w) if out_size is None else check_size(out_size, "out_size")
+        spatial = check_spatial_size(tuple(sides), "in_shape", len(sides))
+        self.in_shape: tuple[int, ...] = (c, *spatial)
         self.transform = get(transform, **dict(transform_options or {}))
+        if self.transform.ndim != len(spatial):
+            kind = "an image (C, H, W)" if len(spatial) == 2 else "a volume (C, D, H, W)"
+            raise InvalidInputError(
+                f"transform: {self.transform.name!r} is a {self.transform.ndim}-D family but "
+                f"in_shape {self.in_shape!r} is {kind}; use one of "
+                f"{', '.join(transform_names(ndim=len(spatial)))}"
+            )
+        self.out_size = spatial if out_size is None else self.transform.check_out_size(out_size)
         self.fill = check_sampler(mode, padding_mode, fill, c)
         self.mode, self.padding_mode = mode, padding_mode
         self.align_corners = bool(align_corners)
@@ -212,7 +229,7 @@ class SpatialTransformer(nn.Module):
             )
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_tensor(x, "x", ndim=4)
+        check_input_dims(x, self.transform)
         if tuple(x.shape[1:]) != self.in_shape:
             raise InvalidInputError(
                 f"x: expected (B, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}"
@@ -227,7 +244,7 @@ class SpatialTransformer(nn.Module):
             )
 
     def localize(self, x: torch.Tensor) -> torch.Tensor:
-        """Transform params ``(B, P)`` predicted for images ``x`` ``(B, C, H, W)`` (bounds applied).
+        """Transform params ``(B, P)`` predicted for ``x`` ``(B, *in_shape)`` (bounds applied).
 
         Every call (and so every forward) is reported to the active :func:`recording_params`
         contexts; without one nothing is kept.
@@ -239,7 +256,7 @@ class SpatialTransformer(nn.Module):
         return params
 
     def transform_input(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Warp ``x`` ``(B, C, H, W)`` with given params ``(B, P)``: ``(B, C, Ho, Wo)``.
+        """Warp ``x`` ``(B, *in_shape)`` with given params ``(B, P)``: ``(B, *out_shape)``.
 
         The params are checked for NaN and Inf here, once per forward (see
         :class:`torchstn.set_finite_checks`). Grid and sampler run outside autocast, in the dtype
@@ -272,10 +289,10 @@ class SpatialTransformer(nn.Module):
     def forward(
         self, x: torch.Tensor, return_params: bool = False
     ) -> torch.Tensor | TransformerOutput:
-        """Warp ``x`` ``(B, C, H, W)`` to ``(B, C, Ho, Wo)``.
+        """Warp ``x`` ``(B, *in_shape)`` to ``(B, *out_shape)``.
 
         Returns:
-            The ``(B, C, Ho, Wo)`` output, or with ``return_params=True`` a
+            The ``(B, C, Ho, Wo)`` (or ``(B, C, Do, Ho, Wo)``) output, or with ``return_params=True`` a
             :class:`TransformerOutput` ``(output, params)`` that also holds the ``(B, P)``
             params (``y, params = st(x, return_params=True)``). To collect the params of
             transformers deep inside a model, see :func:`recording_params`.
@@ -305,8 +322,8 @@ class SpatialTransformer(nn.Module):
         return self.penalty_weight * identity_penalty(params, self.transform)
 
     @property
-    def out_shape(self) -> tuple[int, int, int]:
-        """``(C, Ho, Wo)`` of the output."""
+    def out_shape(self) -> tuple[int, ...]:
+        """``(C, Ho, Wo)`` of the output (``(C, Do, Ho, Wo)`` for volumes)."""
         return (self.in_shape[0], *self.out_size)
 
     def extra_repr(self) -> str:

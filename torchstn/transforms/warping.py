@@ -39,7 +39,7 @@ from ..functional.sample import FILL_PADDING_MODES, MODES, Fill, check_fill, sam
 from . import get
 from .base import Transform
 
-__all__ = ["SAMPLER_MODES", "output_frame", "resample", "warp"]
+__all__ = ["SAMPLER_MODES", "check_input_dims", "output_frame", "resample", "warp"]
 
 #: sampler modes: ``grid_sample``'s, plus ``"gaussian"`` (the generic kernel sampler).
 SAMPLER_MODES = (*MODES, "gaussian")
@@ -74,6 +74,25 @@ def check_sampler(mode: str, padding_mode: str, fill: Fill, channels: int | None
     return check_fill(fill, padding_mode, channels)
 
 
+def check_input_dims(x: torch.Tensor, transform: Transform, name: str = "x") -> None:
+    """Check that ``x`` is a batch of what ``transform`` warps: ``(B, C, H, W)`` images for a
+    2-D family, ``(B, C, D, H, W)`` volumes for a 3-D one.
+
+    Raises:
+        InvalidInputError: naming ``name``, the family, the expected and the actual shape.
+    """
+    want = transform.ndim + 2
+    rank = x.dim() if isinstance(x, torch.Tensor) else -1
+    check_tensor(x, name, ndim=None if rank in (4, 5) else want)  # its own wording otherwise
+    if x.dim() != want:
+        expected = "(B, C, H, W) images" if want == 4 else "(B, C, D, H, W) volumes"
+        other = "volumes take a 3-D family" if x.dim() == 5 else "images take a 2-D family"
+        raise InvalidInputError(
+            f"{name}: the {transform.name!r} transform warps {want}-D {expected}, got shape "
+            f"{tuple(x.shape)} ({other})"
+        )
+
+
 def resample(
     x: torch.Tensor,
     grid: torch.Tensor,
@@ -96,7 +115,7 @@ def warp_with(
     x: torch.Tensor,
     params: torch.Tensor,
     transform: Transform,
-    out_size: tuple[int, int],
+    out_size: tuple[int, ...],
     mode: str,
     padding_mode: str,
     align_corners: bool,
@@ -130,7 +149,8 @@ def warp(
     fill: Fill = 0.0,
     sigma: float = 1.0,
 ) -> torch.Tensor:
-    """Warp images with given transform params: ``resample(x, transform.grid(params, out_size))``.
+    """Warp images or volumes with given transform params: ``resample(x, transform.grid(params,
+    out_size))``.
 
     The grid generator and sampler of :class:`~torchstn.SpatialTransformer` as one function (the
     module calls it), for params from elsewhere (a known augmentation, a saved prediction,
@@ -138,7 +158,8 @@ def warp(
 
     Convention:
         ``params`` map normalised *output* coordinates to normalised *input* coordinates
-        (:mod:`torchstn.transforms.base`), ``(x, y)`` order, and ``align_corners`` is that of
+        (:mod:`torchstn.transforms.base`), ``(x, y)`` order (``(x, y, z)`` for volumes, z along
+        D), and ``align_corners`` is that of
         :func:`torch.nn.functional.grid_sample` (:mod:`torchstn.functional.coords`). The params
         are used as given: a transform's bounds (``max_translation``, ``scale_range``) act in
         :meth:`~torchstn.transforms.Transform.constrain`, on a localisation net's raw output, not
@@ -154,14 +175,17 @@ def warp(
     Inside autocast the grid and the sampler run in float32 (see :func:`warp_with`).
 
     Args:
-        x: ``(B, C, H, W)`` floating-point images.
+        x: ``(B, C, H, W)`` floating-point images, or ``(B, C, D, H, W)`` volumes for a 3-D
+            family (``affine3d``...).
         params: ``(B, P)`` transform params, same dtype and device as ``x``.
         transform: a registered name (:func:`torchstn.transforms.names`; built with default
             options), a :class:`~torchstn.transforms.Transform` class, or an instance (for
             options such as ``get("tps", grid_size=5)``, and to build it once).
-        out_size: ``(Ho, Wo)`` of the output (or one int for a square), ``None`` for ``(H, W)``.
-        mode: ``"bilinear"``, ``"nearest"``, ``"bicubic"`` or ``"gaussian"`` (the paper's
-            generic sampler with a Gaussian kernel, :func:`~torchstn.functional.kernel_sample`).
+        out_size: ``(Ho, Wo)`` of the output (or one int for a square), ``(Do, Ho, Wo)`` for
+            volumes, ``None`` for the input's size.
+        mode: ``"bilinear"`` (trilinear for volumes), ``"nearest"``, ``"bicubic"`` (images
+            only) or ``"gaussian"`` (the paper's generic sampler with a Gaussian kernel,
+            :func:`~torchstn.functional.kernel_sample`).
         padding_mode: ``"zeros"``, ``"border"``, ``"reflection"`` or ``"fill"`` (``"gaussian"``:
             zeros only).
         align_corners: see :mod:`torchstn.functional.coords`.
@@ -169,9 +193,10 @@ def warp(
         sigma: with ``mode="gaussian"``, the kernel's standard deviation in pixels.
 
     Returns:
-        ``(B, C, Ho, Wo)`` warped images, in the dtype of ``x``.
+        ``(B, C, Ho, Wo)`` warped images (``(B, C, Do, Ho, Wo)`` volumes), in the dtype of ``x``.
     """
-    check_tensor(x, "x", ndim=4)
+    transform = get(transform)
+    check_input_dims(x, transform)
     check_tensor(params, "params", ndim=2)
     if params.shape[0] != x.shape[0]:
         raise InvalidInputError(
@@ -184,10 +209,8 @@ def warp(
     fill = check_sampler(mode, padding_mode, fill, x.shape[1])
     if mode == "gaussian":
         check_positive(sigma, "sigma")
-    size = check_size(tuple(x.shape[-2:]) if out_size is None else out_size, "out_size")
-    return warp_with(
-        x, params, get(transform), size, mode, padding_mode, align_corners, fill, sigma
-    )
+    size = transform.check_out_size(tuple(x.shape[2:]) if out_size is None else out_size)
+    return warp_with(x, params, transform, size, mode, padding_mode, align_corners, fill, sigma)
 
 
 def frame_edges(out_size: Sequence[int], align_corners: bool) -> list[float]:
