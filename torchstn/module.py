@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 import torch
 from torch import nn
 
-from ._checks import check_positive, check_spatial_size, check_tensor
+from ._checks import check_positive, check_spatial_size
 from .errors import InvalidInputError
 from .functional.sample import Fill
 from .localization import default_localization
@@ -176,7 +176,7 @@ class SpatialTransformer(nn.Module):
                 f"{', '.join(transform_names(ndim=len(spatial)))}"
             )
         self.out_size = spatial if out_size is None else self.transform.check_out_size(out_size)
-        self.fill = check_sampler(mode, padding_mode, fill, c)
+        self.fill = check_sampler(mode, padding_mode, fill, c, len(spatial))
         self.mode, self.padding_mode = mode, padding_mode
         self.align_corners = bool(align_corners)
         self.sigma = check_positive(sigma, "sigma")

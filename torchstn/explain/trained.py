@@ -293,8 +293,9 @@ def _margin(st: SpatialTransformer, params: torch.Tensor) -> float:
     h, w = st.in_shape[1:]
     over = 0.0
     for p in params:
+        ho, wo = st.out_size  # the guide's transformer works on images
         mesh = mesh_lines(
-            st.transform, p, (h, w), align_corners=st.align_corners, out_size=st.out_size
+            st.transform, p, (h, w), align_corners=st.align_corners, out_size=(ho, wo)
         )
         lo, hi = mesh.reshape(-1, 2).amin(0), mesh.reshape(-1, 2).amax(0)
         over = max(over, float(-0.5 - lo.min()), float(hi[0] - (w - 0.5)), float(hi[1] - (h - 0.5)))
@@ -316,7 +317,8 @@ def _box_axes(
     ax: Any, st: SpatialTransformer, image: torch.Tensor, params: torch.Tensor, margin: float
 ) -> None:
     _canvas(ax, image, margin)
-    draw_region(ax, st.transform, params, st.in_shape[1:], lw=1.5)
+    h, w = st.in_shape[1:]
+    draw_region(ax, st.transform, params, (h, w), lw=1.5)
 
 
 @torch.no_grad()

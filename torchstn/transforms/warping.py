@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .._checks import check_choice, check_positive, check_size, check_tensor
+from .._checks import check_choice, check_positive, check_tensor
 from ..errors import InvalidInputError
 from ..functional.coords import normalized_to_pixel
 from ..functional.kernel import kernel_sample
@@ -60,15 +60,24 @@ def _autocast_off(device_type: str) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def check_sampler(mode: str, padding_mode: str, fill: Fill, channels: int | None) -> Fill:
-    """Check a sampler's settings; returns the checked ``fill``.
+def check_sampler(
+    mode: str, padding_mode: str, fill: Fill, channels: int | None, dims: int = 2
+) -> Fill:
+    """Check a sampler's settings for ``dims``-D inputs (2: images, 3: volumes); returns the
+    checked ``fill``.
 
     Raises:
         UnknownNameError: an unknown mode or padding mode.
-        InvalidInputError: ``"gaussian"`` with a padding other than zeros, or a bad ``fill``.
+        InvalidInputError: ``"gaussian"`` with a padding other than zeros, ``"bicubic"`` for
+            volumes, or a bad ``fill``.
     """
     check_choice(mode, "mode", SAMPLER_MODES)
     check_choice(padding_mode, "padding_mode", FILL_PADDING_MODES)
+    if mode == "bicubic" and dims == 3:
+        raise InvalidInputError(
+            "mode: 'bicubic' samples images only (grid_sample has no tricubic mode); volumes "
+            "take 'bilinear' (trilinear), 'nearest' or 'gaussian'"
+        )
     if mode == "gaussian" and padding_mode != "zeros":
         raise InvalidInputError("padding_mode: the gaussian sampler supports 'zeros' only")
     return check_fill(fill, padding_mode, channels)
@@ -206,7 +215,7 @@ def warp(
         raise InvalidInputError(
             f"params ({params.dtype}, {params.device}) must match x ({x.dtype}, {x.device})"
         )
-    fill = check_sampler(mode, padding_mode, fill, x.shape[1])
+    fill = check_sampler(mode, padding_mode, fill, x.shape[1], transform.ndim)
     if mode == "gaussian":
         check_positive(sigma, "sigma")
     size = transform.check_out_size(tuple(x.shape[2:]) if out_size is None else out_size)
