@@ -15,6 +15,7 @@ from torch.autograd import gradcheck
 from torchstn import InvalidInputError
 from torchstn.functional import (
     KERNELS,
+    base_grid,
     influence_weights,
     kernel_sample,
     normalized_to_pixel,
@@ -87,6 +88,14 @@ def _skip_unless_rounded_as_documented(device: torch.device, align_corners: bool
     align_corners=False need a ``grid_sample`` that does the same."""
     if not align_corners and _grid_sample_3d_fuses(str(device)) != (device.type == "cuda"):
         pytest.skip("this build's 3-D grid_sample rounds voxel coordinates differently")
+
+
+def _keys(d: torch.Tensor, a: float = -0.75) -> torch.Tensor:
+    """Keys' cubic convolution kernel, written out piecewise in ``|d|``."""
+    s = d.abs()
+    inner = (a + 2) * s**3 - (a + 3) * s**2 + 1
+    outer = a * s**3 - 5 * a * s**2 + 8 * a * s - 4 * a
+    return torch.where(s <= 1, inner, torch.where(s < 2, outer, torch.zeros_like(s)))
 
 
 def _assert_same_as_grid_sample(
@@ -318,7 +327,8 @@ class TestKernelSample3d:
         assert x.grad is not None and bool(x.grad.isfinite().all())
         ref = kernel_sample(x.detach().float(), grid.detach().float(), kernel, 0.7, align_corners)
         if kernel != "nearest":  # a rounded point may round to another voxel
-            torch.testing.assert_close(out.float(), ref, rtol=0, atol=0.05)
+            atol = 32 * torch.finfo(dtype).eps  # bicubic: 64 taps, some weights negative
+            torch.testing.assert_close(out.float(), ref, rtol=0, atol=atol)
 
     @pytest.mark.filterwarnings(
         "ignore::torch.jit.TracerWarning",
@@ -407,3 +417,94 @@ class TestInfluenceWeights3d:
                 influence_weights(grid, size)
             message = str(info.value)
             assert "\n" not in message and all(word in message for word in words), message
+
+
+class TestBicubic:
+    """Keys' cubic convolution (a = -0.75): ``grid_sample``'s bicubic for images, and its tensor
+    product, tricubic sampling, for volumes."""
+
+    @staticmethod
+    def _compare(
+        out: torch.Tensor,
+        ref: torch.Tensor,
+        inputs: tuple[torch.Tensor, torch.Tensor],
+        grid_atol: float,
+    ) -> None:
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+        upstream = torch.randn_like(ref)
+        ref_dx, ref_dg = torch.autograd.grad(ref, inputs, upstream, retain_graph=True)
+        dx, dg = torch.autograd.grad(out, inputs, upstream)
+        torch.testing.assert_close(dx, ref_dx, rtol=0, atol=1e-12)
+        torch.testing.assert_close(dg, ref_dg, rtol=0, atol=grid_atol)
+
+    @pytest.mark.parametrize("size", [(5, 6), (28, 28), (1, 4), (4, 1), (7, 3)])
+    def test_images_equal_grid_sample_bicubic(
+        self, size: tuple[int, int], align_corners: bool, device: torch.device
+    ) -> None:
+        """Random points inside and outside, the identity grid, and integer, half-integer and
+        random pixel points from four pixels outside to four beyond: value and both gradients.
+        (The kernel is C1, so a coordinate an ulp off an integer changes nothing visible.)"""
+        h, w = size
+        ints = torch.arange(-4.0, max(size) + 4, dtype=torch.float64)
+        pts = torch.cat(
+            (ints, ints + 0.5, torch.rand(30, dtype=torch.float64) * (max(size) + 6) - 3)
+        )
+        pixels = pts[torch.randint(len(pts), (2, 9, 12, 2))]
+        grids = [
+            (torch.rand(2, 4, 5, 2, dtype=torch.float64) * 2 - 1) * 1.5,
+            base_grid(size, align_corners, dtype=torch.float64).expand(2, h, w, 2),
+            pixel_to_normalized(pixels, size, align_corners),
+        ]
+        for grid in grids:
+            x = torch.rand(2, 3, h, w, dtype=torch.float64, device=device, requires_grad=True)
+            g = grid.to(device).requires_grad_()
+            ref = F.grid_sample(x, g, "bicubic", "zeros", align_corners)
+            out = kernel_sample(x, g, "bicubic", align_corners=align_corners)
+            self._compare(out, ref, (x, g), grid_atol=1e-12 * max(size))
+
+    @pytest.mark.parametrize("size", [SIZE, (1, 4, 5), (4, 1, 3), (3, 4, 1)])
+    def test_volumes_are_the_tensor_product_along_z_of_bicubic_slices(
+        self, size: tuple[int, int, int], align_corners: bool
+    ) -> None:
+        """Tricubic = ``sum_l k(z - l) * bicubic(U[l], (x, y))``: each depth slice read by
+        ``grid_sample``'s bicubic, weighted by Keys' kernel written out in z. Value and both
+        gradients, at random points inside and outside and at integer and half-integer ones."""
+        ints = torch.arange(-3.0, max(size) + 3, dtype=torch.float64)
+        pts = torch.cat(
+            (ints, ints + 0.5, torch.rand(20, dtype=torch.float64) * (max(size) + 4) - 2)
+        )
+        voxels = pts[torch.randint(len(pts), (2, 2, 3, 4, 3))]
+        for grid in (_grid(2, (2, 3, 4), spread=1.5), _at_voxels(voxels, size, align_corners)):
+            b, do, ho, wo = grid.shape[:4]
+            x = torch.rand(b, 2, *size, dtype=torch.float64, requires_grad=True)
+            g = grid.clone().requires_grad_()
+            gxy = g[..., :2].reshape(b, do * ho, wo, 2)
+            slices = torch.stack(
+                [
+                    F.grid_sample(x[:, :, k], gxy, "bicubic", "zeros", align_corners)
+                    for k in range(size[0])
+                ],
+                2,
+            )  # (B, C, D, Do * Ho, Wo)
+            pz = normalized_to_pixel(g, size, align_corners)[..., 2].reshape(b, 1, 1, do * ho, wo)
+            depth = torch.arange(size[0], dtype=torch.float64).reshape(1, 1, -1, 1, 1)
+            ref = (_keys(pz - depth) * slices).sum(2).reshape(b, 2, do, ho, wo)
+            out = kernel_sample(x, g, "bicubic", align_corners=align_corners)
+            self._compare(out, ref, (x, g), grid_atol=1e-12 * max(size))
+
+    def test_a_constant_volume_reads_the_constant_where_all_taps_are_inside(self) -> None:
+        x = torch.full((1, 2, *SIZE), 3.0, dtype=torch.float64)
+        voxels = torch.tensor([2.0, 2.0, 2.0]) + torch.rand(1, 2, 3, 4, 3, dtype=torch.float64)
+        grid = _at_voxels(voxels, SIZE, False)
+        out = kernel_sample(x, grid, "bicubic")
+        torch.testing.assert_close(out, torch.full_like(out, 3.0), rtol=0, atol=1e-14)
+
+    def test_gradcheck(self, align_corners: bool) -> None:
+        """Random points and voxel centres: the kernel is C1 everywhere."""
+        size = (3, 3, 4)
+        x = torch.rand(1, 2, *size, dtype=torch.float64, requires_grad=True)
+        grid = _grid(1, (2, 2, 3))
+        grid[0, 0] = _identity_grid(1, size, align_corners)[0, 1, :2, :3]
+        grid.requires_grad_()
+        fn = lambda a, g: kernel_sample(a, g, "bicubic", align_corners=align_corners)  # noqa: E731
+        assert gradcheck(fn, (x, grid))

@@ -6,9 +6,9 @@ the kernel decides its weight. A volume adds a third factor: ``V[b, c, i] = sum_
 U[b, c, l, n, m] k(x_i - m) k(y_i - n) k(z_i - l)``, with ``z`` along the depth ``D``. This is
 slower than :func:`torchstn.functional.sample` (it costs ``O(Ho Wo H W)`` per channel,
 ``O(Do Ho Wo D H W)`` for a volume, rather than ``O(Ho Wo)``) but it is the formula itself, it
-supports kernels that ``grid_sample`` lacks (Gaussian), and it exposes the per-pixel weights.
-The sum is evaluated one axis at a time with one ``(N, W)``, ``(N, H)`` (and ``(N, D)``)
-weight matrix per axis, never a dense ``(N, H W)`` one.
+supports kernels that ``grid_sample`` lacks (Gaussian; bicubic for volumes, i.e. tricubic), and
+it exposes the per-pixel weights. The sum is evaluated one axis at a time with one ``(N, W)``,
+``(N, H)`` (and ``(N, D)``) weight matrix per axis, never a dense ``(N, H W)`` one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from .sample import check_input_and_grid
 
 __all__ = ["KERNELS", "influence_weights", "kernel_sample"]
 
-KERNELS = ("bilinear", "nearest", "gaussian")
+KERNELS = ("bilinear", "nearest", "gaussian", "bicubic")
+
+#: the parameter ``a`` of Keys' cubic convolution kernel, as ``grid_sample``'s ``mode="bicubic"``.
+_KEYS_A = -0.75
 
 
 def _two_sum(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,6 +105,16 @@ def _lattice_sum(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return math.sqrt(2 * math.pi) * sigma * (1 + 2 * terms.sum(-1, keepdim=True))
 
 
+def _keys_inner(s: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel for ``|s| <= 1``: ``(a + 2) s^3 - (a + 3) s^2 + 1``."""
+    return ((_KEYS_A + 2) * s - (_KEYS_A + 3)) * s * s + 1
+
+
+def _keys_outer(s: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel for ``1 < |s| < 2``: ``a s^3 - 5 a s^2 + 8 a s - 4 a``."""
+    return ((_KEYS_A * s - 5 * _KEYS_A) * s + 8 * _KEYS_A) * s - 4 * _KEYS_A
+
+
 def _kernel_1d(x: torch.Tensor, ms: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
     """1-D kernel weights ``k(x - m)``: ``x`` ``(B, N, 1)`` source coordinates, ``ms`` pixel
     indices ``(W,)``; returns ``(B, N, W)``."""
@@ -118,6 +131,17 @@ def _kernel_1d(x: torch.Tensor, ms: torch.Tensor, kernel: str, sigma: float) -> 
     if kernel == "nearest":
         # delta(round(x) - m), ties to even as grid_sample's nearbyint; no gradient to the grid.
         return (torch.round(x.detach()) == ms).to(x.dtype)
+    if kernel == "bicubic":
+        # Keys' kernel written as grid_sample computes it: the taps floor(x) - 1 ... floor(x) + 2
+        # with the weights of t = x - floor(x) below, smooth (C1) in x, so at integer points the
+        # one-sided choice does not matter.
+        x0 = torch.floor(x.detach())
+        t = x - x0
+        taps = (_keys_outer(t + 1), _keys_inner(t), _keys_inner(1 - t), _keys_outer(2 - t))
+        out = torch.where(ms == x0 + 2, taps[3], zero)
+        for offset in (1, 0, -1):
+            out = torch.where(ms == x0 + offset, taps[offset + 1], out)
+        return out
     # Gaussian over the lattice sum: a constant image reads that constant away from the borders.
     return torch.exp(-0.5 * ((x - ms) / sigma) ** 2) / _lattice_sum(x, sigma)
 
@@ -167,14 +191,16 @@ def kernel_sample(
         AVX2/AVX-512 CPU kernels: with ``align_corners=False`` ``((g + 1) W - 1) / 2`` is rounded
         once, as a fused multiply-add. (A CPU build without them, ``ATEN_CPU_CAPABILITY=default``,
         rounds twice: some points within an ulp of an integer then fall on its other side, and
-        ``grid_sample``'s grid gradient there is the other one-sided derivative.) Kernels act in
-        pixel units. A volume's ``grid`` holds ``(x, y, z)`` points, ``x`` along ``W``, ``y``
-        along ``H`` and ``z`` along ``D``, as ``grid_sample`` reads a 5-D grid; each axis is
-        converted as above with its own size, except that ``grid_sample``'s 3-D CPU kernel
-        rounds ``((g + 1) W - 1) / 2`` twice (a scalar loop, on every instruction set) and its
-        CUDA kernel once, and volumes follow it on each device. Every kernel below is applied
-        along each axis and the weights multiply: ``k(x_i - m) k(y_i - n) k(z_i - l)``. Kernels
-        act in pixel units:
+        ``grid_sample``'s grid gradient there is the other one-sided derivative.)
+
+        A volume's ``grid`` holds ``(x, y, z)`` points, ``x`` along ``W``, ``y`` along ``H`` and
+        ``z`` along ``D``, as ``grid_sample`` reads a 5-D grid, each converted as above with its
+        own side, except that ``grid_sample``'s 3-D CPU kernel (a scalar loop, the same on every
+        instruction set) rounds ``((g + 1) W - 1) / 2`` twice and its CUDA kernel once: volumes
+        are rounded as it rounds them on their device.
+
+        Kernels act in pixel units, along each axis, and the axes' weights multiply:
+        ``k(x_i - m) k(y_i - n)`` for an image, ``k(x_i - m) k(y_i - n) k(z_i - l)`` for a volume.
 
         * ``bilinear``: ``max(0, 1 - |d|)`` with ``d = x - m``; gradients flow to ``input`` and
           ``grid`` (eq. 6 and 7). At the kinks ``d = 0`` and ``d = +-1`` the derivative is
@@ -192,12 +218,20 @@ def kernel_sample(
           for every ``sigma``, while points outside fade to 0 as with zeros padding (the image's
           edge reads half the constant, a volume's face half and its corner an eighth). Every
           input pixel influences every output pixel.
+        * ``bicubic``: Keys' cubic convolution kernel with ``a = -0.75``, the kernel of
+          ``grid_sample``'s ``mode="bicubic"``: ``(a + 2)|d|^3 - (a + 3)|d|^2 + 1`` for
+          ``|d| <= 1``, ``a|d|^3 - 5a|d|^2 + 8a|d| - 4a`` for ``1 < |d| < 2`` and 0 beyond, four
+          pixels per axis. An image's result equals ``grid_sample(..., mode="bicubic",
+          padding_mode="zeros")`` in value and both gradients, to rounding. In 3-D it is the
+          tensor product of the same 1-D kernel along x, y and z: tricubic sampling, which
+          ``grid_sample`` lacks. The weights sum to 1 but some are negative, so the output can
+          overshoot the input's range.
 
     Args:
         input: ``(B, C, H, W)`` floating-point images, or ``(B, C, D, H, W)`` volumes.
         grid: ``(B, Ho, Wo, 2)`` normalised source coordinates (``(B, Do, Ho, Wo, 3)`` for a
             volume), same dtype and device as ``input``.
-        kernel: ``"bilinear"``, ``"nearest"`` or ``"gaussian"``.
+        kernel: ``"bilinear"``, ``"nearest"``, ``"gaussian"`` or ``"bicubic"``.
         sigma: Gaussian standard deviation in pixels (ignored by the other kernels).
         align_corners: see :mod:`torchstn.functional.coords`.
 
