@@ -127,6 +127,7 @@ def _model_cases() -> list:
             marks=[] if (name, fmt) in MODELS_IN_CI else [pytest.mark.slow],
         )
         for name in model_names()
+        if "3d" not in name  # the volume models: tests/inference/test_export3d.py
         for fmt in FORMATS
     ]
 

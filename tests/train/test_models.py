@@ -6,10 +6,10 @@ import torch
 from torchstn import SpatialTransformer, UnknownNameError
 from torchstn.models import STClassifier, count_params, create_model, model_names
 
-SHAPES = {"st2_fcn": (2, 42, 42)}
+SHAPES = {"st2_fcn": (2, 42, 42), "cnn3d": (1, 12, 12, 12), "st_cnn3d": (2, 12, 12, 12)}
 
 
-def _shape(name: str) -> tuple[int, int, int]:
+def _shape(name: str) -> tuple[int, ...]:
     return next((s for prefix, s in SHAPES.items() if name.startswith(prefix)), (1, 28, 28))
 
 
@@ -48,3 +48,17 @@ def test_bad_option_is_value_error():
 def test_pool_halves_classifier_input():
     model = create_model("st_cnn_affine", (1, 60, 60), 10, pool=2)
     assert model.transformed(torch.rand(2, 1, 60, 60)).shape == (2, 1, 30, 30)
+
+
+def test_volume_models_pool_to_the_same_resolution():
+    cnn = create_model("cnn3d", (1, 16, 16, 16), 10, pool=2)
+    st = create_model("st_cnn3d_rigid", (1, 16, 16, 16), 10, pool=2)
+    x = torch.rand(2, 1, 16, 16, 16)
+    assert st.transformed(x).shape == (2, 1, 8, 8, 8)
+    # the plain model pools its input the same way: equal voxels for both classifiers
+    assert cnn.classifier.in_features == st.classifier.classifier.in_features
+
+
+def test_volume_models_refuse_images():
+    with pytest.raises(ValueError, match=r"a volume model takes \(C, D, H, W\), got \(1, 28, 28\)"):
+        create_model("cnn3d", (1, 28, 28), 10)

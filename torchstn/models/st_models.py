@@ -38,9 +38,14 @@ class STClassifier(nn.Module):
         self.pool = int(pool)
 
     def transformed(self, x: torch.Tensor) -> torch.Tensor:
-        """The (pooled) input of the classifier, ``(B, C', H', W')``."""
+        """The (pooled) input of the classifier, ``(B, C', H', W')`` (``(B, C', D', H', W')``
+        for volumes)."""
         y = self.transformer(x)
-        return F.avg_pool2d(y, self.pool) if self.pool > 1 else y
+        if self.pool <= 1:
+            return y
+        if y.dim() == 5:
+            return F.avg_pool3d(y, self.pool, ceil_mode=True)
+        return F.avg_pool2d(y, self.pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.transformed(x))
