@@ -260,7 +260,10 @@ def output_frame(
 
     Returns:
         ``(B, 2, lines, points, 2)``: horizontal then vertical lines, ``(x, y)`` in input
-        pixel-centre coordinates (:func:`~torchstn.functional.normalized_to_pixel`).
+        pixel-centre coordinates (:func:`~torchstn.functional.normalized_to_pixel`). For a 3-D
+        family (``in_size`` and ``out_size`` ``(D, H, W)``): ``(B, 12, points, 3)``, the twelve
+        edges of the output box, ``(x, y, z)`` in input voxel-centre coordinates (``lines`` is
+        not used: a box has no inner mesh to draw on a slice).
 
     Example:
         >>> from torchstn.transforms import get
@@ -270,6 +273,8 @@ def output_frame(
         [[[1.5, 1.5], [5.5, 1.5]], [[1.5, 5.5], [5.5, 5.5]]]
     """
     check_tensor(params, "params", ndim=2)
+    if transform.ndim == 3:
+        return _box_edges(transform, params, in_size, out_size, align_corners, points)
     ex, ey = frame_edges(out_size, align_corners)
     t = torch.linspace(-1, 1, points, dtype=params.dtype, device=params.device)
     k = torch.linspace(-1, 1, lines, dtype=params.dtype, device=params.device)
@@ -279,3 +284,26 @@ def output_frame(
     src = transform.map_points(params, pts.contiguous())
     pix = normalized_to_pixel(src, in_size, align_corners)
     return pix.reshape(params.shape[0], 2, lines, points, 2)
+
+
+def _box_edges(
+    transform: Transform,
+    params: torch.Tensor,
+    in_size: Sequence[int],
+    out_size: Sequence[int],
+    align_corners: bool,
+    points: int,
+) -> torch.Tensor:
+    """:func:`output_frame` of a 3-D family: the twelve edges of the output box."""
+    edges = torch.tensor(frame_edges(out_size, align_corners), dtype=params.dtype)
+    corners = torch.tensor(
+        [[(i >> a & 1) * 2 - 1 for a in range(3)] for i in range(8)], dtype=params.dtype
+    )  # (8, 3): corner i has coordinate a at -1 or +1 by bit a of i
+    pairs = [(i, i | 1 << a) for i in range(8) for a in range(3) if not i >> a & 1]  # 12 edges
+    t = torch.linspace(0, 1, points, dtype=params.dtype)[None, :, None]
+    start = corners[[p[0] for p in pairs]][:, None, :]
+    end = corners[[p[1] for p in pairs]][:, None, :]
+    lines = (start + (end - start) * t) * edges  # (12, points, 3), normalised output frame
+    pts = lines.reshape(1, -1, 3).to(params.device).expand(params.shape[0], -1, -1)
+    src = transform.map_points(params, pts.contiguous())
+    return normalized_to_pixel(src, in_size, align_corners).reshape(params.shape[0], 12, points, 3)

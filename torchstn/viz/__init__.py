@@ -6,7 +6,9 @@ naming the ``[plot]`` extra when it is missing).
   (:func:`torchstn.output_frame`), outputs, predictions, training curves (``torchstn visualize``);
 * :mod:`~torchstn.viz.report`: the run report, one self-contained HTML page (``torchstn report``);
 * :mod:`~torchstn.viz.samples`: a labelled grid of a data set's samples (``torchstn data preview``);
-* :mod:`~torchstn.viz.boxes`: co-localisation's crops and true boxes.
+* :mod:`~torchstn.viz.boxes`: co-localisation's crops and true boxes;
+* :mod:`~torchstn.viz.volumes`: volumes as orthogonal slices and a maximum-intensity
+  projection, with the box a 3-D transformer samples.
 
 The guide's figures (:mod:`torchstn.explain`) draw through the same matplotlib entry.
 """
@@ -31,16 +33,19 @@ from .transformer import (
     transformer_params,
     untrained_warnings,
 )
+from .volumes import draw_volume, plot_volume_transformations, volume_figure, volume_views
 
 __all__ = [
     "curves_figure",
     "data_label",
+    "draw_volume",
     "identity_offsets",
     "input_transformers",
     "learned_geometry",
     "plot_curves",
     "plot_predictions",
     "plot_transformations",
+    "plot_volume_transformations",
     "pyplot",
     "read_metrics",
     "sample_titles",
@@ -53,5 +58,7 @@ __all__ = [
     "transformations_figure",
     "transformer_params",
     "untrained_warnings",
+    "volume_figure",
+    "volume_views",
     "write_report",
 ]

@@ -21,6 +21,7 @@ from ..module import SpatialTransformer
 from ..preprocess import Normalize, input_normalizer
 from ..transforms.warping import output_frame
 from ._mpl import pyplot, save_figure
+from .volumes import volume_figure
 
 __all__ = [
     "curves_figure",
@@ -81,12 +82,14 @@ def identity_offsets(st: SpatialTransformer, params: torch.Tensor, points: int =
     params = params.detach().double().cpu()
     transform = copy.deepcopy(st.transform).double().cpu()  # the model's own stays as it is
     identity = transform.identity_params(torch.float64, "cpu")
+    dims = transform.ndim
     t = torch.linspace(-1, 1, points, dtype=torch.float64)
-    mesh = torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(1, -1, 2)
+    axes = torch.meshgrid(*([t] * dims), indexing="ij")[::-1]  # (x, y[, z]) order
+    mesh = torch.stack(axes, dim=-1).reshape(1, -1, dims)
     mesh = mesh.expand(params.shape[0], -1, -1).contiguous()
     moved = transform.map_points(params, mesh)
     still = transform.map_points(identity.expand_as(params).contiguous(), mesh)
-    half = torch.tensor([st.in_shape[2] / 2, st.in_shape[1] / 2], dtype=torch.float64)
+    half = torch.tensor([n / 2 for n in reversed(st.in_shape[1:])], dtype=torch.float64)
     return ((moved - still) * half).norm(dim=-1).amax(dim=1)
 
 
@@ -175,8 +178,14 @@ def plot_transformations(
     """Draw ``x`` ``(N, C, H, W)`` with each transformer's sampling mesh, beside its output.
 
     Works for any model containing :class:`SpatialTransformer` modules that read ``x`` directly
-    (one column pair per transformer). Writes a PNG atomically and returns its path.
+    (one column pair per transformer). Writes a PNG atomically and returns its path. Volumes
+    ``(N, C, D, H, W)`` are drawn as slices and projections with the sampled box
+    (:func:`torchstn.viz.volumes.volume_figure`).
     """
+    if x.dim() == 5:
+        return save_figure(
+            volume_figure(model, x, labels, predictions, title), out, bbox_inches="tight"
+        )
     return save_figure(
         transformations_figure(model, x, labels, predictions, title), out, bbox_inches="tight"
     )
