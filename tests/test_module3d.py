@@ -130,15 +130,34 @@ class TestErrors:
         ):
             st(torch.rand(2, 1, 8, 9, 9))
 
-    def test_bicubic_is_for_images(self) -> None:
-        with pytest.raises(InvalidInputError, match="'bicubic' samples images only"):
-            SpatialTransformer(VOLUME, "affine3d", mode="bicubic")
+    def test_tricubic_pads_with_zeros_only(self) -> None:
+        with pytest.raises(InvalidInputError, match=r"tricubic .* supports 'zeros' only"):
+            SpatialTransformer(VOLUME, "affine3d", mode="bicubic", padding_mode="border")
         params = transforms.get("affine3d").identity_params()[None]
-        with pytest.raises(InvalidInputError, match="'bicubic' samples images only"):
-            warp(torch.rand(1, *VOLUME), params, "affine3d", mode="bicubic")
+        with pytest.raises(InvalidInputError, match=r"tricubic .* supports 'zeros' only"):
+            warp(torch.rand(1, *VOLUME), params, "affine3d", mode="bicubic", padding_mode="border")
 
     def test_in_shape_of_the_wrong_length(self) -> None:
         with pytest.raises(
             InvalidInputError, match=r"in_shape: expected \(C, H, W\) or \(C, D, H, W\)"
         ):
             SpatialTransformer((1, 2, 3, 4, 5), "affine3d")
+
+
+def test_tricubic_sampling_of_volumes() -> None:
+    """mode='bicubic' on a volume is the kernel sampler's tricubic: the identity reads the volume
+    back, and a shift along x alone equals grid_sample's 2-D bicubic on every depth slice (the
+    same Keys kernel, with y and z on voxel centres)."""
+    import torch.nn.functional as F
+
+    t = transforms.get("translation3d")
+    x = torch.rand(1, 2, 5, 6, 7, dtype=torch.float64)
+    ident = t.identity_params(torch.float64)[None]
+    torch.testing.assert_close(warp(x, ident, t, mode="bicubic"), x, rtol=0, atol=1e-12)
+    shift = torch.tensor([[0.37 * 2 / 7, 0.0, 0.0]], dtype=torch.float64)  # 0.37 voxels along x
+    out = warp(x, shift, t, mode="bicubic")
+    slices = x[0].permute(1, 0, 2, 3)  # (D, C, H, W): each depth slice an image
+    theta = torch.tensor([[[1.0, 0.0, 0.37 * 2 / 7], [0.0, 1.0, 0.0]]], dtype=torch.float64)
+    grid = F.affine_grid(theta.expand(5, -1, -1), (5, 2, 6, 7), align_corners=False)
+    ref = F.grid_sample(slices, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
+    torch.testing.assert_close(out[0], ref.permute(1, 0, 2, 3), rtol=0, atol=1e-12)

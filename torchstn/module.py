@@ -109,9 +109,9 @@ class SpatialTransformer(nn.Module):
         localization: any module mapping ``(B, *in_shape)`` to ``(B, F)``; ``None`` builds the
             default (:func:`torchstn.localization.default_localization`). A final linear layer to
             the transform's parameter count is appended, with zero weights and the identity as bias.
-        mode: ``"bilinear"`` (trilinear for volumes), ``"nearest"``, ``"bicubic"`` (images
-            only) or ``"gaussian"`` (the kernel sampler of eq. 3 with standard deviation
-            ``sigma`` pixels).
+        mode: ``"bilinear"`` (trilinear for volumes), ``"nearest"``, ``"bicubic"`` (tricubic
+            for volumes, through the kernel sampler, zeros padding only) or ``"gaussian"`` (the
+            kernel sampler of eq. 3 with standard deviation ``sigma`` pixels).
         padding_mode: ``"zeros"``, ``"border"``, ``"reflection"`` or ``"fill"`` (the constant
             ``fill``); ``"gaussian"``: zeros only. Inputs normalised by ``mean`` and ``std`` read
             the mean intensity outside with ``"zeros"``, a grey border around a black background

@@ -68,15 +68,15 @@ def check_sampler(
 
     Raises:
         UnknownNameError: an unknown mode or padding mode.
-        InvalidInputError: ``"gaussian"`` with a padding other than zeros, ``"bicubic"`` for
-            volumes, or a bad ``fill``.
+        InvalidInputError: ``"gaussian"``, or ``"bicubic"`` for volumes, with a padding
+            other than zeros, or a bad ``fill``.
     """
     check_choice(mode, "mode", SAMPLER_MODES)
     check_choice(padding_mode, "padding_mode", FILL_PADDING_MODES)
-    if mode == "bicubic" and dims == 3:
+    if mode == "bicubic" and dims == 3 and padding_mode != "zeros":
         raise InvalidInputError(
-            "mode: 'bicubic' samples images only (grid_sample has no tricubic mode); volumes "
-            "take 'bilinear' (trilinear), 'nearest' or 'gaussian'"
+            "padding_mode: tricubic sampling of volumes (mode 'bicubic', through the kernel "
+            f"sampler) supports 'zeros' only, got {padding_mode!r}"
         )
     if mode == "gaussian" and padding_mode != "zeros":
         raise InvalidInputError("padding_mode: the gaussian sampler supports 'zeros' only")
@@ -113,10 +113,14 @@ def resample(
 ) -> torch.Tensor:
     """Sample ``x`` at ``grid`` with the sampler of ``mode``: ``grid_sample``'s modes (and fill
     padding) through :func:`~torchstn.functional.sample`, ``"gaussian"`` (a kernel of standard
-    deviation ``sigma`` pixels, zeros outside) through :func:`~torchstn.functional.kernel_sample`.
+    deviation ``sigma`` pixels, zeros outside) and tricubic sampling of volumes (``"bicubic"``
+    on a 5-D ``x``: Keys' cubic in each axis, zeros outside) through
+    :func:`~torchstn.functional.kernel_sample`.
     Settings are used as given (see :func:`check_sampler`)."""
     if mode == "gaussian":
         return kernel_sample(x, grid, "gaussian", sigma, align_corners)
+    if mode == "bicubic" and x.dim() == 5:  # tricubic: grid_sample has none
+        return kernel_sample(x, grid, "bicubic", align_corners=align_corners)
     return sample(x, grid, mode, padding_mode, align_corners, fill)
 
 
@@ -192,8 +196,10 @@ def warp(
             options such as ``get("tps", grid_size=5)``, and to build it once).
         out_size: ``(Ho, Wo)`` of the output (or one int for a square), ``(Do, Ho, Wo)`` for
             volumes, ``None`` for the input's size.
-        mode: ``"bilinear"`` (trilinear for volumes), ``"nearest"``, ``"bicubic"`` (images
-            only) or ``"gaussian"`` (the paper's generic sampler with a Gaussian kernel,
+        mode: ``"bilinear"`` (trilinear for volumes), ``"nearest"``, ``"bicubic"`` (tricubic
+            for volumes, zeros padding only: ``grid_sample`` has no tricubic mode, so volumes
+            go through the kernel sampler, whose memory grows with ``(D + H + W)`` per output
+            voxel) or ``"gaussian"`` (the paper's generic sampler with a Gaussian kernel,
             :func:`~torchstn.functional.kernel_sample`).
         padding_mode: ``"zeros"``, ``"border"``, ``"reflection"`` or ``"fill"`` (``"gaussian"``:
             zeros only).
