@@ -14,7 +14,9 @@ from torchstn import InvalidInputError, transforms
 from torchstn.functional import base_grid
 from torchstn.transforms import MatrixTransform
 
-MATRIX_FAMILIES = [n for n in transforms.names(ndim=2) if isinstance(transforms.get(n), MatrixTransform)]
+MATRIX_FAMILIES = [
+    n for n in transforms.names(ndim=2) if isinstance(transforms.get(n), MatrixTransform)
+]
 TOL = {"rtol": 1e-9, "atol": 1e-9}
 
 
