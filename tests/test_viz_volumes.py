@@ -65,3 +65,18 @@ def test_the_figure_is_written(tmp_path) -> None:
     )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["v.png"]
+
+
+def test_learned_geometry_of_a_volume_transformer() -> None:
+    import math
+
+    from torchstn.viz import learned_geometry
+
+    st = create_model("st_cnn3d_similarity", (1, 16, 16, 16), 10).transformer
+    # rotation vector of 30 degrees about a tilted axis, scale 0.5, shift of 0.25 along z
+    axis = torch.tensor([1.0, 2.0, 2.0]) / 3
+    params = torch.cat((axis * math.radians(30), torch.tensor([0.5, 0.0, 0.0, 0.25])))[None]
+    geo = learned_geometry(st, params)
+    assert geo["rotation"].item() == pytest.approx(30.0, abs=1e-4)
+    assert geo["scale"].item() == pytest.approx(0.5, abs=1e-6)
+    assert [geo[k].item() for k in ("tx", "ty", "tz")] == pytest.approx([0.0, 0.0, 2.0])

@@ -62,6 +62,8 @@ def learned_geometry(st: SpatialTransformer, params: torch.Tensor) -> dict[str, 
     """
     params = params.detach().double().cpu()
     transform = copy.deepcopy(st.transform).double().cpu()  # the model's own stays as it is
+    if transform.ndim == 3:
+        return _learned_geometry_3d(st, transform, params)
     eps = 0.05
     pts = torch.tensor([[0.0, 0.0], [eps, 0.0], [0.0, eps]], dtype=torch.float64)
     mapped = transform.map_points(params, pts.expand(params.shape[0], -1, -1).contiguous())
@@ -82,6 +84,32 @@ def learned_geometry(st: SpatialTransformer, params: torch.Tensor) -> dict[str, 
         moved = (params - identity).reshape(params.shape[0], -1, 2) * half
         out["displacement"] = moved.norm(dim=-1)
     return out
+
+
+def _learned_geometry_3d(
+    st: SpatialTransformer, transform: Any, params: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """:func:`learned_geometry` of a 3-D family, in input voxels: ``rotation`` (degrees: the
+    angle of the rotation nearest to the local map, from its polar decomposition), ``scale``
+    (the sampled region's side over the input's, cube root of the volume ratio) and
+    ``tx``/``ty``/``tz`` (the region's centre from the input's centre, voxels)."""
+    eps = 0.05
+    pts = torch.cat((torch.zeros(1, 3), torch.eye(3) * eps)).double()
+    mapped = transform.map_points(params, pts.expand(params.shape[0], -1, -1).contiguous())
+    centre = mapped[:, 0]
+    jac = ((mapped[:, 1:] - centre[:, None]) / eps).transpose(1, 2)  # (B, 3, 3), columns: axes
+    half = torch.tensor(pixels_per_unit(st.in_shape[1:], st.align_corners), dtype=torch.float64)
+    jac_vox = jac * half[:, None] / half[None, :]
+    u, _, vh = torch.linalg.svd(jac_vox)
+    rot = u @ vh
+    cos = ((torch.diagonal(rot, dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    return {
+        "rotation": torch.rad2deg(torch.arccos(cos)),
+        "scale": torch.linalg.det(jac).abs().pow(1 / 3),
+        "tx": centre[:, 0] * half[0],
+        "ty": centre[:, 1] * half[1],
+        "tz": centre[:, 2] * half[2],
+    }
 
 
 def _truth(sample: dict[str, Any], in_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
@@ -111,6 +139,7 @@ _LABELS = {
     "scale": "scale (region side / input side)",
     "tx": "horizontal translation (pixels)",
     "ty": "vertical translation (pixels)",
+    "tz": "depth translation (voxels)",
     "displacement": "point displacement (pixels)",
 }
 
@@ -181,7 +210,14 @@ def _geometry_figure(
 #: the narrowest range the learned-parameter plots show for each quantity: values that barely
 #: vary (an untrained transformer) are drawn as one bar, not spread over tick labels like
 #: 1.0012, 1.0014, ... that run into each other.
-_MIN_SPAN = {"rotation": 2.0, "scale": 0.05, "tx": 1.0, "ty": 1.0, "displacement": 0.5}
+_MIN_SPAN = {
+    "rotation": 2.0,
+    "scale": 0.05,
+    "tx": 1.0,
+    "ty": 1.0,
+    "tz": 1.0,
+    "displacement": 0.5,
+}
 
 
 def _span(values: Any, key: str) -> tuple[float, float]:

@@ -182,10 +182,6 @@ def plot_transformations(
     ``(N, C, D, H, W)`` are drawn as slices and projections with the sampled box
     (:func:`torchstn.viz.volumes.volume_figure`).
     """
-    if x.dim() == 5:
-        return save_figure(
-            volume_figure(model, x, labels, predictions, title), out, bbox_inches="tight"
-        )
     return save_figure(
         transformations_figure(model, x, labels, predictions, title), out, bbox_inches="tight"
     )
@@ -201,7 +197,10 @@ def transformations_figure(
 ) -> Any:
     """The figure of :func:`plot_transformations` (a matplotlib figure, not saved): one column
     per image, the input with each transformer's mesh on top, each transformer's output below,
-    every image at its own aspect ratio (square pixels); up to 8 columns per row of images."""
+    every image at its own aspect ratio (square pixels); up to 8 columns per row of images.
+    Volumes ``(N, C, D, H, W)``: :func:`torchstn.viz.volumes.volume_figure`."""
+    if x.dim() == 5:
+        return volume_figure(model, x, labels, predictions, title)
     plt = pyplot()
     sts = input_transformers(model, x.shape[1:])
     if not sts:
