@@ -154,3 +154,27 @@ class TestErrors:
     def test_bad_threads(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["explain", "--out", str(tmp_path), "--quick", "--threads", "0"]) == 2
         assert "--threads: expected a positive int" in self._one_line(capsys)
+
+
+class TestVolumes:
+    def test_section_seven_shows_the_computed_volumes(self, guide_text: str) -> None:
+        section = guide_text.split("## 7. Volumes")[1]
+        assert "![a digit slab warped by two 3-D families](guide_volumes.png)" in section
+        assert "| `similarity3d` | 7 |" in section and "| `attention3d` | 4 |" in section
+        # quarter turns are permutations: exact with nearest, to rounding with trilinear
+        found = re.search(
+            r"nearest sampling differs from the permutation by (\S+) and trilinear by (\S+) ",
+            section,
+        )
+        assert found is not None
+        assert float(found.group(1)) == 0.0 and float(found.group(2)) < 1e-12
+
+    def test_the_boxes_are_the_warps(self) -> None:
+        from torchstn.explain.volumes import volume_example
+
+        v = volume_example()
+        zoom = v.boxes[v.families.index("attention3d")]
+        lo, hi = zoom.reshape(-1, 3).amin(0), zoom.reshape(-1, 3).amax(0)
+        # a window 0.55 times each side at the centre of a 32-voxel cube
+        torch.testing.assert_close(lo, torch.full((3,), 15.5 - 0.55 * 16, dtype=lo.dtype))
+        torch.testing.assert_close(hi, torch.full((3,), 15.5 + 0.55 * 16, dtype=hi.dtype))
