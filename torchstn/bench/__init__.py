@@ -5,6 +5,9 @@ Groups (``--only`` takes their names):
 
 - ``sampler``: grid generation plus sampling of every transform family against PyTorch's
   ``affine_grid`` + ``grid_sample`` and kornia's warps, forward and forward+backward.
+- ``volumes``: the same for the 3-D matrix families on volumes (affine3d, projective3d) against
+  PyTorch's 5-D ``affine_grid`` + ``grid_sample``, kornia's 3-D warps and MONAI's
+  ``AffineTransform``.
 - ``module``: :class:`torchstn.SpatialTransformer` against the same localisation net followed by
   hand-written ``affine_grid`` + ``grid_sample`` (the PyTorch tutorial's way).
 - ``training``: images per second of CNN and ST-CNN training steps on the paper's inputs, the
@@ -17,7 +20,8 @@ Groups (``--only`` takes their names):
 
 Each group is a module with ``TITLE``, ``DESCRIPTION``, ``COLUMNS`` and ``run(settings)``
 returning ``{"rows": [...], ...}``; :func:`run_suite` adds the environment and the time taken.
-kornia is optional (the ``bench`` extra): without it its rows are recorded as skipped.
+kornia and MONAI are optional (the ``bench`` extra): without them their rows are recorded as
+skipped.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
 #: group name -> module (under torchstn.bench), in the order of BENCHMARKS.md.
 GROUPS = {
     "sampler": "sampler",
+    "volumes": "volumes",
     "module": "module",
     "training": "training",
     "inference": "inference",
