@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
         help="run the benchmark suite and regenerate BENCHMARKS.md",
-        description="Time torchstn against PyTorch, kornia (optional: pip install "
+        description="Time torchstn against PyTorch, kornia and MONAI (optional: pip install "
         "torchstn[bench]) and a hand-written transformer, in one process, and write the results "
         "as JSON. A full run stores them in benchmarks/results/LABEL.json (LABEL: cpu, or the "
         "GPU's name) and regenerates BENCHMARKS.md from every results file there. Groups: "
