@@ -10,7 +10,7 @@ models), and nothing of the library imports it.
 Example:
     >>> from torchstn.experiments import get_table, table_names
     >>> table_names()
-    ('table1', 'cluttered', 'addition', 'colocalization')
+    ('table1', 'cluttered', 'addition', 'volumes', 'colocalization')
     >>> get_table("table1").columns["RTS"]
     'table1/rts'
 """

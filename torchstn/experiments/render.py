@@ -32,8 +32,15 @@ def _fmt(values: list[float]) -> str:
 
 def plain_counterpart(model: str) -> str | None:
     """The model without a transformer that an ST model is compared with at equal budget:
-    ``cnn`` for the ST-CNNs, ``fcn`` for the ST-FCNs (one or two transformers); None for the
-    models without a transformer."""
+    ``cnn`` for the ST-CNNs, ``fcn`` for the ST-FCNs (one or two transformers), ``cnn3d`` for
+    the volume ST-CNNs; None for the models without a transformer.
+
+    Example:
+        >>> [plain_counterpart(m) for m in ("st_cnn_tps", "st2_fcn_affine", "st_cnn3d_affine")]
+        ['cnn', 'fcn', 'cnn3d']
+    """
+    if model.startswith("st_cnn3d_"):
+        return "cnn3d"
     if model.startswith("st_cnn_"):
         return "cnn"
     if model.startswith(("st_fcn_", "st2_fcn_")):
