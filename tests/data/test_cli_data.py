@@ -152,8 +152,10 @@ class TestPreviewAndList:
             "projective",
             "rotated",
             "rts",
+            "rts3d",
         ]
         assert "2x42x42" in lines[0] and "19 classes" in lines[0]
+        assert "1x32x32x32" in lines[-1] and "10 classes" in lines[-1]
 
     def test_bare_command_prints_help(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["data"]) == 2

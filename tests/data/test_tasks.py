@@ -35,6 +35,7 @@ def test_names() -> None:
         "projective",
         "rotated",
         "rts",
+        "rts3d",
     )
 
 
@@ -42,22 +43,26 @@ def test_names() -> None:
 class TestEveryTask:
     def test_shapes_dtypes_ranges(self, name: str, samples: dict[str, data.Sample]) -> None:
         task, s = data.get_task(name), samples[name]
-        c, h, w = task.in_shape
-        assert s.x.shape == (48, c, h, w) and s.x.dtype == torch.float32
+        c, *spatial = task.in_shape  # (H, W) for images, (D, H, W) for volumes
+        k = len(spatial)
+        assert k in (2, 3)
+        assert s.x.shape == (48, c, *spatial) and s.x.dtype == torch.float32
         assert float(s.x.min()) >= 0.0 and float(s.x.max()) <= 1.0
         assert s.y.shape == (48,) and s.y.dtype == torch.int64
         assert int(s.y.min()) >= 0 and int(s.y.max()) < task.num_classes
-        assert s.boxes.shape == (48, 4) and s.boxes.dtype == torch.float32
-        x0, y0, x1, y1 = s.boxes.unbind(1)
-        assert bool(((0 <= x0) & (x0 < x1) & (x1 <= w) & (0 <= y0) & (y0 < y1) & (y1 <= h)).all())
+        # boxes (x0, y0, [z0,] x1, y1, [z1]): each low edge >= 0, below its high edge, and the
+        # high edge within the canvas side of its axis (x: W, y: H, z: D)
+        assert s.boxes.shape == (48, 2 * k) and s.boxes.dtype == torch.float32
+        low, high = s.boxes[:, :k], s.boxes[:, k:]
+        sides = torch.tensor(spatial[::-1], dtype=torch.float32)  # (W, H[, D])
+        assert bool(((0 <= low) & (low < high) & (high <= sides)).all())
         for key, value in s.params.items():
             assert value.shape[0] == 48, key
         # every image shows a digit: ink inside its frame box
         ink = s.params["ink_box"]
-        assert bool((ink[:, 2:] > ink[:, :2]).all())
-        assert bool(
-            (ink[:, :2] >= s.boxes[:, :2] - 1).all() and (ink[:, 2:] <= s.boxes[:, 2:] + 1).all()
-        )
+        assert ink.shape == (48, 2 * k)
+        assert bool((ink[:, k:] > ink[:, :k]).all())
+        assert bool((ink[:, :k] >= low - 1).all() and (ink[:, k:] <= high + 1).all())
 
     def test_labels_match_source_digits(self, name: str, samples: dict[str, data.Sample]) -> None:
         s = samples[name]
@@ -106,6 +111,8 @@ class TestEveryTask:
     ) -> None:
         if name in ("cluttered", "colocalization"):
             pytest.skip("clutter covers the canvas; see TestCluttered")
+        if name == "rts3d":
+            pytest.skip("volumes with clutter by default; see tests/data/test_tasks3d.py")
         s = samples[name]
         ink = s.x.amax(dim=1)  # both channels of the addition task
         assert torch.equal(s.params["ink_box"], ink_boxes(ink))
@@ -163,7 +170,7 @@ class TestRegistry:
     def test_unknown_task_lists_the_names(self) -> None:
         with pytest.raises(
             UnknownNameError,
-            match="unknown task 'mnist'; valid choices: addition, cluttered, colocalization, elastic, projective, rotated, rts",
+            match="unknown task 'mnist'; valid choices: addition, cluttered, colocalization, elastic, projective, rotated, rts, rts3d",
         ):
             data.get_task("mnist")
 
@@ -205,6 +212,7 @@ class TestRegistry:
             "projective": (1, 28, 28),
             "rotated": (1, 28, 28),
             "rts": (1, 42, 42),
+            "rts3d": (1, 32, 32, 32),
         }
         assert data.get_task("addition").num_classes == 19
         assert data.get_task("rts", translation=None).options["translation"] == [-7.0, 7.0]

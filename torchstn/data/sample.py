@@ -1,4 +1,5 @@
-"""A batch of samples with its ground truth: images, labels, boxes and distortion parameters."""
+"""A batch of samples with its ground truth: images (or volumes), labels, boxes and distortion
+parameters."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from .._checks import check_tensor
 from ..errors import InvalidInputError
 
 __all__ = ["Sample", "full_boxes"]
+
+#: the box width of ``x``'s number of dims: images ``(x0, y0, x1, y1)``, volumes with z.
+_BOX_WIDTH = {4: 4, 5: 6}
+_BOX_NAMES = {4: "(x0, y0, x1, y1)", 6: "(x0, y0, z0, x1, y1, z1)"}
 
 
 def full_boxes(num: int, height: int, width: int) -> torch.Tensor:
@@ -26,7 +31,7 @@ def full_boxes(num: int, height: int, width: int) -> torch.Tensor:
 
 @dataclass
 class Sample:
-    """``N`` images with their labels and ground truth.
+    """``N`` images (or volumes) with their labels and ground truth.
 
     Convention:
         Boxes are ``(x0, y0, x1, y1)`` in pixel units, with the image spanning ``[0, W] x [0, H]``:
@@ -34,10 +39,16 @@ class Sample:
         ``image[..., 3:31, 2:30]``, and ``2 * x / W - 1`` converts ``x`` to the normalised frame of
         :mod:`torchstn.functional.coords` (``align_corners=False``).
 
+        Volumes ``(N, C, D, H, W)`` have boxes ``(x0, y0, z0, x1, y1, z1)`` in voxel units, the
+        volume spanning ``[0, W] x [0, H] x [0, D]`` (x along W, y along H, z along D, as a 5-D
+        grid of :func:`torch.nn.functional.grid_sample` reads them): a box ``(2, 3, 4, 10, 11,
+        12)`` is the slice ``volume[..., 4:12, 3:11, 2:10]``.
+
     Attributes:
-        x: ``(N, C, H, W)`` float32 images in ``[0, 1]``.
+        x: ``(N, C, H, W)`` float32 images in ``[0, 1]``, or ``(N, C, D, H, W)`` volumes.
         y: ``(N,)`` int64 labels.
-        boxes: ``(N, 4)`` float32 boxes of the object (the digit) in the canvas.
+        boxes: ``(N, 4)`` float32 boxes of the object (the digit) in the canvas; ``(N, 6)`` for
+            volumes.
         params: per-sample ground truth, each tensor with leading dimension ``N`` (for the tasks:
             the distortion parameters, e.g. ``angle`` in degrees, ``scale``, ``tx``, ``ty``).
 
@@ -45,6 +56,9 @@ class Sample:
         >>> s = Sample(torch.zeros(3, 1, 4, 4), torch.tensor([1, 2, 3]), full_boxes(3, 4, 4))
         >>> len(s), s[1:].y.tolist()
         (3, [2, 3])
+        >>> v = Sample(torch.zeros(2, 1, 3, 4, 5), torch.tensor([0, 1]), torch.zeros(2, 6))
+        >>> v[1].boxes.shape
+        torch.Size([1, 6])
     """
 
     x: torch.Tensor
@@ -53,10 +67,21 @@ class Sample:
     params: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_tensor(self.x, "x", ndim=4)
+        check_tensor(self.x, "x", floating=False)  # float32 is checked below
+        if self.x.dim() not in (4, 5):
+            raise InvalidInputError(
+                f"x: expected 4 dims (N, C, H, W) or 5 dims (N, C, D, H, W), received "
+                f"{self.x.dim()}-dim tensor of shape {tuple(self.x.shape)}"
+            )
         n = self.x.shape[0]
         check_tensor(self.y, "y", ndim=1, floating=False)
-        check_tensor(self.boxes, "boxes", ndim=2, last_dim=4)
+        check_tensor(self.boxes, "boxes", ndim=2)
+        width = _BOX_WIDTH[self.x.dim()]
+        if self.boxes.shape[1] != width:
+            raise InvalidInputError(
+                f"boxes: expected last dimension {width} {_BOX_NAMES[width]} for "
+                f"{self.x.dim()}-dim x, got shape {tuple(self.boxes.shape)}"
+            )
         if self.x.dtype != torch.float32:
             raise InvalidInputError(f"x: expected float32, got {self.x.dtype}")
         if self.y.dtype != torch.int64:

@@ -1,11 +1,13 @@
 """The task generators, by name: distorted MNIST (R, RTS, P, E), translated and cluttered MNIST
-(TC), MNIST addition and co-localisation.
+(TC), MNIST addition, co-localisation, and RTS MNIST in volumes (RTS3D).
 
 >>> from torchstn.data import tasks
 >>> tasks.names()
-('addition', 'cluttered', 'colocalization', 'elastic', 'projective', 'rotated', 'rts')
+('addition', 'cluttered', 'colocalization', 'elastic', 'projective', 'rotated', 'rts', 'rts3d')
 >>> tasks.get("cluttered", canvas_size=100).in_shape
 (1, 100, 100)
+>>> tasks.get("rts3d", canvas_size=16).in_shape
+(1, 16, 16, 16)
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from .elastic import Elastic
 from .projective import Projective
 from .rotated import Rotated
 from .rts import RTS
+from .volumes import RTS3D
 
 __all__ = [
     "RTS",
+    "RTS3D",
     "SPLITS",
     "VALIDATION_SIZE",
     "Addition",
@@ -42,7 +46,7 @@ __all__ = [
 
 _REGISTRY: dict[str, type[Task]] = {
     cls.name: cls
-    for cls in (Rotated, RTS, Projective, Elastic, Cluttered, Addition, Colocalization)
+    for cls in (Rotated, RTS, Projective, Elastic, Cluttered, Addition, Colocalization, RTS3D)
 }
 
 

@@ -2,8 +2,9 @@
 
 Generation is two-phase. ``draw`` makes every random choice for all ``num`` samples at once (a few
 numbers per sample: source digits, angles, positions...), from one generator seeded by
-``(seed, task name, split)``; ``render`` then turns a chunk of those choices into images with
-tensor ops only (one grid, one sampler call per chunk). Results do not depend on the chunk size.
+``(seed, task name, split)``; ``render`` then turns a chunk of those choices into images (or
+volumes) with tensor ops only (one grid, one sampler call per chunk). Results do not depend on the
+chunk size.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ SPLITS = ("train", "val", "test")
 #: the last ``VALIDATION_SIZE`` images of the MNIST training file are held out for ``"val"``.
 VALIDATION_SIZE = 10_000
 
-#: output pixels rendered per chunk: bounds the memory of grids and intermediate canvases and
-#: keeps them small enough to be reused from the allocator and the caches (measured fastest).
+#: output pixels (voxels) rendered per chunk: bounds the memory of grids and intermediate canvases
+#: and keeps them small enough to be reused from the allocator and the caches (measured fastest).
 CHUNK_PIXELS = 1 << 21
 
 
@@ -107,8 +108,8 @@ class Task:
         raise NotImplementedError
 
     @property
-    def in_shape(self) -> tuple[int, int, int]:
-        """The ``(C, H, W)`` shape of one image."""
+    def in_shape(self) -> tuple[int, ...]:
+        """The ``(C, H, W)`` shape of one image, ``(C, D, H, W)`` of one volume."""
         raise NotImplementedError
 
     def _draw(
@@ -123,7 +124,8 @@ class Task:
         self, images: torch.Tensor, draws: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Images ``(B, C, H, W)``, boxes ``(B, 4)`` and extra ground truth for a chunk of draws,
-        using the pool ``images`` uint8 ``(M, 28, 28)``."""
+        using the pool ``images`` uint8 ``(M, 28, 28)``; volumes ``(B, C, D, H, W)`` with boxes
+        ``(B, 6)`` for a task whose ``in_shape`` has four entries."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ public API
@@ -151,8 +153,8 @@ class Task:
 
         Returns:
             A :class:`Sample` with ``x`` ``(num, *in_shape)`` float32 in ``[0, 1]``, ``y``
-            ``(num,)`` int64, ``boxes`` ``(num, 4)`` and ``params`` (``source_index`` gives each
-            digit's index in its MNIST file).
+            ``(num,)`` int64, ``boxes`` ``(num, 4)`` (``(num, 6)`` for volumes) and ``params``
+            (``source_index`` gives each digit's index in its MNIST file).
         """
         check_choice(split, "split", SPLITS)
         if chunk_size is None:
@@ -163,7 +165,7 @@ class Task:
         images, labels, offset = source_digits(split, self.root)
         y, draws = self._draw(labels, num, generator(seed, self.name, split))
         x = torch.empty(num, *self.in_shape)
-        boxes = torch.empty(num, 4)
+        boxes = torch.empty(num, 2 * (len(self.in_shape) - 1))  # (x0, y0, [z0,] x1, y1, [z1])
         extras: dict[str, list[torch.Tensor]] = {}
         for start in range(0, num, chunk_size):
             part = {k: v[start : start + chunk_size] for k, v in draws.items()}
