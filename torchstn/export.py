@@ -1,14 +1,14 @@
 """Exporting a model or its spatial transformer to ONNX, TorchScript or a ``torch.export`` program.
 
-Every export takes one input, ``input``: ``(B, C, H, W)`` floats in ``[0, 1]`` with a dynamic
-batch size ``B``, and returns
+Every export takes one input, ``input``: ``(B, C, H, W)`` floats in ``[0, 1]`` (a volume model:
+``(B, C, D, H, W)``) with a dynamic batch size ``B``, and returns
 
 * ``part="model"``: ``logits`` ``(B, num_classes)`` and, when the model has a spatial transformer
   that reads its input, ``params`` ``(B, P)``: the parameters of its first one (the localisation
   runs a second time for them; it is small next to the classifier);
-* ``part="transformer"``: the first transformer alone, ``output`` ``(B, C, Ho, Wo)`` (the
-  rectified image) and ``params`` ``(B, P)`` (a bare :class:`SpatialTransformer` always exports
-  this way).
+* ``part="transformer"``: the first transformer alone, ``output`` ``(B, C, Ho, Wo)``
+  (``(B, C, Do, Ho, Wo)``: the rectified image or volume) and ``params`` ``(B, P)`` (a bare
+  :class:`SpatialTransformer` always exports this way).
 
 A model trained with ``data.normalize`` (see :mod:`torchstn.preprocess`) still takes ``[0, 1]``
 images: the normalisation is in the exported graph. Its transformer's ``output`` is then in
@@ -19,10 +19,18 @@ least 16 for ``GridSample``; needs ``pip install 'torchstn[export]'``), ``"torch
 (``torch.jit.trace``; reload with :func:`torch.jit.load`) and ``"exported-program"``
 (``torch.export.export`` + ``torch.export.save``; reload with :func:`torch.export.load`).
 
+Volumes: ONNX's ``GridSample`` takes 5-D inputs from opset 20 (:data:`VOLUME_OPSET`), the default
+for a model of ``(C, D, H, W)`` volumes. For runtimes without it (older onnxruntime, OpenVINO and
+TensorRT), ``sampler="gather"`` writes the trilinear or nearest sampling as plain operators
+instead (:func:`gather_sample`: ``Floor``, ``GatherElements`` of the 8 neighbours, weights,
+masks), with the same numbers and any opset from 16.
+
 Each file carries its metadata (:func:`read_metadata`): in ONNX as ``metadata_props``, one key
 ``torchstn.<name>`` per entry, each value JSON; in the two PyTorch formats as the extra file
-``torchstn.json``. The entries: ``part``, ``in_shape``, ``outputs``, ``transform`` and
-``num_params`` (of the first transformer, or ``null``) and, for a checkpoint's export,
+``torchstn.json``. The entries: ``part``, ``input`` (``"image"`` or ``"volume"``), ``axes``
+(``["C", "H", "W"]`` or ``["C", "D", "H", "W"]``), ``in_shape``, ``outputs``, ``opset`` and
+``sampler`` (ONNX; ``null`` in the others), ``transform`` and ``num_params`` (of the first
+transformer, or ``null``) and, for a checkpoint's export,
 ``num_classes``, ``class_names``, ``model``, ``weights`` and ``config`` (the run's config: enough
 to rebuild the transformer's geometry, which ``torchstn predict`` uses to draw).
 
@@ -68,6 +76,7 @@ from torch import nn
 from ._atomic import atomic_path
 from ._checks import check_choice
 from .errors import DataError, InvalidInputError, TorchSTNError, first_line
+from .functional.sample import PADDING_MODES, check_input_and_grid
 from .inference import first_transformer, inference_device, load_with_info
 from .module import SpatialTransformer
 from .preprocess import input_normalizer
@@ -79,6 +88,8 @@ __all__ = [
     "FORMATS",
     "MIN_OPSET",
     "PARTS",
+    "SAMPLERS",
+    "VOLUME_OPSET",
     "ClassifierWithParams",
     "ExportError",
     "ExportResult",
@@ -87,6 +98,7 @@ __all__ = [
     "export_checkpoint",
     "exportable",
     "format_of",
+    "gather_sample",
     "load_exported",
     "read_metadata",
     "require",
@@ -96,6 +108,10 @@ FORMATS = ("onnx", "torchscript", "exported-program")
 PARTS = ("model", "transformer")
 DEFAULT_OPSET = 18
 MIN_OPSET = 16  # GridSample
+#: the first opset whose ``GridSample`` samples 5-D volumes: the default for volume models.
+VOLUME_OPSET = 20
+#: how an ONNX export samples: ``GridSample``, or plain operators (volumes, :func:`gather_sample`).
+SAMPLERS = ("grid_sample", "gather")
 #: the file suffix of each format (``format_of`` reads it back).
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 _META_FILE = "torchstn.json"
@@ -147,7 +163,7 @@ def exportable(
 
     Args:
         model: a classifier (any module taking ``(B, *in_shape)``) or a spatial transformer.
-        in_shape: ``(C, H, W)`` of the inputs.
+        in_shape: ``(C, H, W)`` of the inputs, or ``(C, D, H, W)``.
         part: ``"model"`` or ``"transformer"`` (see the module docstring).
     """
     check_choice(part, "part", PARTS)
@@ -174,11 +190,12 @@ class ExportResult:
     format: str
     part: str
     outputs: tuple[str, ...]
-    in_shape: tuple[int, int, int]
+    in_shape: tuple[int, ...]  #: ``(C, H, W)``, or ``(C, D, H, W)`` for volumes
     opset: int | None
     seconds: float  #: time spent exporting (verification not included)
     max_abs_diff: float | None  #: largest difference from the eager model (None: not verified)
     metadata: dict[str, Any]
+    sampler: str | None = None  #: ONNX only: ``"grid_sample"`` or ``"gather"``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +206,7 @@ class ExportResult:
             "in_shape": list(self.in_shape),
             "dynamic_batch": True,
             "opset": self.opset,
+            "sampler": self.sampler,
             "seconds": round(self.seconds, 3),
             "max_abs_diff": self.max_abs_diff,
         }
@@ -220,31 +238,198 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _to_source(g: torch.Tensor, size: int, padding_mode: str, align_corners: bool) -> torch.Tensor:
+    """Voxel coordinates along one axis of ``size`` voxels, computed as ``grid_sample``'s CPU
+    kernel for volumes computes them (unnormalised, then reflected and/or clipped)."""
+    if align_corners:
+        x = ((g + 1) / 2) * (size - 1)
+    else:
+        x = ((g + 1) * size - 1) / 2
+    if padding_mode == "reflection":
+        low, high = (0, 2 * (size - 1)) if align_corners else (-1, 2 * size - 1)
+        if low == high:  # one voxel with align_corners: every point reflects onto it
+            return torch.zeros_like(x)
+        span = (high - low) / 2
+        x = (x - low / 2).abs()
+        extra = torch.fmod(x, span)
+        flips = torch.floor(x / span)
+        even = flips - 2 * torch.floor(flips / 2) == 0
+        x = torch.where(even, extra + low / 2, span - extra + low / 2)
+    if padding_mode != "zeros":
+        # clip to [0, size - 1] with Where, not Clip: the exporter (onnxscript 0.7) drops the
+        # bounds of a second Clip of the same tensor
+        x = torch.where(x < 0, 0.0, torch.where(x > size - 1, float(size - 1), x))
+    return x
+
+
+def _taps(
+    x: torch.Tensor, size: int, nearest: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The neighbours of voxel coordinates ``x`` ``(B, N)`` along an axis of ``size`` voxels:
+    their indices ``(B, N, K)`` (0 where outside), whether each is inside, and their weights
+    (``None`` for the nearest voxel, ``K = 1``; ``floor(x)`` and ``floor(x) + 1`` otherwise)."""
+    if nearest:  # round half to even, as grid_sample's nearbyint and ONNX's Round
+        at, weight = torch.round(x).unsqueeze(-1), None
+    else:
+        x0 = torch.floor(x)
+        at = torch.stack([x0, x0 + 1], -1)
+        weight = torch.stack([x0 + 1 - x, x - x0], -1)
+    inside = (at >= 0) & (at <= size - 1)  # on the floats: no integer overflow far outside
+    return torch.where(inside, at, 0.0).to(torch.int64), inside, weight
+
+
+def _gather_3d(
+    input: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str, align_corners: bool
+) -> torch.Tensor:
+    """:func:`gather_sample` without its checks (the body the ONNX export traces): one gather
+    of every output voxel's neighbours, ``K^3`` of them (``K`` = 2, or 1 for the nearest)."""
+    b, c = input.shape[0], input.shape[1]
+    d, h, w = (int(n) for n in input.shape[2:])
+    flat = input.reshape(b, c, d * h * w)
+    points = grid.reshape(b, -1, 3)  # (B, N, 3): x along W, y along H, z along D
+    nearest = mode == "nearest"
+    (xi, xin, xw), (yi, yin, yw), (zi, zin, zw) = (
+        _taps(_to_source(points[..., axis], size, padding_mode, align_corners), size, nearest)
+        for axis, size in enumerate((w, h, d))
+    )
+    # (B, N, Kz, Ky, Kx), flattened in grid_sample's order of the corners (tnw, tne, ... bse)
+    index = (zi[..., :, None, None] * h + yi[..., None, :, None]) * w + xi[..., None, None, :]
+    inside = zin[..., :, None, None] & yin[..., None, :, None] & xin[..., None, None, :]
+    n, k = points.shape[1], index.shape[-1] ** 3
+    values = flat.gather(2, index.reshape(b, 1, n * k).expand(-1, c, -1)).view(b, c, n, k)
+    if xw is not None and yw is not None and zw is not None:
+        weight = xw[..., None, None, :] * yw[..., None, :, None] * zw[..., :, None, None]
+        values = values * weight.reshape(b, 1, n, k)
+    out = torch.where(inside.reshape(b, 1, n, k), values, 0.0).sum(-1)  # (B, C, N)
+    return out.reshape(b, c, *grid.shape[1:4])
+
+
+def gather_sample(
+    input: torch.Tensor,
+    grid: torch.Tensor,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+) -> torch.Tensor:
+    """``grid_sample`` of volumes written with plain tensor ops: what ``sampler="gather"`` exports.
+
+    Each output voxel reads its 8 neighbours (trilinear, ``mode="bilinear"``) or its nearest voxel
+    (``mode="nearest"``, ties to even) with ``floor``, ``round``, index arithmetic and ``gather``
+    (ONNX ``GatherElements``); a neighbour outside the volume is masked to 0 (``"zeros"``), and
+    ``"border"`` and ``"reflection"`` move the coordinates first, as ``grid_sample`` does. The
+    numbers are those of :func:`torch.nn.functional.grid_sample` on the CPU (bit for bit in the
+    tests), and both gradients flow; it is slower, and meant for export only.
+
+    Convention:
+        ``grid[b, k, i, j] = (x, y, z)`` in the normalised frame of ``input``, z along ``D``
+        (:mod:`torchstn.functional.coords`); ``align_corners`` as in ``grid_sample``.
+
+    Args:
+        input: ``(B, C, D, H, W)`` floating-point volumes.
+        grid: ``(B, Do, Ho, Wo, 3)`` source coordinates, same dtype and device as ``input``.
+        mode: ``"bilinear"`` (trilinear) or ``"nearest"``.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
+        align_corners: see :mod:`torchstn.functional.coords`.
+
+    Returns:
+        ``(B, C, Do, Ho, Wo)`` sampled volumes.
+
+    Raises:
+        InvalidInputError: a 4-D input, mismatched shapes, dtypes or devices.
+        UnknownNameError: another mode or padding mode.
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> v = torch.rand(1, 2, 4, 5, 6)
+        >>> g = torch.rand(1, 3, 3, 3, 3) * 2.4 - 1.2  # some points outside
+        >>> torch.equal(gather_sample(v, g), F.grid_sample(v, g, align_corners=False))
+        True
+    """
+    check_input_and_grid(input, grid)
+    if input.dim() != 5:
+        raise InvalidInputError(
+            f"input: gather_sample samples 5-D volumes (B, C, D, H, W), got shape "
+            f"{tuple(input.shape)}"
+        )
+    check_choice(mode, "mode", ("bilinear", "nearest"))
+    check_choice(padding_mode, "padding_mode", PADDING_MODES)
+    return _gather_3d(input, grid, mode, padding_mode, bool(align_corners))
+
+
+def _gather_grid_sampler(
+    input: torch.Tensor,
+    grid: torch.Tensor,
+    interpolation_mode: int,
+    padding_mode: int,
+    align_corners: bool,
+) -> torch.Tensor:
+    """``aten.grid_sampler`` (and ``grid_sampler_3d``) for the export's decomposition table:
+    volumes through :func:`_gather_3d`, images left to ``grid_sampler_2d``."""
+    if input.dim() != 5:
+        return torch.ops.aten.grid_sampler_2d.default(
+            input, grid, interpolation_mode, padding_mode, align_corners
+        )
+    if interpolation_mode not in (0, 1):  # pragma: no cover - volumes' bicubic is the kernel's
+        raise ExportError("sampler: 'gather' samples volumes trilinearly or by nearest voxel")
+    mode = "bilinear" if interpolation_mode == 0 else "nearest"
+    return _gather_3d(input, grid, mode, PADDING_MODES[padding_mode], align_corners)
+
+
+def _gathered(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``module`` as a ``torch.export`` program whose volume sampling is :func:`gather_sample`:
+    the ``grid_sampler`` calls decomposed, nothing else changed (no hook in the model)."""
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    aten = torch.ops.aten
+    table = {aten.grid_sampler.default: _gather_grid_sampler}
+    table[aten.grid_sampler_3d.default] = _gather_grid_sampler
+    return program.run_decompositions(table)
+
+
+def _op_types(proto: Any) -> set[str]:
+    """Every operator type of an ONNX model, its local functions included."""
+    nodes = [*proto.graph.node, *(n for f in proto.functions for n in f.node)]
+    return {n.op_type for n in nodes}
+
+
 def _serialize(
     module: nn.Module,
     example: torch.Tensor,
     fmt: str,
     outputs: tuple[str, ...],
-    opset: int,
+    opset: int | None,
     metadata: Mapping[str, Any],
+    sampler: str = "grid_sample",
 ) -> bytes | memoryview:
     """The exported file's bytes, made in memory: PyTorch's zip writer aborts the whole process
     (``terminate called after throwing c10::Error``) when a write to a file fails, a full disk
     for instance; written from memory by :func:`export`, such a failure is an ``OSError``."""
     batch = torch.export.Dim("batch", min=1)
     if fmt == "onnx":
-        program = torch.onnx.export(
-            module,
-            (example,),
-            dynamo=True,
-            opset_version=opset,
-            dynamic_shapes=({0: batch},),
-            input_names=["input"],
-            output_names=list(outputs),
-            verbose=False,
-        )
+        if sampler == "gather":  # a program with the batch already dynamic
+            program = torch.onnx.export(
+                _gathered(module, example),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=list(outputs),
+                verbose=False,
+            )
+        else:
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=({0: batch},),
+                input_names=["input"],
+                output_names=list(outputs),
+                verbose=False,
+            )
         if program is None:  # pragma: no cover - the dynamo exporter always returns one
             raise ExportError("torch.onnx.export returned no program")
+        if sampler == "gather" and "GridSample" in _op_types(program.model_proto):
+            raise ExportError("sampler 'gather': the ONNX graph still has a GridSample node")
         for key, value in metadata.items():
             program.model.metadata_props[_META_PREFIX + key] = json.dumps(value)
         return bytes(program.model_proto.SerializeToString())
@@ -267,7 +452,7 @@ def _write_file(tmp: Path, data: bytes | memoryview) -> None:
 
 def _verify(
     module: nn.Module,
-    in_shape: tuple[int, int, int],
+    in_shape: tuple[int, ...],
     run: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
 ) -> float:
     """Largest difference between ``run`` and ``module`` on random inputs of batch 1 and 3,
@@ -291,6 +476,29 @@ def _verify(
     return worst
 
 
+def _onnx_opset(opset: object, sampler: str, volume: bool) -> int:
+    """The opset an ONNX export uses (``opset`` checked, or the default for its input), and
+    ``sampler`` checked against the input: ``"gather"`` is for volumes."""
+    native = sampler == "grid_sample"
+    if not volume and not native:
+        raise InvalidInputError(
+            f"sampler: {sampler!r} samples volumes (C, D, H, W); images export GridSample "
+            f"(opset {MIN_OPSET} and up)"
+        )
+    if opset is None:
+        return VOLUME_OPSET if volume and native else DEFAULT_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise InvalidInputError(
+            f"opset: expected an int >= {MIN_OPSET} (GridSample), got {opset!r}"
+        )
+    if volume and native and opset < VOLUME_OPSET:
+        raise InvalidInputError(
+            f"opset: volumes need opset >= {VOLUME_OPSET} (5-D GridSample), got {opset}; "
+            "sampler 'gather' takes any opset"
+        )
+    return opset
+
+
 def export(
     model: nn.Module,
     path: str | Path,
@@ -298,7 +506,8 @@ def export(
     *,
     in_shape: Sequence[int] | None = None,
     part: str = "model",
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
+    sampler: str = "grid_sample",
     metadata: Mapping[str, Any] | None = None,
     verify: bool = True,
     tolerance: float = 1e-4,
@@ -310,9 +519,15 @@ def export(
         path: the file to write (atomically).
         format: ``"onnx"``, ``"torchscript"`` or ``"exported-program"``; ``None``: from the
             suffix of ``path`` (:func:`format_of`).
-        in_shape: ``(C, H, W)`` of the inputs; default: that of the first transformer.
+        in_shape: ``(C, H, W)`` of the inputs, ``(C, D, H, W)`` for volumes; default: that of
+            the first transformer.
         part: ``"model"`` or ``"transformer"`` (see the module docstring).
-        opset: ONNX opset, at least :data:`MIN_OPSET` (ONNX only).
+        opset: ONNX opset, at least :data:`MIN_OPSET`, and :data:`VOLUME_OPSET` for volumes
+            sampled by ``GridSample``; ``None``: that minimum for volumes, :data:`DEFAULT_OPSET`
+            otherwise (ONNX only).
+        sampler: ``"grid_sample"`` (ONNX's ``GridSample``) or ``"gather"``: volumes sampled with
+            plain operators (:func:`gather_sample`) for runtimes without a 5-D ``GridSample``
+            (ONNX only; images always use ``GridSample``).
         metadata: extra JSON-ready entries stored in the file (see :func:`read_metadata`).
         verify: run the written file at batch sizes 1 and 3 and compare with the eager model.
         tolerance: the largest difference ``verify`` accepts (relative to outputs above 1).
@@ -320,43 +535,52 @@ def export(
     Raises:
         ExportError: the exporter failed, or the file disagrees with the model.
         TorchSTNError: ONNX without ``onnx``/``onnxscript``/``onnxruntime`` (with the install hint).
-        InvalidInputError: a bad format, part, opset or shape.
+        InvalidInputError: a bad format, part, opset, sampler or shape.
     """
     fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
-    if fmt == "onnx":
-        if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-            raise InvalidInputError(
-                f"opset: expected an int >= {MIN_OPSET} (GridSample), got {opset!r}"
-            )
-        require("onnx", "onnxscript", *(("onnxruntime",) if verify else ()), purpose="ONNX export")
+    check_choice(sampler, "sampler", SAMPLERS)
     if in_shape is None:
         st = first_transformer(model)
         if st is None:
             raise InvalidInputError("in_shape: required for a model without a spatial transformer")
         in_shape = st.in_shape
-    c, h, w = (int(v) for v in in_shape)
+    shape = tuple(int(v) for v in in_shape)
+    if len(shape) not in (3, 4):
+        raise InvalidInputError(
+            f"in_shape: expected (C, H, W) or (C, D, H, W), got {tuple(in_shape)!r}"
+        )
+    volume = len(shape) == 4
+    if fmt == "onnx":
+        opset = _onnx_opset(opset, sampler, volume)
+        require("onnx", "onnxscript", *(("onnxruntime",) if verify else ()), purpose="ONNX export")
+    elif sampler != "grid_sample":
+        raise InvalidInputError(f"sampler: {sampler!r} applies to the onnx format only, not {fmt}")
     was_training = model.training
     if any(t.device.type != "cpu" for t in (*model.parameters(), *model.buffers())):
         model = copy.deepcopy(model).cpu()  # export on the CPU, leave the caller's model alone
-    module, outputs, st = exportable(model.eval(), (c, h, w), part)
+    module, outputs, st = exportable(model.eval(), shape, part)
     meta: dict[str, Any] = {
         "format_version": 1,
         "part": part,
-        "in_shape": [c, h, w],
+        "input": "volume" if volume else "image",
+        "axes": ["C", "D", "H", "W"] if volume else ["C", "H", "W"],
+        "in_shape": list(shape),
         "outputs": list(outputs),
+        "opset": opset if fmt == "onnx" else None,
+        "sampler": sampler if fmt == "onnx" else None,
         "transform": None if st is None else st.transform.name,
         "num_params": None if st is None else st.transform.num_params,
         **dict(metadata or {}),
     }
     path = Path(path)
-    example = torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    example = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
     diff = None
     try:
         with atomic_path(path) as tmp:
             start = time.perf_counter()
             try:
                 with _quiet():
-                    data = _serialize(module, example, fmt, outputs, opset, meta)
+                    data = _serialize(module, example, fmt, outputs, opset, meta, sampler)
             except TorchSTNError:
                 raise
             except Exception as err:
@@ -365,7 +589,7 @@ def export(
             _write_file(tmp, data)  # a full disk: one line from atomic_path, no file left
             del data
             if verify:
-                diff = _verify(module, (c, h, w), load_exported(tmp, fmt))
+                diff = _verify(module, shape, load_exported(tmp, fmt))
                 if diff > tolerance:
                     raise ExportError(
                         f"the {fmt} file differs from the model by {diff:.3g} "
@@ -378,11 +602,12 @@ def export(
         format=fmt,
         part=part,
         outputs=outputs,
-        in_shape=(c, h, w),
+        in_shape=shape,
         opset=opset if fmt == "onnx" else None,
         seconds=seconds,
         max_abs_diff=diff,
         metadata=meta,
+        sampler=sampler if fmt == "onnx" else None,
     )
 
 
@@ -393,7 +618,8 @@ def export_checkpoint(
     *,
     part: str = "model",
     weights: str = "best",
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
+    sampler: str = "grid_sample",
     verify: bool = True,
 ) -> ExportResult:
     """Export the trained model of a checkpoint (see :func:`export`); its metadata (class names,
@@ -415,6 +641,7 @@ def export_checkpoint(
         in_shape=info.in_shape,
         part=part,
         opset=opset,
+        sampler=sampler,
         metadata=metadata,
         verify=verify,
     )
@@ -448,8 +675,8 @@ def _existing_export(path: str | Path, format: str | None) -> tuple[Path, str]:
 def load_exported(
     path: str | Path, format: str | None = None, device: str | torch.device = "cpu"
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
-    """A function running an exported file: ``(B, C, H, W)`` tensor -> tuple of output tensors
-    (on the CPU).
+    """A function running an exported file: ``(B, C, H, W)`` tensor (``(B, C, D, H, W)`` for
+    volumes) -> tuple of output tensors (on the CPU).
 
     ONNX files run on onnxruntime (CPU), the others with PyTorch on ``device`` (``"cpu"``,
     ``"cuda"``, ...; see :func:`torchstn.inference.inference_device`). The format is read from
