@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchstn.cli import main
 from torchstn.errors import DataError, TorchSTNError
 from torchstn.inference import first_transformer, save_trained
 from torchstn.models import create_model
@@ -497,3 +499,44 @@ def test_checkpoint(model, tmp_path):
     v = rng.random((8, 8, 8), dtype=np.float32)
     np.save(tmp_path / "v.npy", v)
     _check(_one(opened, tmp_path / "v.npy"), model, torch.from_numpy(v)[None])
+
+
+def _run(capsys, *argv: str) -> tuple[int, list[dict], list[str]]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], err.strip().splitlines()
+
+
+class TestCli:
+    def test_a_folder_of_volumes_with_a_bad_one(self, scripted, tmp_path, capsys):
+        data = tmp_path / "data"
+        data.mkdir()
+        np.save(data / "a.npy", rng.random((8, 8, 8)))
+        np.save(data / "b.npy", rng.random((2, 8, 8, 8)))
+        np.savez(data / "c.npz", x=rng.integers(0, 256, (2, 8, 8, 8), dtype=np.uint8))
+        _nifti(data / "d.nii.gz", rng.random((6, 7, 9)).astype(np.float32))
+        np.save(data / "e.npy", np.zeros((4, 4)))
+        (data / "notes.txt").write_text("skipped")
+        out = tmp_path / "out"
+        code, records, err = _run(
+            capsys, "predict", str(scripted), str(data), "--out", str(out), "--top-k", "2"
+        )
+        assert code == 1
+        assert len(err) == 1 and err[0].startswith("torchstn predict: ") and "e.npy" in err[0]
+        paths = [Path(r["path"]).name for r in records]
+        assert paths == ["a.npy", "b.npy[0]", "b.npy[1]", "c.npz[0]", "c.npz[1]", "d.nii.gz"]
+        for r in records:
+            assert r["class_name"] == NAMES[r["class"]] and len(r["top_k"]) == 2
+            assert r["transform"] == "affine3d" and len(r["params"]) == 12
+            assert all(_is_png(p) for p in r["outputs"].values())
+        assert records[-1]["fit"]["source_size"] == [9, 7, 6]  # the file's (x, y, z) reversed
+        assert records[-1]["fit"]["resized"] == [8, 6, 5]
+
+    def test_stretch_and_no_volume_files(self, scripted, tmp_path, capsys):
+        np.save(tmp_path / "v.npy", rng.random((4, 8, 16)))
+        code, records, _ = _run(capsys, "predict", str(scripted), str(tmp_path), "--fit", "stretch")
+        assert code == 0 and records[0]["fit"]["resized"] == [8, 8, 8]
+        assert "outputs" not in records[0]
+        (tmp_path / "empty").mkdir()
+        code, records, err = _run(capsys, "predict", str(scripted), str(tmp_path / "empty"))
+        assert code == 2 and records == [] and "no volume files" in err[0]
