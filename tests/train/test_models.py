@@ -62,3 +62,10 @@ def test_volume_models_pool_to_the_same_resolution():
 def test_volume_models_refuse_images():
     with pytest.raises(ValueError, match=r"a volume model takes \(C, D, H, W\), got \(1, 28, 28\)"):
         create_model("cnn3d", (1, 28, 28), 10)
+
+
+def test_volume_st_cnn_samples_at_the_classifiers_resolution():
+    cnn = create_model("cnn3d", (1, 16, 16, 16), 10, pool=2)
+    st = create_model("st_cnn3d_affine", (1, 16, 16, 16), 10, out_size=8)
+    assert st.transformed(torch.rand(2, 1, 16, 16, 16)).shape == (2, 1, 8, 8, 8)
+    assert cnn.classifier.in_features == st.classifier.classifier.in_features
