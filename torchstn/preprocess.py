@@ -5,10 +5,12 @@ A run records how its images were prepared (:class:`Preprocess`, saved in the ch
 deployed model what training fed it:
 
 * ``size``, ``fit`` and ``channels`` say how an image file becomes a ``(C, H, W)`` input in
-  ``[0, 1]`` (see :mod:`torchstn.images`); ``predict`` reads files that way by default.
+  ``[0, 1]`` (see :mod:`torchstn.images`); ``predict`` reads files that way by default. A model
+  of volumes records its ``(D, H, W)`` as ``size`` (``fit`` does not apply: volumes are read in
+  their shape).
 * ``mean`` and ``std`` (per channel) normalise that input: ``(x - mean) / std``. The
   normalisation is part of the loaded model (:class:`Preprocessed`), so every consumer passes
-  ``[0, 1]`` images and an export contains it.
+  ``[0, 1]`` images (or volumes) and an export contains it.
 
 Convention:
     Normalisation comes first, so the spatial transformers inside the model sample *normalised*
@@ -49,20 +51,22 @@ class Preprocess:
     """How a run's images were prepared.
 
     Attributes:
-        size: ``(H, W)`` of the model's input.
+        size: ``(H, W)`` of the model's input; ``(D, H, W)`` for volumes.
         channels: ``C`` of the model's input (1: grey, 3: RGB, other: arrays only).
         fit: how image files of another size are fitted: ``"pad"`` or ``"stretch"``.
         mean: per-channel mean subtracted from ``[0, 1]`` inputs, or ``None`` (no normalisation).
         std: per-channel standard deviation the inputs are divided by (with ``mean``).
     """
 
-    size: tuple[int, int]
+    size: tuple[int, ...]
     channels: int
     fit: str = "pad"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if len(self.size) not in (2, 3):
+            raise ConfigError(f"size: expected (H, W) or (D, H, W), got {tuple(self.size)}")
         if (self.mean is None) != (self.std is None):
             raise ConfigError("normalisation: give both mean and std, or neither")
         if self.mean is not None and self.std is not None:
@@ -92,7 +96,7 @@ class Preprocess:
     def from_dict(cls, values: Mapping[str, Any]) -> Preprocess:
         mean, std = values.get("mean"), values.get("std")
         return cls(
-            size=(int(values["size"][0]), int(values["size"][1])),
+            size=tuple(int(v) for v in values["size"]),
             channels=int(values["channels"]),
             fit=str(values.get("fit", "pad")),
             mean=None if mean is None else tuple(float(v) for v in mean),
@@ -106,8 +110,9 @@ def _column(values: Sequence[float], channels: int) -> torch.Tensor:
 
 
 class Normalize(nn.Module):
-    """``(B, C, H, W) -> (x - mean) / std`` per channel (the statistics are non-persistent
-    buffers: the checkpoint's ``data_info`` holds them, not the state dict)."""
+    """``(B, C, H, W) -> (x - mean) / std`` per channel, volumes ``(B, C, D, H, W)`` alike (the
+    statistics are non-persistent buffers: the checkpoint's ``data_info`` holds them, not the
+    state dict)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -118,7 +123,10 @@ class Normalize(nn.Module):
         self.register_buffer("std", _column(std, channels), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        mean, std = self.mean.to(x.dtype), self.std.to(x.dtype)
+        if x.dim() == 5:  # volumes: one more trailing axis to broadcast over
+            mean, std = mean[..., None], std[..., None]
+        return (x - mean) / std
 
     def extra_repr(self) -> str:
         mean = [round(v, 4) for v in self.mean.flatten().tolist()]

@@ -67,6 +67,12 @@ class DataConfig:
     image_shape: list[int] | None = None  #: ``.npz``: ``[C, H, W]`` of images stored flat
     #: ``.npz``: ``auto``, ``channels_first`` or ``channels_last`` (see torchstn.data.arrays)
     layout: str = "auto"
+    #: ``.npz``/``.npy``: true reads volumes ``(N, D, H, W)``, ``(N, C, D, H, W)`` or
+    #: ``(N, D, H, W, C)`` (torchstn.data.volumes), false images; null (auto) decides from
+    #: ``path`` (``val_path``/``test_path`` follow it): an ``.npy`` file and a 5-D array are
+    #: volumes, other arrays images, except that a 4-D array read as images of more than 4
+    #: channels is refused as ambiguous (say which it is here). See docs/data.md
+    volumes: bool | None = None
     num_classes: int | None = None  #: user data: number of classes (default: from the labels)
     #: image files: model input ``[H, W]`` (default: the size of the first image)
     image_size: list[int] | None = None
@@ -295,6 +301,8 @@ def _check_user_data(d: DataConfig) -> None:
             raise ConfigError(f"data.{key}: expected true or false, got {getattr(d, key)!r}")
     if d.cache is not None and not isinstance(d.cache, bool):
         raise ConfigError(f"data.cache: expected true, false or null (auto), got {d.cache!r}")
+    if d.volumes is not None and not isinstance(d.volumes, bool):
+        raise ConfigError(f"data.volumes: expected true, false or null (auto), got {d.volumes!r}")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("data.mean, data.std: give both or neither")
     if d.mean is not None and not d.normalize:

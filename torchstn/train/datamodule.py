@@ -8,7 +8,14 @@ User data (``data.path``) comes in three kinds, told apart by the path:
 * a folder of class folders (``root/CLASS/IMAGE``) or a ``.csv`` manifest (``path,label`` and
   optionally a box ``x0,y0,x1,y1``): image files decoded on the fly by DataLoader workers
   (:class:`torchstn.data.loader.FileSplit`), or decoded once and cached in memory when they fit
-  (``data.cache``).
+  (``data.cache``);
+* volumes in an ``.npz`` file (with their labels, under the names of ``data.arrays``) or an
+  ``.npy`` file (volumes only, so not trainable: refused in one line): read by
+  :func:`torchstn.data.volumes.read_volumes` as ``(N, C, D, H, W)`` and held in memory. Which
+  ``.npz`` holds volumes: ``data.volumes`` (see :func:`holds_volumes`).
+
+Generated volumes (a task whose ``in_shape`` is ``(C, D, H, W)``) are held as uint8, rounded to
+steps of 1/255 (their digits are 8-bit): a 32^3 volume takes 32 KiB instead of 128 KiB.
 
 Validation data: ``val_arrays`` or ``val_path`` if given, else a seeded ``val_fraction`` of the
 training data (the same for every run: seeded by ``eval_seed``). Test data: ``test_arrays`` or
@@ -24,10 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import data
@@ -35,13 +45,14 @@ from ..data.arrays import check_labels, read_arrays
 from ..data.download import hash_file
 from ..data.files import ImageFiles, read_csv_manifest, scan_class_folder
 from ..data.loader import FileSplit, TensorSplit
+from ..data.volumes import read_volumes
 from ..errors import ConfigError, DataError
 from ..images import channels_of_mode, probe_image
 from ..preprocess import Preprocess
 from .config import DataConfig
 from .distributed import launched_world_size
 
-__all__ = ["CACHE_LIMIT_BYTES", "DataModule", "Split"]
+__all__ = ["CACHE_LIMIT_BYTES", "DataModule", "Split", "holds_volumes"]
 
 #: ``data.cache: null`` caches image files in memory when all splits take at most this many bytes.
 CACHE_LIMIT_BYTES = 1 << 30
@@ -62,7 +73,10 @@ _USER_KEYS = (
     "num_classes",
     "image_size",
     "channels",
+    "volumes",
 )
+#: volumes converted to uint8 at a time (bounds the float copy of the conversion).
+_UINT8_CHUNK = 1024
 
 Split = TensorSplit | FileSplit
 
@@ -130,11 +144,91 @@ def _kind(path: Path, key: str) -> str:
     if not path.exists():
         raise DataError(f"data.{key}: {path}: no such file or folder")
     suffix = path.suffix.lower()
-    if suffix in (".npz", ".csv"):
+    if suffix in (".npz", ".npy", ".csv"):
         return suffix[1:]
     raise DataError(
-        f"data.{key}: {path}: expected an .npz file, a folder of class folders or a .csv manifest"
+        f"data.{key}: {path}: expected an .npz or .npy file, a folder of class folders or a .csv "
+        "manifest"
     )
+
+
+def _declared_shape(path: Path, name: str) -> tuple[int, ...] | None:
+    """The shape the ``.npy`` header of array ``name`` of the ``.npz`` at ``path`` declares (the
+    header only is read); ``None`` when there is none to read (no such array, not an archive,
+    unreadable: the reader then says so in its own words)."""
+    fmt = np.lib.format
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            member = name if name in names else f"{name}.npy"  # np.load's lookup
+            if member not in names:
+                return None
+            with archive.open(member) as f:
+                major, _ = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+                return tuple(int(v) for v in read(f)[0])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError):
+        return None
+    except RuntimeError:  # an encrypted entry: read_volumes says so
+        return None
+
+
+def _is_npy(path: Path) -> bool:
+    """Whether ``path`` starts as an ``.npy`` file does (read_volumes' test; its name aside)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False  # read_volumes says why
+
+
+def holds_volumes(path: Path, kind: str, x: str, setting: bool | None, layout: str) -> bool:
+    """Whether the data file ``path`` (``kind`` ``"npz"`` or ``"npy"``) is read as volumes.
+
+    The rule of ``data.volumes`` (``setting``): an ``.npy`` file always holds volumes (images
+    come in an ``.npz``); otherwise ``true`` or ``false`` decides, and ``null`` (auto) reads the
+    declared shape of array ``x``: 5-D is volumes, 2- and 3-D are images, and 4-D is images
+    unless the image rules of :mod:`torchstn.data.arrays` (with ``layout``) would read it as
+    more than 4 channels, ``(N, C, H, W)`` with ``C > 4``: that could as well be volumes
+    ``(N, D, H, W)`` and is refused.
+
+    Raises:
+        ConfigError: ``data.volumes: false`` for an ``.npy`` file.
+        DataError: an ambiguous 4-D array under auto; one line naming the file, array and shape.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "d.npz"
+        >>> np.savez(f, x=np.zeros((2, 8, 8, 8), np.uint8), y=np.zeros(2, int))
+        >>> holds_volumes(f, "npz", "x", True, "auto"), holds_volumes(f, "npz", "x", False, "auto")
+        (True, False)
+        >>> holds_volumes(f, "npz", "x", None, "auto")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.DataError: ...d.npz: array 'x' of shape (2, 8, 8, 8) reads as 8-channel images (N, C, H, W) or as volumes (N, D, H, W); set data.volumes: false (images) or true (volumes)
+    """
+    if kind == "npy":
+        if setting is False:
+            raise ConfigError(
+                f"data.volumes: false, but {path} is an .npy file: volumes are read from .npy "
+                "files, images from .npz archives only"
+            )
+        return True
+    if setting is not None:
+        return bool(setting)
+    shape = _declared_shape(path, x)
+    if shape is None or len(shape) != 4:
+        return shape is not None and len(shape) == 5
+    channels_last = layout == "channels_last" or (
+        layout == "auto" and shape[3] in (1, 3, 4) and shape[1] > 4
+    )
+    if not channels_last and shape[1] > 4:
+        raise DataError(
+            f"{path}: array {x!r} of shape {shape} reads as {shape[1]}-channel images "
+            "(N, C, H, W) or as volumes (N, D, H, W); set data.volumes: false (images) or true "
+            "(volumes)"
+        )
+    return False
 
 
 class DataModule:
@@ -167,10 +261,15 @@ class DataModule:
         self.test_truth: dict[str, Any] | None = None
         self.class_names: list[str] | None = None
         self.skipped_at_load = 0  #: unreadable images left out while caching (``skip_bad``)
+        #: user data: read as volumes ``(N, C, D, H, W)`` (see :func:`holds_volumes`)
+        self.volumes = False
         #: user data: the :func:`fingerprint` of ``path``, ``val_path``, ``test_path`` (as given)
         self.fingerprints: dict[str, str] = {}
         self._pin = pin_memory
         self._fixed_train: Split | None = None
+        #: generated tasks: the last training split made, with its seed (the statistics and
+        #: epoch 0 share one; it is dropped before the next one is made)
+        self._last_train: tuple[int, TensorSplit] | None = None
         if cfg.task is not None and cfg.path is not None:
             raise ConfigError("data: give either 'task' or 'path', not both")
         if cfg.task is not None:
@@ -193,12 +292,12 @@ class DataModule:
         self._test: Split
         self._val = self._generate("val", cfg.val_size, cfg.eval_seed)
         test = self.task.generate(split="test", num=cfg.test_size, seed=cfg.eval_seed)
-        self._test = TensorSplit(test.x, test.y)
+        self._test = TensorSplit(_held(test.x), test.y)
         self.test_truth = {"boxes": test.boxes, "params": dict(test.params or {})}
 
     def _generate(self, split: str, num: int, seed: int) -> TensorSplit:
         s = self.task.generate(split=split, num=num, seed=seed)
-        return TensorSplit(s.x, s.y)
+        return TensorSplit(_held(s.x), s.y)
 
     # ------------------------------------------------------------------ user data
     def _setup_user(self) -> None:
@@ -210,8 +309,15 @@ class DataModule:
         self.name = path.name
         train: Split
         one_hot: int | None = None
-        if kind == "npz":
+        if kind in ("npz", "npy"):
             self._fingerprint("path", path)
+            x_name = (cfg.arrays or {}).get("x", "x")
+            self.volumes = holds_volumes(path, kind, x_name, cfg.volumes, cfg.layout)
+            if self.volumes and cfg.image_shape is not None:
+                raise ConfigError(
+                    "data.image_shape: only images stored flat take it; volumes are read in "
+                    "their stored shape"
+                )
             train, one_hot = self._arrays(path, cfg.arrays, "arrays")
             self.in_shape = tuple(int(v) for v in train.x.shape[1:])
             for key in ("image_size", "channels"):
@@ -220,6 +326,12 @@ class DataModule:
                         f"data.{key}: only image files take it (arrays are as stored)"
                     )
         else:
+            if cfg.volumes:
+                raise ConfigError(
+                    f"data.volumes: true, but data.path {path} is a "
+                    f"{'folder' if kind == 'folder' else 'manifest'} of image files; volumes "
+                    "come in .npz or .npy files"
+                )
             train = self._image_files(path, kind, "path")
         val: Split | None = self._second(cfg.val_arrays, cfg.val_path, "val")
         if val is None:
@@ -238,18 +350,25 @@ class DataModule:
         self, path: Path, names: dict[str, str] | None, key: str
     ) -> tuple[TensorSplit, int | None]:
         names = names or {}
-        s = read_arrays(
-            path,
-            names.get("x", "x"),
-            names.get("y", "y"),
-            image_shape=self.cfg.image_shape,
-            layout=self.cfg.layout,
-        )
-        if hasattr(self, "in_shape") and tuple(s.x.shape[1:]) != self.in_shape:
+        x, y = names.get("x", "x"), names.get("y", "y")
+        if self.volumes:
+            if _is_npy(path):  # refused before its volumes are read
+                raise DataError(
+                    f"{path}: an .npy file holds volumes without labels; training needs them: "
+                    "np.savez(FILE, x=volumes, y=labels)"
+                )
+            v = read_volumes(path, x=x, y=y, layout=self.cfg.layout)
+            if v.y is None:  # not reached: an .npz read with a label name has them or raises
+                raise DataError(f"{v.where}: no labels")
+            xs, ys, num_classes, where, what = v.x, v.y, v.num_classes, v.where, "volumes"
+        else:
+            s = read_arrays(path, x, y, image_shape=self.cfg.image_shape, layout=self.cfg.layout)
+            xs, ys, num_classes, where, what = s.x, s.y, s.num_classes, s.where, "images"
+        if hasattr(self, "in_shape") and tuple(xs.shape[1:]) != self.in_shape:
             raise DataError(
-                f"{s.where}: images of shape {tuple(s.x.shape[1:])}, training data has {self.in_shape}"
+                f"{where}: {what} of shape {tuple(xs.shape[1:])}, training data has {self.in_shape}"
             )
-        return TensorSplit(s.x, s.y, s.where), s.num_classes
+        return TensorSplit(xs, ys, where), num_classes
 
     def _image_files(self, path: Path, kind: str, key: str) -> FileSplit:
         names: list[str] | None
@@ -286,9 +405,19 @@ class DataModule:
             return None
         p = Path(str(path))
         kind = _kind(p, f"{role}_path")
-        if kind == "npz":
+        if kind == "npy" and not self.volumes:
+            raise DataError(
+                f"data.{role}_path: {p} is an .npy file, which holds volumes; the training "
+                "data are images"
+            )
+        if kind in ("npz", "npy"):
             self._fingerprint(f"{role}_path", p)
             return self._arrays(p, self.cfg.arrays, f"{role}_path")[0]
+        if self.volumes:
+            raise DataError(
+                f"data.{role}_path: {p} holds image files; the training data are volumes "
+                "(give an .npz of volumes)"
+            )
         return self._image_files(p, kind, f"{role}_path")
 
     def _fingerprint(self, key: str, path: Path, images: Sequence[Any] | None = None) -> None:
@@ -345,14 +474,14 @@ class DataModule:
 
     # ------------------------------------------------------------------ preprocessing
     def _preprocess(self, saved: dict[str, Any] | None) -> Preprocess:
-        c, h, w = self.in_shape
+        c, *size = self.in_shape  # (H, W), or (D, H, W) for volumes
         cfg = self.cfg
         if saved is not None:
             pre = Preprocess.from_dict(saved)
-            if (pre.channels, *pre.size) != (c, h, w):
+            if (pre.channels, *pre.size) != tuple(self.in_shape):
                 raise DataError(
                     f"the run's preprocessing is for {(pre.channels, *pre.size)} inputs, its data "
-                    f"now gives {(c, h, w)}"
+                    f"now gives {tuple(self.in_shape)}"
                 )
             return pre
         mean: tuple[float, ...] | None = None
@@ -362,10 +491,11 @@ class DataModule:
                 mean, std = tuple(cfg.mean), tuple(cfg.std)
             else:
                 mean, std = self._statistics()
-        return Preprocess((h, w), c, cfg.fit, mean, std)
+        return Preprocess(tuple(size), c, cfg.fit, mean, std)
 
     def _statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and std of (a seeded subset of at most 10,000) training images."""
+        """Per-channel mean and std of (a seeded subset of at most 10,000) training images (or
+        volumes)."""
         split = self.train(0)
         n = len(split)
         gen = torch.Generator().manual_seed(self.cfg.eval_seed)
@@ -376,9 +506,10 @@ class DataModule:
             if b.bad and not self.cfg.skip_bad:
                 raise DataError(b.bad[0])
             x = b.inputs(torch.device("cpu")).double()
-            sums[0] += x.sum((0, 2, 3))
-            sums[1] += (x * x).sum((0, 2, 3))
-            count += x.shape[0] * x.shape[2] * x.shape[3]
+            dims = (0, *range(2, x.dim()))  # all but the channels
+            sums[0] += x.sum(dims)
+            sums[1] += (x * x).sum(dims)
+            count += x.numel() // x.shape[1]
         mean = sums[0] / count
         std = (sums[1] / count - mean**2).clamp_min(0).sqrt()
         if bool((std < 1e-6).any()):
@@ -394,7 +525,12 @@ class DataModule:
         if self._fixed_train is not None:
             return self._fixed_train
         seed = data.epoch_seed(self.seed, epoch if self.cfg.fresh else 0)
-        return self._generate("train", self.cfg.train_size, seed)
+        if self._last_train is not None and self._last_train[0] == seed:
+            return self._last_train[1]
+        self._last_train = None  # free the last epoch's data before making this one's
+        split = self._generate("train", self.cfg.train_size, seed)
+        self._last_train = (seed, split)
+        return split
 
     def eval_split(self, split: str) -> Split:
         if split == "val":
@@ -414,3 +550,14 @@ class DataModule:
             "name": self.name,
             "preprocess": self.preprocess.to_dict(),
         }
+
+
+def _held(x: torch.Tensor) -> torch.Tensor:
+    """Generated ``x`` as a split holds it: images as they are (float32), volumes ``(N, C, D, H,
+    W)`` as uint8 rounded to steps of 1/255 (4x less memory; converted in chunks)."""
+    if x.dim() != 5:
+        return x
+    out = torch.empty(x.shape, dtype=torch.uint8)
+    for i in range(0, x.shape[0], _UINT8_CHUNK):
+        out[i : i + _UINT8_CHUNK] = x[i : i + _UINT8_CHUNK].mul(255.0).round_()
+    return out
