@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ class ModelInfo:
 
     path: Path
     model_name: str
-    in_shape: tuple[int, int, int]
+    in_shape: tuple[int, ...]
     num_classes: int
     class_names: tuple[str, ...] | None
     data_name: str
@@ -126,24 +127,30 @@ def model_info(path: Path, state: Mapping[str, Any], weights: str) -> ModelInfo:
     try:
         cfg = config_from_dict(state["config"])
         data_info = state["data_info"]
-        c, h, w = (int(v) for v in data_info["in_shape"])
+        in_shape = tuple(int(v) for v in data_info["in_shape"])
+        if len(in_shape) not in (3, 4):
+            raise ValueError(f"in_shape {list(in_shape)}: expected (C, H, W) or (C, D, H, W)")
         num_classes = int(data_info["num_classes"])
         names = data_info.get("class_names")
         epoch = int(state.get("epoch", 0))
         best = state.get("best") or {}
         saved = data_info.get("preprocess")
-        preprocess = Preprocess((h, w), c) if saved is None else Preprocess.from_dict(dict(saved))
+        preprocess = (
+            Preprocess(in_shape[1:], in_shape[0])
+            if saved is None
+            else Preprocess.from_dict(dict(saved))
+        )
     except KeyError as err:
         raise DataError(f"{path}: not a torchstn training checkpoint (no {err})") from None
     except (TypeError, ValueError) as err:
         raise DataError(f"{path}: malformed checkpoint metadata ({err})") from None
-    _check_shapes(path, (c, h, w), num_classes, names, preprocess)
+    _check_shapes(path, in_shape, num_classes, names, preprocess)
     use_best = weights == "best" and best.get("model") is not None
     val_error = best.get("val_error")
     return ModelInfo(
         path=path,
         model_name=cfg.model.name,
-        in_shape=(c, h, w),
+        in_shape=in_shape,
         num_classes=num_classes,
         class_names=None if names is None else tuple(str(n) for n in names),
         data_name=str(data_info.get("name", cfg.data.task or cfg.data.path)),
@@ -159,7 +166,7 @@ def model_info(path: Path, state: Mapping[str, Any], weights: str) -> ModelInfo:
 
 def _check_shapes(
     path: Path,
-    in_shape: tuple[int, int, int],
+    in_shape: tuple[int, ...],
     num_classes: int,
     names: Any,
     preprocess: Preprocess,
@@ -167,10 +174,10 @@ def _check_shapes(
     """The declared sizes, before anything is allocated at them: positive, an input of at most
     :data:`MAX_INPUT_VALUES` values, as many class names as classes, and a preprocessing of the
     same size and channels."""
-    c, h, w = in_shape
-    if min(c, h, w) < 1 or c * h * w > MAX_INPUT_VALUES:
+    shape = "x".join(str(v) for v in in_shape)
+    if min(in_shape) < 1 or math.prod(in_shape) > MAX_INPUT_VALUES:
         raise DataError(
-            f"{path}: malformed checkpoint metadata (in_shape {c}x{h}x{w}: expected positive "
+            f"{path}: malformed checkpoint metadata (in_shape {shape}: expected positive "
             f"sizes of at most {MAX_INPUT_VALUES} values in all)"
         )
     if num_classes < 1:
@@ -179,10 +186,11 @@ def _check_shapes(
         raise DataError(
             f"{path}: malformed checkpoint metadata (class_names: expected {num_classes} names)"
         )
-    if preprocess.size != (h, w) or preprocess.channels != c:
+    if tuple(preprocess.size) != in_shape[1:] or preprocess.channels != in_shape[0]:
+        size = "x".join(str(v) for v in preprocess.size)
         raise DataError(
             f"{path}: malformed checkpoint metadata (preprocess is {preprocess.channels}x"
-            f"{preprocess.size[0]}x{preprocess.size[1]}, in_shape {c}x{h}x{w})"
+            f"{size}, in_shape {shape})"
         )
 
 
