@@ -475,3 +475,12 @@ def test_colocalization_with_seeds_shows_the_spread_over_seeds(tmp_path):
     (results / "colocalization.json").write_text(json.dumps({"runs": runs[:2]}))
     row = next(ln for ln in render_results(results).splitlines() if ln.startswith("| T |"))
     assert row.split("|")[3].strip() == "90.0"  # one seed: no spread
+
+
+def test_the_help_names_every_table():
+    from torchstn.cli import build_parser
+    from torchstn.experiments import table_names
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    text = " ".join(a.help or "" for a in sub.choices["reproduce"]._actions)
+    assert all(name in text for name in table_names())

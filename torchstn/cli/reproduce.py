@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "table",
-        help="table1, cluttered, addition or colocalization; or render: rewrite RESULTS.md from "
+        help="table1, cluttered, addition, volumes or colocalization; or render: rewrite "
+        "RESULTS.md from "
         "the records in --results-dir without training",
     )
     p.add_argument("--columns", help="comma-separated subset of the columns (table1: R,RTS,P,E)")
