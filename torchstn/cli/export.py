@@ -25,10 +25,10 @@ def add_parser(sub: Any) -> None:
         "export",
         help="export a checkpoint to ONNX, TorchScript or a torch.export program",
         description="Export the model of a checkpoint (input (B, C, H, W) floats in [0, 1], "
-        "or (B, C, D, H, W) volumes; dynamic batch) with its metadata, check the written file against the model at two "
-        "batch sizes, and print a JSON line describing it. The model part outputs the logits "
-        "and the params of its first spatial transformer (if it has one); the transformer part "
-        "outputs the rectified image and the params.",
+        "or (B, C, D, H, W) volumes; dynamic batch) with its metadata, check the written file "
+        "against the model at two batch sizes, and print a JSON line describing it. The model "
+        "part outputs the logits and the params of its first spatial transformer (if it has "
+        "one); the transformer part outputs the rectified image (or volume) and the params.",
     )
     p.add_argument("checkpoint", help="checkpoint.pt or its run folder")
     p.add_argument(
