@@ -64,3 +64,13 @@ def test_cli_preview_without_matplotlib_says_so_before_generating(
     err = capsys.readouterr().err.strip()
     assert err.endswith("pip install 'torchstn[plot]'") and "\n" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_volumes_are_drawn_from_above(tmp_path):
+    pytest.importorskip("matplotlib")
+    from torchstn.data import tasks
+    from torchstn.viz import save_preview
+
+    sample = tasks.get("rts3d", canvas_size=12, clutter=1).generate("train", 3, seed=1)
+    out = save_preview(sample, tmp_path / "v.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -125,7 +125,7 @@ def _list(args: argparse.Namespace) -> int:
     for name in data.task_names():
         task = data.get_task(name)
         shape = "x".join(str(s) for s in task.in_shape)
-        print(f"{name:15s} {shape:9s} {task.num_classes:2d} classes  {json.dumps(task.options)}")
+        print(f"{name:15s} {shape:10s} {task.num_classes:2d} classes  {json.dumps(task.options)}")
     return 0
 
 

@@ -63,6 +63,9 @@ def save_preview(
 ) -> Path:
     """Draw the samples in a grid with their labels (and boxes) and write a PNG atomically.
 
+    Volumes ``(N, C, D, H, W)`` are drawn as their maximum over z (see
+    :mod:`torchstn.viz.volumes`), their boxes by their ``(x, y)`` extent.
+
     Args:
         sample: the samples to draw (all of them; slice it first).
         path: the ``.png`` file.
@@ -86,7 +89,9 @@ def save_preview(
         nrows, ncols, figsize=(1.6 * ncols, 1.75 * nrows + (0.4 if title else 0))
     )
     axes_list = list(getattr(axes, "flat", [axes]))
-    images = to_rgb(sample.x.detach().cpu()).numpy()
+    x = sample.x.detach().cpu()
+    volumes = x.dim() == 5  # drawn as their maximum over z, with the boxes' (x, y) extent
+    images = to_rgb(x.amax(2) if volumes else x).numpy()
     ink = sample.params.get("ink_box")
     for i, (ax, text) in enumerate(zip(axes_list, sample_titles(sample, class_names))):
         ax.imshow(
@@ -102,6 +107,8 @@ def save_preview(
             if ink is not None and ink.dim() == 2:
                 boxes.append((ink[i], "lime"))
             for box, colour in boxes:
+                if volumes:  # (x0, y0, z0, x1, y1, z1): the box seen from above
+                    box = box[[0, 1, 3, 4]]
                 x0, y0, x1, y1 = (float(v) for v in box)
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.8, ec=colour))
     for ax in axes_list:
