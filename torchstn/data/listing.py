@@ -2,7 +2,8 @@
 
 * a class folder, as torchvision's ``ImageFolder``: ``root/CLASS/.../IMAGE``, each non-hidden
   sub-folder of ``root`` a class (labels: indices of the sorted names), its images found
-  recursively and sorted by relative path (:func:`scan_class_folder`);
+  recursively and sorted by relative path (:func:`scan_class_folder`; its ``suffixes`` list
+  other files the same way, NIfTI volumes for one);
 * a CSV manifest with a header row, columns ``path,label`` and optionally ``x0,y0,x1,y1``
   (:func:`read_csv_manifest`).
 
@@ -44,7 +45,8 @@ _BOX = ("x0", "y0", "x1", "y1")
 
 @dataclass(frozen=True)
 class ImageEntry:
-    """One image file: its path, class index and optional box (file pixels, see the module)."""
+    """One image file (or other listed file): its path, class index and optional box (file
+    pixels, see the module)."""
 
     path: Path
     label: int
@@ -52,12 +54,16 @@ class ImageEntry:
 
 
 def scan_class_folder(
-    root: str | os.PathLike[str], class_names: Sequence[str] | None = None
+    root: str | os.PathLike[str],
+    class_names: Sequence[str] | None = None,
+    *,
+    suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
 ) -> tuple[list[ImageEntry], list[str]]:
     """The images of ``root/CLASS/.../IMAGE`` (see the module docstring), and the class names.
 
-    Files ending in :data:`torchstn.images.IMAGE_SUFFIXES` (any case) are images; hidden files
-    and folders (``.name``) are skipped.
+    Files ending in ``suffixes`` (any case; by default :data:`torchstn.images.IMAGE_SUFFIXES`)
+    are listed; hidden files and folders (``.name``) are skipped. With other suffixes the
+    messages say "files" where they say "images".
 
     Symbolic links are followed, but no folder is walked and no file listed twice, so that a
     link can neither loop nor make an image count twice:
@@ -78,6 +84,8 @@ def scan_class_folder(
             sorted sub-folder names (one without images stays a class, so labels do not shift);
             the folder then defines the classes of a training run and must hold images of at
             least two.
+        suffixes: the endings of the files to list (``(".nii", ".nii.gz")`` lists NIfTI
+            volumes).
 
     Returns:
         The entries (class by class, files sorted by their path in the class folder) and the
@@ -100,7 +108,9 @@ def scan_class_folder(
                 f"{root / name}: class {name!r} is not among the training classes "
                 f"({', '.join(classes)})"
             )
-    walk = _Walk(root, folders)
+    suffixes = tuple(s.lower() for s in suffixes)
+    noun = "image" if suffixes == IMAGE_SUFFIXES else "file"
+    walk = _Walk(root, folders, suffixes, noun)
     entries: list[ImageEntry] = []
     for name in folders:
         found = walk.images(name)
@@ -108,15 +118,15 @@ def scan_class_folder(
         entries += [ImageEntry(p, index[name]) for p in found]
     if not entries:
         raise DataError(
-            f"{root}: no images found (expected {root}/CLASS/IMAGE with one of "
-            f"{', '.join(IMAGE_SUFFIXES)})"
+            f"{root}: no {noun}s found (expected {root}/CLASS/{noun.upper()} with one of "
+            f"{', '.join(suffixes)})"
         )
     if class_names is None:
         filled = [classes[i] for i in sorted({e.label for e in entries})]
         if len(filled) < 2:
             raise DataError(
-                f"{root}: images of {len(filled)} class ({filled[0]}); a classifier needs at "
-                f"least 2 ({root}/CLASS/IMAGE, one folder per class)"
+                f"{root}: {noun}s of {len(filled)} class ({filled[0]}); a classifier needs at "
+                f"least 2 ({root}/CLASS/{noun.upper()}, one folder per class)"
             )
     return entries, classes
 
@@ -131,11 +141,16 @@ def _within(path: str, folder: str) -> bool:
 
 
 class _Walk:
-    """The image files of the class folders of ``root``, following links without loops (see
-    :func:`scan_class_folder`): a shared record of the folders walked and files listed."""
+    """The files ending in ``suffixes`` of the class folders of ``root`` (``noun`` in messages),
+    following links without loops (see :func:`scan_class_folder`): a shared record of the folders
+    walked and files listed."""
 
-    def __init__(self, root: Path, folders: Sequence[str]) -> None:
+    def __init__(
+        self, root: Path, folders: Sequence[str], suffixes: tuple[str, ...], noun: str
+    ) -> None:
         self.root = root
+        self.suffixes = suffixes
+        self.noun = noun
         self.real_root = os.path.realpath(root)
         #: folders walked or reserved (the root, the class folders): identity -> class or ""
         self.folders: dict[tuple[int, int], str] = {_identity(os.stat(root)): ""}
@@ -162,7 +177,7 @@ class _Walk:
         return _within(self.real_root, os.path.realpath(path))
 
     def images(self, name: str) -> list[Path]:
-        """The image files of class ``name`` (unsorted), each file once."""
+        """The listed files of class ``name`` (unsorted), each file once."""
         found: list[Path] = []
         own = os.path.realpath(self.root / name)
         pending = [self.root / name]
@@ -184,9 +199,7 @@ class _Walk:
                 if is_dir:
                     if self._enter(item, path, own):
                         folders.append(path)
-                elif item.name.lower().endswith(IMAGE_SUFFIXES) and self._new_file(
-                    item, name, path
-                ):
+                elif item.name.lower().endswith(self.suffixes) and self._new_file(item, name, path):
                     found.append(path)
             pending += reversed(folders)  # walked in name order
         return found
@@ -224,7 +237,7 @@ class _Walk:
         if seen[0] != name:
             raise DataError(
                 f"{path}: the same file as {seen[1]}, in classes {seen[0]!r} and {name!r}; "
-                "an image needs one class"
+                f"{'an image' if self.noun == 'image' else 'a file'} needs one class"
             )
         return False
 
