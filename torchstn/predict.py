@@ -74,10 +74,11 @@ from .data.volumes import (
     _check_count,
     _header,
     _map,
-    _nibabel,
     max_volume_voxels,
     read_nifti,
+    read_nifti_header,
     read_volumes,
+    scale_intensity,
 )
 from .errors import DataError, InvalidInputError, first_line
 from .export import load_exported, read_metadata, require
@@ -727,8 +728,8 @@ def _volume_items(path: Path, channels: int) -> Iterator[tuple[Path, _Voxels | D
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         _check_channels(path, 1, channels)
         v = read_nifti(path)  # (1, D, H, W) float32
-        dtype, integers = _nifti_storage(path)
-        yield path, (v, dtype, integers)
+        header = read_nifti_header(path)  # read again: nibabel moves the scaling to the data
+        yield path, (v, header.dtype, header.integers)
         return
     with path.open("rb") as f:
         head = f.read(len(_NPY))
@@ -752,16 +753,6 @@ def _check_channels(path: Path, found: int, channels: int) -> None:
             f"{path} holds volumes of {found} channel{'s' * (found != 1)}; the model takes "
             f"{channels}"
         )
-
-
-def _nifti_storage(path: Path) -> tuple[str, bool]:
-    """The dtype a NIfTI file stores and whether its voxels are those integers (no slope or
-    intercept): its header, read again after :func:`read_nifti` checked the file (nibabel moves
-    the scaling from the header to the data proxy when it loads a file)."""
-    proxy = _nibabel().load(path).dataobj
-    dtype = np.dtype(proxy.dtype)
-    plain = float(proxy.slope) == 1 and float(proxy.inter) == 0
-    return dtype.name, dtype.kind in "iu" and plain
 
 
 def _npy_items(path: Path, channels: int) -> Iterator[tuple[Path, _Voxels | DataError]]:
@@ -819,32 +810,6 @@ def _npy_layout(path: Path, shape: tuple[int, ...], channels: int) -> bool | Non
     )
 
 
-def _intensity(
-    voxels: np.ndarray | torch.Tensor, at: Path, integers: bool
-) -> tuple[torch.Tensor, str, tuple[float, float]]:
-    """``voxels`` ``(C, D, H, W)`` as float32 in ``[0, 1]`` (a copy), how they were scaled and
-    their range before (see the module docstring)."""
-    if isinstance(voxels, torch.Tensor):
-        v = voxels.to(torch.float32, copy=True)
-    else:
-        v = torch.from_numpy(np.array(voxels, dtype=np.float32))  # a copy, off the file
-    bad = ~torch.isfinite(v)
-    if bad.any():
-        first = np.unravel_index(int(bad.view(-1).to(torch.uint8).argmax()), tuple(v.shape))
-        where = ", ".join(str(int(i)) for i in first)
-        raise DataError(
-            f"{at} holds {int(bad.sum())} NaN or infinite voxels, the first at "
-            f"(c, z, y, x) = ({where})"
-        )
-    lo, hi = float(v.min()), float(v.max())
-    if integers and lo >= 0 and hi <= 255:
-        return v.div_(255), "divided by 255", (lo, hi)
-    if not integers and lo >= 0 and hi <= 1:
-        return v, "as is", (lo, hi)
-    scale = 1 / (hi - lo) if hi > lo else 0.0  # a constant volume: zeros
-    return v.mul_(scale).sub_(lo * scale).clamp_(0, 1), "min-max", (lo, hi)
-
-
 def _fit_volume(
     v: torch.Tensor, method: str, size: tuple[int, int, int]
 ) -> tuple[torch.Tensor, tuple[int, int, int], tuple[int, int, int, int, int, int]]:
@@ -888,7 +853,7 @@ def _read_volumes(
                 continue
             voxels, dtype, integers = item
             try:
-                v, intensity, value_range = _intensity(voxels, name, integers)
+                v, intensity, value_range = scale_intensity(voxels, name, integers)
             except DataError as err:
                 yield Failure(name, str(err))
                 continue

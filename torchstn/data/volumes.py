@@ -15,7 +15,15 @@ Rules of :func:`read_volumes` (the rules of :mod:`torchstn.data.arrays`, one axi
   :func:`torchstn.data.read_arrays`.
 
 :func:`read_nifti` reads one ``.nii`` / ``.nii.gz`` volume (needs ``nibabel``: the ``nifti``
-extra) as float32 ``(1, D, H, W)``, scaled by the header's slope and intercept, not normalised.
+extra) as float32 ``(1, D, H, W)``, scaled by the header's slope and intercept, not normalised;
+:func:`read_nifti_header` what its header declares, without reading voxels.
+
+Intensities: :func:`scale_intensity` brings a volume of any range to ``[0, 1]``, the one rule of
+``torchstn predict`` and of NIfTI training folders (:func:`read_nifti_volumes`), so that a model
+trained on a folder is given a file of it exactly as it was in training: integers within 0..255
+(stored so: a NIfTI's integers without slope or intercept) are divided by 255, floats within
+``[0, 1]`` taken as they are, and anything else scaled by the volume's own minimum and maximum
+(``"min-max"``; a constant volume becomes 0).
 
 Convention: NIfTI stores voxels as ``a[i, j, k]``, ``i`` along the file's x axis; torchstn reads
 ``(D, H, W) = (k, j, i)`` (the array transposed), so that the file's x, y and z are torchstn's
@@ -28,8 +36,9 @@ Size limits: nothing is allocated from a size a file declares. An ``.npy`` heade
 the file holds after it, and a NIfTI header at most those its file holds (uncompressed) or
 :data:`~torchstn.data.arrays.MAX_RATIO` times its size (gzipped); a file may declare at most
 :func:`max_volume_voxels` voxels (:data:`MAX_VOLUME_VOXELS`; the environment variable
-``TORCHSTN_MAX_VOLUME_VOXELS`` raises or lowers it). An ``.npy`` file is memory-mapped and
-copied once into the dtype it is returned in.
+``TORCHSTN_MAX_VOLUME_VOXELS`` raises or lowers it), and the NIfTI files read together by
+:func:`read_nifti_volumes` as many in all, counted from their headers before any is read. An
+``.npy`` file is memory-mapped and copied once into the dtype it is returned in.
 
 Anything else raises :class:`~torchstn.errors.DataError`, one line naming the file (and array).
 """
@@ -39,6 +48,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, cast
@@ -50,13 +60,18 @@ from ..errors import ConfigError, DataError, first_line
 from .arrays import LAYOUTS, MAX_RATIO, _labels, _load, _open, _pixels
 
 __all__ = [
+    "INTENSITY_RULES",
     "MAX_VOLUME_VOXELS",
     "NIFTI_SUFFIXES",
     "VOXELS_ENV",
+    "NiftiHeader",
     "VolumeSet",
     "max_volume_voxels",
     "read_nifti",
+    "read_nifti_header",
+    "read_nifti_volumes",
     "read_volumes",
+    "scale_intensity",
 ]
 
 #: files declaring more voxels (all volumes of an ``.npy``/``.npz`` together) are refused unread.
@@ -65,6 +80,8 @@ MAX_VOLUME_VOXELS = 500_000_000
 VOXELS_ENV = "TORCHSTN_MAX_VOLUME_VOXELS"
 #: the names :func:`read_nifti` reads (any case).
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: how :func:`scale_intensity` brings voxels to ``[0, 1]``.
+INTENSITY_RULES = ("divided by 255", "as is", "min-max")
 _NPY = b"\x93NUMPY"
 _ZIP = (b"PK\x03\x04", b"PK\x05\x06")
 _SHAPES = "(N, D, H, W), (N, C, D, H, W) or (N, D, H, W, C)"
@@ -336,45 +353,35 @@ def _nibabel() -> Any:
     return nibabel
 
 
-def read_nifti(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read the volume of a NIfTI-1 or NIfTI-2 file (``.nii``, or gzipped ``.nii.gz``).
+@dataclass(frozen=True)
+class NiftiHeader:
+    """What a NIfTI file's header declares (see :func:`read_nifti_header`).
 
-    Convention: voxel ``a[i, j, k]`` of the file is ``v[0, k, j, i]`` of the result: the file's
-    x axis (``i``) runs along W, y (``j``) along H and z (``k``) along D. The affine is ignored.
-
-    Args:
-        path: the file; its header must declare a 3-D image (trailing axes of length 1 allowed,
-            as in ``(X, Y, Z, 1)``) of real numbers.
-
-    Returns:
-        The volume ``(1, D, H, W)``, float32, contiguous: the stored values times the header's
-        slope plus its intercept (when set), finite, not normalised.
-
-    Raises:
-        DataError: nibabel is missing (one line naming the ``nifti`` extra), or the file is
-            missing, a folder, not NIfTI, not a 3-D volume, declares more voxels than it holds
-            or than :func:`max_volume_voxels`, is corrupted or truncated, or holds NaN or
-            infinite values; one line naming the file.
-        ConfigError: ``TORCHSTN_MAX_VOLUME_VOXELS`` is not a positive whole number.
+    Attributes:
+        path: the file.
+        size: ``(D, H, W)`` of its volume, as :func:`read_nifti` returns it.
+        dtype: the dtype its voxels are stored in (before the slope and intercept).
+        integers: whether the voxels read are those stored integers (no slope or intercept):
+            the ``integers`` of :func:`scale_intensity`.
     """
-    limit = max_volume_voxels()
-    path = Path(path)
+
+    path: Path
+    size: tuple[int, int, int]
+    dtype: str
+    integers: bool
+
+
+def _nifti_image(path: Path, limit: int) -> tuple[Any, tuple[int, ...]]:
+    """The nibabel image of ``path`` (its header read, not its voxels) and its shape, after the
+    checks of :func:`read_nifti` that need no voxel."""
     _check_file(path, "a .nii or .nii.gz file")
     gzipped = path.name.lower().endswith(".gz")
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise DataError(f"{path}: expected a NIfTI file named .nii or .nii.gz")
     nib = _nibabel()
-    unreadable = (
-        nib.filebasedimages.ImageFileError,
-        nib.spatialimages.HeaderDataError,
-        OSError,
-        EOFError,
-        ValueError,
-        zlib.error,
-    )
     try:
         image = nib.load(path)  # the header only: voxels are read by get_fdata
-    except unreadable as err:
+    except _unreadable(nib) as err:
         raise DataError(f"{path}: not a readable NIfTI file ({first_line(err)})") from None
     if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 images are Nifti1Image too
         raise DataError(f"{path}: not a NIfTI file (nibabel reads a {type(image).__name__})")
@@ -402,9 +409,72 @@ def read_nifti(path: str | os.PathLike[str]) -> torch.Tensor:
             f"{max(size - offset, 0)} after its header (corrupted, truncated or forged)"
         )
     _check_count(shape, str(path), limit)
+    return image, shape
+
+
+def _unreadable(nib: Any) -> tuple[type[BaseException], ...]:
+    """What nibabel raises for a file it cannot read."""
+    return (
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+    )
+
+
+def read_nifti_header(path: str | os.PathLike[str]) -> NiftiHeader:
+    """What the header of a NIfTI file declares, checked as :func:`read_nifti` checks it, without
+    reading its voxels (a gzipped file is decompressed only as far as its header).
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+
+    Returns:
+        A :class:`NiftiHeader`.
+
+    Raises:
+        DataError: as :func:`read_nifti`, save for what only the voxels show (a gzipped file
+            truncated in its data, NaN or infinite values).
+        ConfigError: ``TORCHSTN_MAX_VOLUME_VOXELS`` is not a positive whole number.
+    """
+    path = Path(path)
+    image, shape = _nifti_image(path, max_volume_voxels())
+    proxy = image.dataobj
+    dtype = np.dtype(proxy.dtype)
+    plain = float(proxy.slope) == 1 and float(proxy.inter) == 0
+    return NiftiHeader(
+        path, (shape[2], shape[1], shape[0]), dtype.name, dtype.kind in "iu" and plain
+    )
+
+
+def read_nifti(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read the volume of a NIfTI-1 or NIfTI-2 file (``.nii``, or gzipped ``.nii.gz``).
+
+    Convention: voxel ``a[i, j, k]`` of the file is ``v[0, k, j, i]`` of the result: the file's
+    x axis (``i``) runs along W, y (``j``) along H and z (``k``) along D. The affine is ignored.
+
+    Args:
+        path: the file; its header must declare a 3-D image (trailing axes of length 1 allowed,
+            as in ``(X, Y, Z, 1)``) of real numbers.
+
+    Returns:
+        The volume ``(1, D, H, W)``, float32, contiguous: the stored values times the header's
+        slope plus its intercept (when set), finite, not normalised.
+
+    Raises:
+        DataError: nibabel is missing (one line naming the ``nifti`` extra), or the file is
+            missing, a folder, not NIfTI, not a 3-D volume, declares more voxels than it holds
+            or than :func:`max_volume_voxels`, is corrupted or truncated, or holds NaN or
+            infinite values; one line naming the file.
+        ConfigError: ``TORCHSTN_MAX_VOLUME_VOXELS`` is not a positive whole number.
+    """
+    path = Path(path)
+    image, shape = _nifti_image(path, max_volume_voxels())
     try:
         a = image.get_fdata(dtype=np.float32)  # (X, Y, Z, 1...), slope and intercept applied
-    except unreadable as err:
+    except _unreadable(_nibabel()) as err:
         raise DataError(f"{path}: corrupted or truncated ({first_line(err)})") from None
     finite = np.isfinite(a)
     if not finite.all():
@@ -415,3 +485,95 @@ def read_nifti(path: str | os.PathLike[str]) -> torch.Tensor:
         )
     a = a.reshape(shape[:3]).transpose(2, 1, 0)  # (X, Y, Z) -> (D, H, W) = (Z, Y, X)
     return torch.from_numpy(np.ascontiguousarray(a))[None]
+
+
+def scale_intensity(
+    voxels: np.ndarray | torch.Tensor, at: str | os.PathLike[str], integers: bool
+) -> tuple[torch.Tensor, str, tuple[float, float]]:
+    """A volume's voxels as float32 in ``[0, 1]`` (see the module docstring): the rule of
+    ``torchstn predict`` and of NIfTI training folders.
+
+    Args:
+        voxels: ``(C, D, H, W)`` (any shape is taken), any real dtype; not changed.
+        at: the volume's name, for messages.
+        integers: whether the voxels are stored integers (then divided by 255 when within
+            0..255; otherwise floats within ``[0, 1]`` are taken as they are).
+
+    Returns:
+        The voxels ``(C, D, H, W)`` float32 in ``[0, 1]`` (a copy), the rule applied (one of
+        :data:`INTENSITY_RULES`) and ``(min, max)`` of the voxels before.
+
+    Raises:
+        DataError: NaN or infinite voxels; one line naming ``at`` and the first.
+
+    Example:
+        >>> v, rule, span = scale_intensity(torch.tensor([[-100.0, 0.0, 300.0]]), "ct", False)
+        >>> v.tolist(), rule, span
+        ([[0.0, 0.25, 1.0]], 'min-max', (-100.0, 300.0))
+        >>> scale_intensity(np.array([0, 51, 255], np.uint8), "x", True)[1]
+        'divided by 255'
+    """
+    if isinstance(voxels, torch.Tensor):
+        v = voxels.to(torch.float32, copy=True)
+    else:
+        v = torch.from_numpy(np.array(voxels, dtype=np.float32))  # a copy, off the file
+    bad = ~torch.isfinite(v)
+    if bad.any():
+        first = np.unravel_index(int(bad.view(-1).to(torch.uint8).argmax()), tuple(v.shape))
+        where = ", ".join(str(int(i)) for i in first)
+        raise DataError(
+            f"{at} holds {int(bad.sum())} NaN or infinite voxels, the first at "
+            f"(c, z, y, x) = ({where})"
+        )
+    lo, hi = float(v.min()), float(v.max())
+    if integers and lo >= 0 and hi <= 255:
+        return v.div_(255), "divided by 255", (lo, hi)
+    if not integers and lo >= 0 and hi <= 1:
+        return v, "as is", (lo, hi)
+    scale = 1 / (hi - lo) if hi > lo else 0.0  # a constant volume: zeros
+    return v.mul_(scale).sub_(lo * scale).clamp_(0, 1), "min-max", (lo, hi)
+
+
+def read_nifti_volumes(paths: Sequence[str | os.PathLike[str]], where: str) -> torch.Tensor:
+    """NIfTI files of one size read as volumes in ``[0, 1]`` (:func:`scale_intensity`, each
+    volume on its own): a NIfTI training folder's data.
+
+    Every header is read and checked first, then the voxels of all files together against
+    :func:`max_volume_voxels`, and only then are the files read, one at a time.
+
+    Args:
+        paths: ``.nii`` / ``.nii.gz`` files, at least one.
+        where: what they are, for messages (a folder).
+
+    Returns:
+        The volumes ``(N, 1, D, H, W)``, float32 in ``[0, 1]``, in the order of ``paths``.
+
+    Raises:
+        DataError: no file, a file :func:`read_nifti` refuses, two files of different sizes
+            (naming both and their sizes), or more voxels in all than the limit; one line.
+        ConfigError: ``TORCHSTN_MAX_VOLUME_VOXELS`` is not a positive whole number.
+    """
+    limit = max_volume_voxels()
+    headers = [read_nifti_header(p) for p in paths]
+    if not headers:
+        raise DataError(f"{where}: no NIfTI files ({', '.join(NIFTI_SUFFIXES)})")
+    first = headers[0]
+    for h in headers[1:]:
+        if h.size != first.size:
+            raise DataError(
+                f"{where}: volumes of two sizes (D, H, W), {first.path} {first.size} and "
+                f"{h.path} {h.size}; the volumes of a folder need one size"
+            )
+    total = len(headers) * math.prod(first.size)
+    if total > limit:
+        raise DataError(
+            f"{where}: {len(headers)} volumes of {first.size}, {total} voxels; at most {limit} "
+            f"in all (set {VOXELS_ENV} to change the limit)"
+        )
+    out = torch.empty((len(headers), 1, *first.size), dtype=torch.float32)
+    for i, h in enumerate(headers):
+        v = read_nifti(h.path)  # (1, D, H, W)
+        if tuple(v.shape[1:]) != h.size:
+            raise DataError(f"{h.path}: changed while read (size {tuple(v.shape[1:])})")
+        out[i] = scale_intensity(v, h.path, h.integers)[0]
+    return out
