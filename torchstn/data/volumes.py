@@ -534,7 +534,12 @@ def scale_intensity(
     return v.mul_(scale).sub_(lo * scale).clamp_(0, 1), "min-max", (lo, hi)
 
 
-def read_nifti_volumes(paths: Sequence[str | os.PathLike[str]], where: str) -> torch.Tensor:
+def read_nifti_volumes(
+    paths: Sequence[str | os.PathLike[str]],
+    where: str,
+    *,
+    size: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
     """NIfTI files of one size read as volumes in ``[0, 1]`` (:func:`scale_intensity`, each
     volume on its own): a NIfTI training folder's data.
 
@@ -544,13 +549,16 @@ def read_nifti_volumes(paths: Sequence[str | os.PathLike[str]], where: str) -> t
     Args:
         paths: ``.nii`` / ``.nii.gz`` files, at least one.
         where: what they are, for messages (a folder).
+        size: the ``(D, H, W)`` every volume must have (a validation folder: the training
+            data's); ``None``: the first file's.
 
     Returns:
         The volumes ``(N, 1, D, H, W)``, float32 in ``[0, 1]``, in the order of ``paths``.
 
     Raises:
         DataError: no file, a file :func:`read_nifti` refuses, two files of different sizes
-            (naming both and their sizes), or more voxels in all than the limit; one line.
+            (naming both and their sizes), a file not of ``size``, or more voxels in all than
+            the limit; one line.
         ConfigError: ``TORCHSTN_MAX_VOLUME_VOXELS`` is not a positive whole number.
     """
     limit = max_volume_voxels()
@@ -558,6 +566,11 @@ def read_nifti_volumes(paths: Sequence[str | os.PathLike[str]], where: str) -> t
     if not headers:
         raise DataError(f"{where}: no NIfTI files ({', '.join(NIFTI_SUFFIXES)})")
     first = headers[0]
+    if size is not None and first.size != tuple(size):
+        raise DataError(
+            f"{where}: volumes of size {first.size} (D, H, W) ({first.path}); expected "
+            f"{tuple(size)}"
+        )
     for h in headers[1:]:
         if h.size != first.size:
             raise DataError(

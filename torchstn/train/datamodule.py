@@ -1,6 +1,6 @@
 """The data a training run sees: a generated task or the user's own files, split three ways.
 
-User data (``data.path``) comes in three kinds, told apart by the path:
+User data (``data.path``) comes in four kinds, told apart by the path:
 
 * an ``.npz`` file: arrays named by ``data.arrays`` (default ``x``, ``y``), optionally with
   validation and test arrays in the same file (``val_arrays``, ``test_arrays``); read by
@@ -12,7 +12,17 @@ User data (``data.path``) comes in three kinds, told apart by the path:
 * volumes in an ``.npz`` file (with their labels, under the names of ``data.arrays``) or an
   ``.npy`` file (volumes only, so not trainable: refused in one line): read by
   :func:`torchstn.data.volumes.read_volumes` as ``(N, C, D, H, W)`` and held in memory. Which
-  ``.npz`` holds volumes: ``data.volumes`` (see :func:`holds_volumes`).
+  ``.npz`` holds volumes: ``data.volumes`` (see :func:`holds_volumes`);
+* volumes in a folder of class folders of NIfTI files (``root/CLASS/SCAN.nii`` or ``.nii.gz``),
+  listed as image folders are (:func:`~torchstn.data.listing.scan_class_folder`), all of one
+  size, read whole by :func:`torchstn.data.volumes.read_nifti_volumes` as ``(N, 1, D, H, W)``
+  float32, each brought to ``[0, 1]`` by the rule of ``torchstn predict``
+  (:func:`~torchstn.data.volumes.scale_intensity`). ``data.volumes: true`` reads a folder so,
+  ``false`` as image files, ``null`` (auto) as its files are: NIfTI or images, not both. Its
+  validation and test data are such folders too (or held out of it), and a NIfTI file that
+  cannot be read stops the run before training, whatever ``data.skip_bad`` says: every file is
+  read at the start, so nothing is lost by stopping, and a scan left out would silently change
+  the data set.
 
 Generated volumes (a task whose ``in_shape`` is ``(C, D, H, W)``) are held as uint8, rounded to
 steps of 1/255 (their digits are 8-bit): a 32^3 volume takes 32 KiB instead of 128 KiB.
@@ -43,11 +53,11 @@ import torch
 from .. import data
 from ..data.arrays import check_labels, read_arrays
 from ..data.download import hash_file
-from ..data.files import ImageFiles, read_csv_manifest, scan_class_folder
+from ..data.files import ImageEntry, ImageFiles, read_csv_manifest, scan_class_folder
 from ..data.loader import FileSplit, TensorSplit
-from ..data.volumes import read_volumes
+from ..data.volumes import NIFTI_SUFFIXES, read_nifti_volumes, read_volumes
 from ..errors import ConfigError, DataError
-from ..images import channels_of_mode, probe_image
+from ..images import IMAGE_SUFFIXES, channels_of_mode, probe_image
 from ..preprocess import Preprocess
 from .config import DataConfig
 from .distributed import launched_world_size
@@ -263,6 +273,8 @@ class DataModule:
         self.skipped_at_load = 0  #: unreadable images left out while caching (``skip_bad``)
         #: user data: read as volumes ``(N, C, D, H, W)`` (see :func:`holds_volumes`)
         self.volumes = False
+        #: user data: volumes read from a folder of NIfTI class folders
+        self.nifti = False
         #: user data: the :func:`fingerprint` of ``path``, ``val_path``, ``test_path`` (as given)
         self.fingerprints: dict[str, str] = {}
         self._pin = pin_memory
@@ -325,12 +337,13 @@ class DataModule:
                     raise ConfigError(
                         f"data.{key}: only image files take it (arrays are as stored)"
                     )
+        elif kind == "folder" and cfg.volumes is not False:
+            train = self._class_folder(path)
         else:
             if cfg.volumes:
                 raise ConfigError(
-                    f"data.volumes: true, but data.path {path} is a "
-                    f"{'folder' if kind == 'folder' else 'manifest'} of image files; volumes "
-                    "come in .npz or .npy files"
+                    f"data.volumes: true, but data.path {path} is a manifest of image files; "
+                    "volumes come in .npz or .npy files or class folders of NIfTI files"
                 )
             train = self._image_files(path, kind, "path")
         val: Split | None = self._second(cfg.val_arrays, cfg.val_path, "val")
@@ -370,9 +383,61 @@ class DataModule:
             )
         return TensorSplit(xs, ys, where), num_classes
 
-    def _image_files(self, path: Path, kind: str, key: str) -> FileSplit:
+    def _class_folder(self, path: Path) -> Split:
+        """The training folder ``path`` under ``data.volumes`` true (NIfTI files) or null (its
+        files say: NIfTI volumes or image files, not both)."""
+        suffixes = NIFTI_SUFFIXES if self.cfg.volumes else IMAGE_SUFFIXES + NIFTI_SUFFIXES
+        entries, names = scan_class_folder(path, suffixes=suffixes)
+        volumes = [e for e in entries if e.path.name.lower().endswith(NIFTI_SUFFIXES)]
+        if 0 < len(volumes) < len(entries):
+            image = next(e for e in entries if not e.path.name.lower().endswith(NIFTI_SUFFIXES))
+            raise DataError(
+                f"{path} holds NIfTI volumes ({volumes[0].path}) and image files ({image.path}); "
+                "set data.volumes: true (volumes) or false (images)"
+            )
+        if not volumes:
+            return self._image_files(path, "folder", "path", (entries, names))
+        return self._nifti_folder(path, "path", (entries, names))
+
+    def _nifti_folder(
+        self,
+        path: Path,
+        key: str,
+        listed: tuple[list[ImageEntry], list[str]] | None = None,
+    ) -> TensorSplit:
+        """The volumes of a folder of NIfTI class folders (``listed``: its scan, when done)."""
+        cfg = self.cfg
+        for name in ("arrays", "image_shape", "image_size", "channels"):
+            if getattr(cfg, name) is not None:
+                raise ConfigError(
+                    f"data.{name}: not for NIfTI volumes, read in their stored size and one channel"
+                )
+        if listed is None:
+            listed = scan_class_folder(path, self.class_names, suffixes=NIFTI_SUFFIXES)
+        entries, names = listed
+        if self.class_names is None:
+            self.class_names = list(names)
+        self._fingerprint(key, path, entries)
+        size = None
+        if hasattr(self, "in_shape"):  # validation or test: the training data's (D, H, W)
+            size = (self.in_shape[1], self.in_shape[2], self.in_shape[3])
+        x = read_nifti_volumes([e.path for e in entries], f"data.{key} {path}", size=size)
+        self.volumes = self.nifti = True
+        self.in_shape = tuple(int(v) for v in x.shape[1:])
+        y = torch.tensor([e.label for e in entries], dtype=torch.int64)
+        return TensorSplit(x, y, str(path))
+
+    def _image_files(
+        self,
+        path: Path,
+        kind: str,
+        key: str,
+        listed: tuple[list[ImageEntry], list[str]] | None = None,
+    ) -> FileSplit:
         names: list[str] | None
-        if kind == "folder":
+        if listed is not None:
+            entries, names = listed
+        elif kind == "folder":
             entries, names = scan_class_folder(path, self.class_names)
         else:
             entries, names = read_csv_manifest(path, self.class_names)
@@ -405,6 +470,14 @@ class DataModule:
             return None
         p = Path(str(path))
         kind = _kind(p, f"{role}_path")
+        if self.nifti:
+            if kind != "folder":
+                raise DataError(
+                    f"data.{role}_path: {p} is not a folder; the training data are NIfTI "
+                    "volumes, read by their own intensity rule: give a folder of NIfTI class "
+                    "folders"
+                )
+            return self._nifti_folder(p, f"{role}_path")
         if kind == "npy" and not self.volumes:
             raise DataError(
                 f"data.{role}_path: {p} is an .npy file, which holds volumes; the training "
