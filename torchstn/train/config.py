@@ -71,7 +71,9 @@ class DataConfig:
     #: ``(N, D, H, W, C)`` (torchstn.data.volumes), false images; null (auto) decides from
     #: ``path`` (``val_path``/``test_path`` follow it): an ``.npy`` file and a 5-D array are
     #: volumes, other arrays images, except that a 4-D array read as images of more than 4
-    #: channels is refused as ambiguous (say which it is here). See docs/data.md
+    #: channels is refused as ambiguous (say which it is here). A class folder: true reads its
+    #: NIfTI files (``CLASS/*.nii``, ``*.nii.gz``), false its images, null whichever it holds
+    #: (refused if both). See docs/data.md
     volumes: bool | None = None
     num_classes: int | None = None  #: user data: number of classes (default: from the labels)
     #: image files: model input ``[H, W]`` (default: the size of the first image)
