@@ -292,9 +292,13 @@ class TestUserVolumes:
         with pytest.raises(error, match=message):
             user_module(tmp_path / next(iter(files)), **overrides)
 
-    def test_a_folder_said_to_hold_volumes(self, tmp_path: Path) -> None:
+    def test_a_folder_said_to_hold_volumes_is_a_nifti_folder(self, tmp_path: Path) -> None:
+        # a folder of volumes is a class folder of NIfTI files (tests/train/test_nifti_folders.py);
+        # one with none says what it looked for
         (tmp_path / "a").mkdir()
-        with pytest.raises(ConfigError, match=r"data.volumes: true, but data.path .* is a folder"):
+        with pytest.raises(
+            DataError, match=r"no files found \(expected .*/CLASS/FILE with one of .nii, .nii.gz\)"
+        ):
             user_module(tmp_path, volumes=True)
 
     def test_the_setting_is_checked_with_the_config(self) -> None:
