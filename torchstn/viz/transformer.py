@@ -18,10 +18,10 @@ from torch import nn
 
 from ..errors import TorchSTNError
 from ..module import SpatialTransformer
-from ..preprocess import Normalize, input_normalizer
+from ..preprocess import input_normalizer
 from ..transforms.warping import output_frame
 from ._mpl import pyplot, save_figure
-from .volumes import volume_figure
+from .volumes import transformer_outputs, volume_figure
 
 __all__ = [
     "curves_figure",
@@ -202,18 +202,7 @@ def transformations_figure(
     if x.dim() == 5:
         return volume_figure(model, x, labels, predictions, title)
     plt = pyplot()
-    sts = input_transformers(model, x.shape[1:])
-    if not sts:
-        raise TorchSTNError("the model has no spatial transformer that reads its input")
-    was = model.training
-    model.eval()
-    # a model with normalisation (torchstn.load of a run with data.normalize) normalises before
-    # its transformers: they see, and output, normalised images, drawn here back in [0, 1]
-    norm = input_normalizer(model)
-    outs = [st(norm(x), return_params=True) for st in sts]
-    if isinstance(norm, Normalize):
-        outs = [o._replace(output=o.output * norm.std + norm.mean) for o in outs]
-    model.train(was)
+    sts, outs = transformer_outputs(model, x)  # outputs back in [0, 1] after a normalisation
     n = x.shape[0]
     per_row = min(n, 8)
     bands = -(-n // per_row)

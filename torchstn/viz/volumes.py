@@ -24,12 +24,19 @@ import torch
 from torch import nn
 
 from ..errors import TorchSTNError
-from ..module import SpatialTransformer
+from ..module import SpatialTransformer, TransformerOutput
 from ..preprocess import Normalize, input_normalizer
 from ..transforms.warping import output_frame
 from ._mpl import pyplot, save_figure
 
-__all__ = ["VIEWS", "draw_volume", "plot_volume_transformations", "volume_figure", "volume_views"]
+__all__ = [
+    "VIEWS",
+    "draw_volume",
+    "plot_volume_transformations",
+    "transformer_outputs",
+    "volume_figure",
+    "volume_views",
+]
 
 #: the views of a volume: name -> (the two axes drawn as (columns, rows), in (x, y, z) indices).
 VIEWS: dict[str, tuple[int, int]] = {"xy": (0, 1), "xz": (0, 2), "yz": (1, 2), "mip": (0, 1)}
@@ -98,6 +105,37 @@ def draw_volume(
 
 
 @torch.no_grad()
+def transformer_outputs(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[list[SpatialTransformer], list[TransformerOutput]]:
+    """The transformers of ``model`` that read ``x`` (images or volumes) directly, and each one's
+    ``(output, params)`` on it, in eval mode. A model with normalisation (``torchstn.load`` of a
+    run with ``data.normalize``) normalises before its transformers: they see, and output,
+    normalised inputs, returned here back in ``[0, 1]`` for drawing.
+
+    Raises:
+        TorchSTNError: no transformer of ``model`` reads ``x``.
+    """
+    sts = [
+        m
+        for m in model.modules()
+        if isinstance(m, SpatialTransformer) and m.in_shape == tuple(x.shape[1:])
+    ]
+    if not sts:
+        raise TorchSTNError("the model has no spatial transformer that reads its input")
+    was = model.training
+    model.eval()
+    try:
+        norm = input_normalizer(model)
+        outs = [st(norm(x), return_params=True) for st in sts]
+    finally:
+        model.train(was)
+    if isinstance(norm, Normalize):
+        outs = [o._replace(output=o.output * norm.std + norm.mean) for o in outs]
+    return sts, outs
+
+
+@torch.no_grad()
 def volume_figure(
     model: nn.Module,
     x: torch.Tensor,
@@ -110,20 +148,7 @@ def volume_figure(
     volumes of ``x`` ``(N, C, D, H, W)``, a row of its four views with every input transformer's
     box, and a row per transformer of its output's views."""
     plt = pyplot()
-    sts = [
-        m
-        for m in model.modules()
-        if isinstance(m, SpatialTransformer) and m.in_shape == tuple(x.shape[1:])
-    ]
-    if not sts:
-        raise TorchSTNError("the model has no spatial transformer that reads its input")
-    was = model.training
-    model.eval()
-    norm = input_normalizer(model)
-    outs = [st(norm(x), return_params=True) for st in sts]
-    if isinstance(norm, Normalize):
-        outs = [o._replace(output=o.output * norm.std + norm.mean) for o in outs]
-    model.train(was)
+    sts, outs = transformer_outputs(model, x)
     n = min(int(x.shape[0]), max_volumes)
     rows = n * (1 + len(sts))
     fig, grid = plt.subplots(rows, 4, figsize=(6.4, 1.7 * rows), squeeze=False)
