@@ -71,9 +71,7 @@ from .data.volumes import (
     _NPY,
     _ZIP,
     NIFTI_SUFFIXES,
-    _check_count,
-    _header,
-    _map,
+    map_npy,
     max_volume_voxels,
     read_nifti,
     read_nifti_header,
@@ -758,24 +756,15 @@ def _check_channels(path: Path, found: int, channels: int) -> None:
 def _npy_items(path: Path, channels: int) -> Iterator[tuple[Path, _Voxels | DataError]]:
     """The volumes of an ``.npy`` file (see the module docstring), its header checked against
     its size and the voxel limit before it is memory-mapped."""
-    limit = max_volume_voxels()
-    with path.open("rb") as f:
-        try:
-            shape, fortran, dtype = _header(f)
-        except (ValueError, EOFError) as err:
-            raise DataError(f"{path}: not a readable .npy file ({first_line(err)})") from None
-        offset, size = f.tell(), os.fstat(f.fileno()).st_size
+
+    def check(shape: tuple[int, ...], dtype: np.dtype[Any]) -> bool | None:
         if dtype.hasobject or dtype.kind not in "iuf":
             raise DataError(f"{path} holds {dtype} values; expected real numbers")
-        stack = _npy_layout(path, shape, channels)
-        declared = math.prod(shape) * dtype.itemsize
-        if offset + declared != size:
-            raise DataError(
-                f"{path} declares shape {shape} of {dtype} ({declared} bytes), the file holds "
-                f"{size - offset} after its header (corrupted, truncated or forged)"
-            )
-        _check_count(shape, str(path), limit)
-        a = _map(f, path, shape, "F" if fortran else "C", dtype, offset)
+        return _npy_layout(path, shape, channels)
+
+    a, stack = map_npy(path, max_volume_voxels(), check)
+    dtype = a.dtype
+    shape = a.shape
     integers = dtype.kind in "iu"
     if stack is None:
         yield path, (a.reshape(1, *shape) if a.ndim == 3 else a, dtype.name, integers)

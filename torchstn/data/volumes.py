@@ -48,16 +48,18 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, cast
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, first_line
 from .arrays import LAYOUTS, MAX_RATIO, _labels, _load, _open, _pixels
+
+T = TypeVar("T")
 
 __all__ = [
     "INTENSITY_RULES",
@@ -66,6 +68,7 @@ __all__ = [
     "VOXELS_ENV",
     "NiftiHeader",
     "VolumeSet",
+    "map_npy",
     "max_volume_voxels",
     "read_nifti",
     "read_nifti_header",
@@ -250,32 +253,49 @@ def _map(
     return a.reshape(shape, order=order)
 
 
-def _read_npy(path: Path, layout: str, limit: int) -> tuple[torch.Tensor, str]:
-    """Volumes and layout of an ``.npy`` file, memory-mapped once its header is checked."""
-    at = str(path)
+def map_npy(
+    path: Path, limit: int, check: Callable[[tuple[int, ...], np.dtype[Any]], T]
+) -> tuple[np.ndarray, T]:
+    """An ``.npy`` file memory-mapped (or read) once its header is checked, and what ``check``
+    said of it.
+
+    Order of the checks: the header parses; ``check(shape, dtype)`` (the caller's dtype and
+    layout rules, raising :class:`DataError`); the declared bytes equal the file's; at most
+    ``limit`` values. Nothing is read before all of them pass.
+    """
     with path.open("rb") as f:
         try:
             shape, fortran, dtype = _header(f)
         except (ValueError, EOFError) as err:
             raise DataError(f"{path}: not a readable .npy file ({first_line(err)})") from None
         offset, size = f.tell(), os.fstat(f.fileno()).st_size
-        if dtype.hasobject:
-            raise DataError(
-                f"{path} holds Python objects (dtype object), not loaded for safety; store numbers"
-            )
-        used = _volume_shape(shape, at, layout)
+        said = check(shape, dtype)
         declared = math.prod(shape) * dtype.itemsize
         if offset + declared != size:
             raise DataError(
                 f"{path} declares shape {shape} of {dtype} ({declared} bytes), the file holds "
                 f"{size - offset} after its header (corrupted, truncated or forged)"
             )
-        _check_count(shape, at, limit)
-        a = _map(f, path, shape, "F" if fortran else "C", dtype, offset)
-        volumes = _pixels(_ncdhw(a, used), at)
-        if isinstance(a, np.memmap) and np.may_share_memory(volumes.numpy(), a):
-            # stored as returned: a view of the mapping, copied off the file
-            volumes = volumes.clone()
+        _check_count(shape, str(path), limit)
+        return _map(f, path, shape, "F" if fortran else "C", dtype, offset), said
+
+
+def _read_npy(path: Path, layout: str, limit: int) -> tuple[torch.Tensor, str]:
+    """Volumes and layout of an ``.npy`` file, memory-mapped once its header is checked."""
+    at = str(path)
+
+    def check(shape: tuple[int, ...], dtype: np.dtype[Any]) -> str:
+        if dtype.hasobject:
+            raise DataError(
+                f"{path} holds Python objects (dtype object), not loaded for safety; store numbers"
+            )
+        return _volume_shape(shape, at, layout)
+
+    a, used = map_npy(path, limit, check)
+    volumes = _pixels(_ncdhw(a, used), at)
+    if isinstance(a, np.memmap) and np.may_share_memory(volumes.numpy(), a):
+        # stored as returned: a view of the mapping, copied off the file
+        volumes = volumes.clone()
     return volumes, used
 
 
