@@ -27,8 +27,8 @@ section with `torchstn bench --only NAME`, or only this file from the stored res
 `torchstn bench --render`. Each ratio is ours divided by the baseline, both medians of several
 timed repeats after warm-up, measured in the same process with the repeats of ours and the
 baseline's interleaved (below 1: torchstn is faster). The headline leaves out quick-mode runs
-(tiny sizes, one repeat), which only show that everything runs there. kornia rows need the optional extra (`pip install torchstn[bench]`); without it they
-are recorded as skipped.
+(tiny sizes, one repeat), which only show that everything runs there. kornia and MONAI rows
+need the optional extra (`pip install torchstn[bench]`); without it they are recorded as skipped.
 """
 
 
@@ -69,6 +69,8 @@ def _environment(env: Mapping[str, Any], group: Mapping[str, Any]) -> str:
     ]
     if env.get("kornia"):
         parts.append(f"kornia {env['kornia']}")
+    if env.get("monai"):
+        parts.append(f"MONAI {env['monai']}")
     if env.get("onnxruntime"):
         parts.append(f"onnxruntime {env['onnxruntime']}")
     load = f", load average {env['load_average']} at the start" if "load_average" in env else ""
