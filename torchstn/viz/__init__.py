@@ -33,7 +33,7 @@ from .transformer import (
     transformer_params,
     untrained_warnings,
 )
-from .volumes import draw_volume, plot_volume_transformations, volume_figure, volume_views
+from .volumes import draw_volume, volume_figure, volume_views
 
 __all__ = [
     "curves_figure",
@@ -45,7 +45,6 @@ __all__ = [
     "plot_curves",
     "plot_predictions",
     "plot_transformations",
-    "plot_volume_transformations",
     "pyplot",
     "read_metrics",
     "sample_titles",

@@ -21,7 +21,8 @@ from ..module import SpatialTransformer
 from ..preprocess import input_normalizer
 from ..transforms.warping import output_frame
 from ._mpl import pyplot, save_figure
-from .volumes import transformer_outputs, volume_figure
+from ._transformers import input_transformers, transformer_outputs
+from .volumes import volume_figure
 
 __all__ = [
     "curves_figure",
@@ -154,16 +155,6 @@ def data_label(data_name: str, config: Any = None) -> str:
     if path.stem.lower() in _SPLIT_NAMES and path.parent.name:
         return f"{path.parent.name}/{path.name}"
     return path.name or str(data.path)
-
-
-def input_transformers(model: nn.Module, in_shape: Sequence[int]) -> list[SpatialTransformer]:
-    """The :class:`SpatialTransformer` modules of ``model`` that take ``(C, H, W)`` ``in_shape``
-    inputs (those that can read the model's input directly), in module order."""
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, SpatialTransformer) and m.in_shape == tuple(in_shape)
-    ]
 
 
 @torch.no_grad()

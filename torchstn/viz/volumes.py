@@ -17,26 +17,17 @@ voxels) is drawn in each view as its projection onto the view's plane.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import TorchSTNError
-from ..module import SpatialTransformer, TransformerOutput
-from ..preprocess import Normalize, input_normalizer
 from ..transforms.warping import output_frame
-from ._mpl import pyplot, save_figure
+from ._mpl import pyplot
+from ._transformers import transformer_outputs
 
-__all__ = [
-    "VIEWS",
-    "draw_volume",
-    "plot_volume_transformations",
-    "transformer_outputs",
-    "volume_figure",
-    "volume_views",
-]
+__all__ = ["VIEWS", "draw_volume", "volume_figure", "volume_views"]
 
 #: the views of a volume: name -> (the two axes drawn as (columns, rows), in (x, y, z) indices).
 VIEWS: dict[str, tuple[int, int]] = {"xy": (0, 1), "xz": (0, 2), "yz": (1, 2), "mip": (0, 1)}
@@ -105,37 +96,6 @@ def draw_volume(
 
 
 @torch.no_grad()
-def transformer_outputs(
-    model: nn.Module, x: torch.Tensor
-) -> tuple[list[SpatialTransformer], list[TransformerOutput]]:
-    """The transformers of ``model`` that read ``x`` (images or volumes) directly, and each one's
-    ``(output, params)`` on it, in eval mode. A model with normalisation (``torchstn.load`` of a
-    run with ``data.normalize``) normalises before its transformers: they see, and output,
-    normalised inputs, returned here back in ``[0, 1]`` for drawing.
-
-    Raises:
-        TorchSTNError: no transformer of ``model`` reads ``x``.
-    """
-    sts = [
-        m
-        for m in model.modules()
-        if isinstance(m, SpatialTransformer) and m.in_shape == tuple(x.shape[1:])
-    ]
-    if not sts:
-        raise TorchSTNError("the model has no spatial transformer that reads its input")
-    was = model.training
-    model.eval()
-    try:
-        norm = input_normalizer(model)
-        outs = [st(norm(x), return_params=True) for st in sts]
-    finally:
-        model.train(was)
-    if isinstance(norm, Normalize):
-        outs = [o._replace(output=o.output * norm.std + norm.mean) for o in outs]
-    return sts, outs
-
-
-@torch.no_grad()
 def volume_figure(
     model: nn.Module,
     x: torch.Tensor,
@@ -144,9 +104,9 @@ def volume_figure(
     title: str | None = None,
     max_volumes: int = 4,
 ) -> Any:
-    """The figure of :func:`plot_volume_transformations`: for each of the first ``max_volumes``
-    volumes of ``x`` ``(N, C, D, H, W)``, a row of its four views with every input transformer's
-    box, and a row per transformer of its output's views."""
+    """What :func:`torchstn.viz.plot_transformations` draws for volumes: for each of the first
+    ``max_volumes`` volumes of ``x`` ``(N, C, D, H, W)``, a row of its four views with every
+    input transformer's box, and a row per transformer of its output's views."""
     plt = pyplot()
     sts, outs = transformer_outputs(model, x)
     n = min(int(x.shape[0]), max_volumes)
@@ -175,16 +135,3 @@ def volume_figure(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def plot_volume_transformations(
-    model: nn.Module,
-    x: torch.Tensor,
-    out: str | Path,
-    labels: Sequence[int | str] | None = None,
-    predictions: Sequence[int | str] | None = None,
-    title: str | None = None,
-) -> Path:
-    """Write :func:`volume_figure` to ``out`` (PNG, atomically) and return its path."""
-    fig = volume_figure(model, x, labels, predictions, title)
-    return save_figure(fig, out, bbox_inches="tight")
