@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
-from .errors import InvalidInputError, NonFiniteError, UnknownNameError
+from .errors import ConfigError, InvalidInputError, NonFiniteError, UnknownNameError
 
 __all__ = [
     "check_choice",
@@ -220,3 +221,22 @@ def check_size(size: Any, name: str) -> tuple[int, int]:
     if not ok or h < 1 or w < 1:
         raise InvalidInputError(f"{name}: expected positive integer sizes, got {size!r}")
     return h, w
+
+
+def env_limit(variable: str, default: int, unit: str) -> int:
+    """A size limit the environment may change: ``variable``'s value if set (underscores
+    allowed, ``1_000_000``), else ``default``.
+
+    Raises:
+        ConfigError: the variable is set to anything but a positive whole number of ``unit``.
+    """
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return int(default)
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{variable}={raw!r}: expected a positive whole number of {unit}")
+    return value

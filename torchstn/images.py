@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -69,8 +68,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ._checks import check_choice, check_size
-from .errors import ConfigError, DataError, InvalidInputError, TorchSTNError
+from ._checks import check_choice, check_size, env_limit
+from .errors import DataError, InvalidInputError, TorchSTNError
 
 __all__ = [
     "FITS",
@@ -196,16 +195,7 @@ def max_image_pixels() -> int:
     Raises:
         ConfigError: the variable is set to anything but a positive whole number.
     """
-    raw = os.environ.get(PIXELS_ENV, "").strip()
-    if not raw:
-        return int(MAX_IMAGE_PIXELS)
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{PIXELS_ENV}={raw!r}: expected a positive whole number of pixels")
-    return value
+    return env_limit(PIXELS_ENV, MAX_IMAGE_PIXELS, "pixels")
 
 
 def _to_array(img: Any, channels: int, source_mode: str | None = None) -> tuple[np.ndarray, str]:

@@ -56,6 +56,7 @@ from typing import Any, BinaryIO, Literal, TypeVar, cast
 import numpy as np
 import torch
 
+from .._checks import env_limit
 from ..errors import ConfigError, DataError, first_line
 from .arrays import LAYOUTS, MAX_RATIO, _labels, _load, _open, _pixels
 
@@ -117,16 +118,7 @@ def max_volume_voxels() -> int:
     Raises:
         ConfigError: the variable is set to anything but a positive whole number.
     """
-    raw = os.environ.get(VOXELS_ENV, "").strip()
-    if not raw:
-        return int(MAX_VOLUME_VOXELS)
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{VOXELS_ENV}={raw!r}: expected a positive whole number of voxels")
-    return value
+    return env_limit(VOXELS_ENV, MAX_VOLUME_VOXELS, "voxels")
 
 
 def _check_file(path: Path, what: str) -> None:
