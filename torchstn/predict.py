@@ -53,6 +53,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -520,6 +521,8 @@ def predict(
         yield from _predict_volumes(predictor, paths, k, fit, pictures, names, batch_size)
         return
     size = (predictor.in_shape[1], predictor.in_shape[2])
+    st = predictor.transformer
+    draw = None if st is None else functools.partial(_image_pictures, st, size)
     for start in range(0, len(paths), batch_size):
         batch: list[tuple[Path, torch.Tensor, torch.Tensor, Fit]] = []
         results: list[Prediction | Failure | None] = []
@@ -532,7 +535,9 @@ def predict(
             x, info = _fit(source, info, size)
             batch.append((Path(p), source, x, info))
             results.append(None)
-        preds = iter(_classify(predictor, batch, k, pictures, names) if batch else [])
+        preds = iter(
+            _classify(predictor, batch, k, pictures, names, _path_stem, draw) if batch else []
+        )
         for r in results:
             yield next(preds) if r is None else r
 
@@ -550,14 +555,24 @@ def _top_k(
     ]
 
 
+#: writes ``files["rectified"]`` and ``files["grid"]`` of one input: ``(source, rectified,
+#: params (1, P), fit, files)`` (see :func:`_image_pictures` and :func:`_volume_pictures`).
+_Draw = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, dict[str, Path]], None]
+
+
 def _classify(
     predictor: Predictor,
-    batch: list[tuple[Path, torch.Tensor, torch.Tensor, Fit]],
+    batch: Sequence[tuple[Path, torch.Tensor | None, torch.Tensor, Any]],
     k: int,
     pictures: _Pictures,
     names: _Names,
+    stem: Callable[[Path], str],
+    draw: _Draw | None,
 ) -> list[Prediction]:
-    x = torch.stack([b[2] for b in batch])  # (B, C, H, W)
+    """One batch of ``(path, source, model input, fit)`` (images or volumes) classified, with
+    each input's pictures (``stem(path)_rectified.png`` and ``_grid.png``, written by ``draw``)
+    when ``pictures`` has a folder and the model a transformer (``draw`` is None without one)."""
+    x = torch.stack([b[2] for b in batch])  # (B, C, H, W) or (B, C, D, H, W)
     logits, params = predictor.run(x)
     tops = _top_k(predictor, logits, k)
     st = predictor.transformer
@@ -569,33 +584,32 @@ def _classify(
             rectified = st.transform_input(x.to(dev), params.to(dev, x.dtype)).cpu()
     records = []
     for i, (path, source, _, info) in enumerate(batch):
-        top = tops[i]
         outputs: dict[str, str] | None = None
         output_error = None
         if out is not None and pictures.error is not None:
             output_error = pictures.failed(None)
         elif out is not None:
             outputs = {}
-            if rectified is not None and st is not None and params is not None:
-                stem = names(path.stem)
+            if (
+                rectified is not None
+                and draw is not None
+                and params is not None
+                and source is not None
+            ):
+                name = names(stem(path))
                 files = {
-                    "rectified": out / f"{stem}_rectified.png",
-                    "grid": out / f"{stem}_grid.png",
+                    "rectified": out / f"{name}_rectified.png",
+                    "grid": out / f"{name}_grid.png",
                 }
                 try:
-                    _save_png(_to_pil(rectified[i]), files["rectified"])
-                    pixels = _in_source_pixels(source, info)  # a large file comes shrunk
-                    with torch.no_grad():
-                        polygon = pixels.to_source(_outline(st, params[i : i + 1].double()))
-                    picture = _draw_outline(source, pixels, predictor.in_shape[1:], polygon)
-                    _save_png(picture, files["grid"])
+                    draw(source, rectified[i], params[i : i + 1], info, files)
                     outputs = {key: str(value) for key, value in files.items()}
                 except (DataError, OSError) as err:
                     outputs, output_error = None, pictures.failed(err)
         records.append(
             Prediction(
                 path=path,
-                top_k=top,
+                top_k=tops[i],
                 transform=None if st is None or params is None else st.transform.name,
                 params=None if params is None else params[i].tolist(),
                 fit=info,
@@ -604,6 +618,25 @@ def _classify(
             )
         )
     return records
+
+
+def _image_pictures(
+    st: SpatialTransformer,
+    size: Sequence[int],
+    source: torch.Tensor,
+    rectified: torch.Tensor,
+    params: torch.Tensor,
+    info: Fit,
+    files: dict[str, Path],
+) -> None:
+    """Write ``files["rectified"]`` (``rectified`` ``(C, Ho, Wo)``) and ``files["grid"]`` (the
+    file's ``source`` with the border of the region sampled for ``params`` ``(1, P)``, the
+    model's input ``size`` ``(H, W)`` around it)."""
+    _save_png(_to_pil(rectified), files["rectified"])
+    pixels = _in_source_pixels(source, info)  # a large file comes shrunk
+    with torch.no_grad():
+        polygon = pixels.to_source(_outline(st, params.double()))
+    _save_png(_draw_outline(source, pixels, size, polygon), files["grid"])
 
 
 # ---------------------------------------------------------------------------------- volumes
@@ -897,64 +930,18 @@ def _flush(
 ) -> Iterator[Prediction | Failure]:
     """The records of ``pending``, in order: its volumes classified in one batch."""
     batch = [item for item in pending if not isinstance(item, Failure)]
-    records = iter(_classify_volumes(predictor, batch, k, pictures, names) if batch else [])
+    st = predictor.transformer
+    draw = None if st is None else functools.partial(_volume_pictures, st)
+    records = iter(
+        _classify(predictor, batch, k, pictures, names, _volume_stem, draw) if batch else []
+    )
     for item in pending:
         yield item if isinstance(item, Failure) else next(records)
 
 
-def _classify_volumes(
-    predictor: Predictor,
-    batch: list[_Volume],
-    k: int,
-    pictures: _Pictures,
-    names: _Names,
-) -> list[Prediction]:
-    x = torch.stack([b[2] for b in batch])  # (B, C, D, H, W)
-    logits, params = predictor.run(x)
-    tops = _top_k(predictor, logits, k)
-    st = predictor.transformer
-    out = pictures.folder
-    rectified = None
-    if out is not None and st is not None and params is not None:
-        with torch.no_grad():
-            dev = st.head.weight.device
-            rectified = st.transform_input(x.to(dev), params.to(dev, x.dtype)).cpu()
-    records = []
-    for i, (path, source, _, info) in enumerate(batch):
-        outputs: dict[str, str] | None = None
-        output_error = None
-        if out is not None and pictures.error is not None:
-            output_error = pictures.failed(None)
-        elif out is not None:
-            outputs = {}
-            if (
-                rectified is not None
-                and st is not None
-                and params is not None
-                and source is not None
-            ):
-                stem = names(_volume_stem(path))
-                files = {
-                    "rectified": out / f"{stem}_rectified.png",
-                    "grid": out / f"{stem}_grid.png",
-                }
-                try:
-                    _volume_pictures(st, source, rectified[i], params[i : i + 1], info, files)
-                    outputs = {key: str(value) for key, value in files.items()}
-                except (DataError, OSError) as err:
-                    outputs, output_error = None, pictures.failed(err)
-        records.append(
-            Prediction(
-                path=path,
-                top_k=tops[i],
-                transform=None if st is None or params is None else st.transform.name,
-                params=None if params is None else params[i].tolist(),
-                fit=info,
-                outputs=outputs,
-                output_error=output_error,
-            )
-        )
-    return records
+def _path_stem(path: Path) -> str:
+    """``digit`` for ``digit.png``: the name of an image's pictures."""
+    return path.stem
 
 
 def _volume_stem(path: Path) -> str:
