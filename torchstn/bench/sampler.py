@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..functional import normalized_matrix_to_pixel, sample
 from ..transforms import TPS, MatrixTransform
 from ..transforms import get as get_transform
-from .timing import Settings, compare
+from .timing import Settings, compare, ratio_headline
 
 __all__ = ["COLUMNS", "DESCRIPTION", "SHAPES", "TITLE", "family_params", "kornia_or_none", "run"]
 
@@ -228,21 +228,10 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def _headline(rows: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for baseline, families in (("pytorch", None), ("kornia", ("affine", "projective", "tps"))):
-        for family in families or ("affine",):
-            sel = [r for r in rows if r["baseline"] == baseline and r["family"] == family]
-            sel = [r for r in sel if "fwd_ratio" in r]
-            if not sel:
-                continue
-            lo = min(min(r["fwd_ratio"], r["fwd_bwd_ratio"]) for r in sel)
-            hi = max(max(r["fwd_ratio"], r["fwd_bwd_ratio"]) for r in sel)
-            lines.append(
-                f"{family} grid + sampling: {lo:.2f}x to {hi:.2f}x the time of "
-                f"{'PyTorch' if baseline == 'pytorch' else 'kornia'} (forward and "
-                f"forward+backward, {len(sel)} shapes)"
-            )
-    return lines
+    cases = [("affine", "pytorch")] + [(f, "kornia") for f in ("affine", "projective", "tps")]
+    names = {"pytorch": "PyTorch", "kornia": "kornia"}
+    lines = (ratio_headline(rows, f, baseline, names[baseline]) for f, baseline in cases)
+    return [line for line in lines if line is not None]
 
 
 def _tps_note(kornia: Any) -> str:

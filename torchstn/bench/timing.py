@@ -30,6 +30,7 @@ __all__ = [
     "compare",
     "environment",
     "measure",
+    "ratio_headline",
 ]
 
 
@@ -152,3 +153,21 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     if torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+def ratio_headline(rows: list[dict[str, Any]], family: str, baseline: str, name: str) -> str | None:
+    """The headline of one family against one baseline (``name`` as the reader knows it): the
+    range of its forward and forward+backward time ratios over the shapes measured; None when
+    no row of them has a ratio (skipped or failed)."""
+    sel = [
+        r for r in rows if r["family"] == family and r["baseline"] == baseline and "fwd_ratio" in r
+    ]
+    if not sel:
+        return None
+    lo = min(min(r["fwd_ratio"], r["fwd_bwd_ratio"]) for r in sel)
+    hi = max(max(r["fwd_ratio"], r["fwd_bwd_ratio"]) for r in sel)
+    shapes = "shape" if len(sel) == 1 else "shapes"
+    return (
+        f"{family} grid + sampling: {lo:.2f}x to {hi:.2f}x the time of {name} (forward and "
+        f"forward+backward, {len(sel)} {shapes})"
+    )

@@ -35,7 +35,7 @@ from ..transforms import MatrixTransform
 from ..transforms import get as get_transform
 from .sampler import COLUMNS as _SAMPLER_COLUMNS
 from .sampler import _timed_pair, kornia_or_none
-from .timing import Settings
+from .timing import Settings, ratio_headline
 
 __all__ = [
     "COLUMNS",
@@ -209,21 +209,12 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def _headline(rows: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for name, baselines in BASELINES.items():
-        for baseline in baselines:
-            sel = [r for r in rows if r["family"] == name and r["baseline"] == baseline]
-            sel = [r for r in sel if "fwd_ratio" in r]
-            if not sel:
-                continue
-            lo = min(min(r["fwd_ratio"], r["fwd_bwd_ratio"]) for r in sel)
-            hi = max(max(r["fwd_ratio"], r["fwd_bwd_ratio"]) for r in sel)
-            lines.append(
-                f"{name} grid + sampling: {lo:.2f}x to {hi:.2f}x the time of "
-                f"{_NAMES[baseline]} (forward and forward+backward, {len(sel)} "
-                f"{'shape' if len(sel) == 1 else 'shapes'})"
-            )
-    return lines
+    lines = (
+        ratio_headline(rows, name, baseline, _NAMES[baseline])
+        for name, baselines in BASELINES.items()
+        for baseline in baselines
+    )
+    return [line for line in lines if line is not None]
 
 
 def kornia_gaps(kornia: Any) -> dict[tuple[str, bool], float]:
