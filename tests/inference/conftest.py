@@ -100,3 +100,20 @@ def checkpoint_and_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     onnx = root / "model.onnx"
     export_checkpoint(ckpt, onnx)
     return ckpt, onnx
+
+
+def run_native(path: Path, fmt: str) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """Run an export with its own runtime (not torchstn's loader): onnxruntime, TorchScript or
+    the exported program; the outputs as a tuple."""
+    if fmt == "onnx":
+        import onnxruntime as ort  # only where onnxruntime is installed (the tests skip otherwise)
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: tuple(torch.from_numpy(o) for o in session.run(None, {"input": x.numpy()}))
+    module = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(path).module()
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = module(x)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    return run

@@ -23,6 +23,8 @@ from torchstn.export import (
 from torchstn.inference import first_transformer
 from torchstn.models import model_names
 
+from .conftest import run_native
+
 FORMATS = ("torchscript", "exported-program", "onnx")
 SUFFIX = {"torchscript": ".pt", "exported-program": ".pt2", "onnx": ".onnx"}
 #: the model x format cases CI runs: a model without a transformer and one with TPS in every
@@ -42,25 +44,9 @@ MODELS_IN_CI = {
 }
 
 
-def _native(path: Path, fmt: str):
-    """Run an export with its own runtime (not torchstn's loader)."""
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: tuple(torch.from_numpy(o) for o in session.run(None, {"input": x.numpy()}))
-    module = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(path).module()
-
-    def run(x):
-        out = module(x)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-    return run
-
-
 def _assert_matches(eager, path: Path, fmt: str, in_shape) -> None:
     """Outputs equal to 1e-4 at batch sizes 1 and 5 (the export traced batch 2)."""
-    run = _native(path, fmt)
+    run = run_native(path, fmt)
     for b in (1, 5):
         x = torch.rand(b, *in_shape)
         with torch.no_grad():

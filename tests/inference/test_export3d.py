@@ -22,6 +22,8 @@ from torchstn.export import VOLUME_OPSET, export, gather_sample, load_exported, 
 from torchstn.inference import first_transformer, load_info
 from torchstn.models import create_model, model_names
 
+from .conftest import run_native
+
 VOLUME = (2, 6, 7, 8)  # (C, D, H, W)
 OUT = (5, 6, 7)
 FAMILIES = transforms.names(ndim=3)
@@ -73,26 +75,10 @@ def _settings_heads(settings=SETTINGS) -> ParallelTransformers:
     return ParallelTransformers([_random_st("affine3d", *s, zoom=1.4) for s in settings]).eval()
 
 
-def _native(path: Path, fmt: str):
-    """Run an export with its own runtime (not torchstn's loader)."""
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: tuple(torch.from_numpy(o) for o in session.run(None, {"input": x.numpy()}))
-    module = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(path).module()
-
-    def run(x):
-        out = module(x)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-    return run
-
-
 def _assert_matches(eager, path: Path, fmt: str, in_shape=VOLUME) -> float:
     """Outputs equal to 1e-4 at batch sizes 1 and 4 (the export traced batch 2); returns the
     largest difference."""
-    run = _native(path, fmt)
+    run = run_native(path, fmt)
     worst = 0.0
     for b in (1, 4):
         x = torch.rand(b, *in_shape)
