@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,nifti]'
+	$(PY) -m pip install -q -e '.[dev,nifti,atlas]'
 	touch $@
 
 lint: setup
