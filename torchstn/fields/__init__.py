@@ -1,0 +1,57 @@
+"""Dense spatial transformers: displacement and velocity fields, their algebra, the losses of
+learned registration and converters to other libraries' conventions.
+
+The convention, once (details in :mod:`torchstn.fields.field`): a field is ``(B, N, *spatial)``
+(``N`` = 2 for images, 3 for volumes) in pixels (voxels), channel ``i`` along the ``i``-th axis
+of ``(x, y[, z])`` (x along W), and warping is backward: ``output(p) = input(p + u(p))``.
+
+>>> from torchstn import fields
+>>> x = torch.rand(1, 1, 16, 16)
+>>> v = 0.5 * torch.randn(1, 2, 16, 16)
+>>> u = fields.integrate(v)                   # a velocity field's displacement (scaling and squaring)
+>>> y = fields.warp(x, u)                     # output(p) = x(p + u(p))
+>>> inv = fields.inverse(v, velocity=True)    # the inverse flow: integrate(-v)
+>>> back = fields.warp(y, inv.field)          # ~ x, away from the border
+>>> float(fields.folded_share(u)[0])          # no folds in a smooth small flow
+0.0
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (used by the doctest)
+
+from .field import (
+    Inverse,
+    check_field,
+    compose,
+    folded_share,
+    from_grid,
+    from_matrix,
+    from_transform,
+    identity,
+    integrate,
+    inverse,
+    jacobian_determinant,
+    resize,
+    to_grid,
+    warp,
+    warp_labels,
+)
+
+__all__ = [
+    "Inverse",
+    "check_field",
+    "compose",
+    "folded_share",
+    "from_grid",
+    "from_matrix",
+    "from_transform",
+    "identity",
+    "integrate",
+    "inverse",
+    "jacobian_determinant",
+    "resize",
+    "to_grid",
+    "warp",
+    "warp_labels",
+]
