@@ -15,12 +15,14 @@ from . import encoder  # noqa: F401  (registers st_attention_encoder)
 from .classifiers import CNN, FCN, PoolCNN
 from .registry import count_params, create_model, model_names, register_model
 from .st_models import STClassifier
+from .unet import FieldUNet
 from .volumes import CNN3D
 
 __all__ = [
     "CNN",
     "CNN3D",
     "FCN",
+    "FieldUNet",
     "PoolCNN",
     "STClassifier",
     "count_params",
