@@ -75,6 +75,8 @@ def identity_penalty(params: torch.Tensor, transform: Transform) -> torch.Tensor
         >>> identity_penalty(torch.tensor([[1.0, 0, 0.5, 0, 1, 0]]), get("affine"))
         tensor(0.2500)
     """
+    if getattr(transform, "dense", False):  # a field (B, N, *s): its mean squared length
+        return (params**2).sum(1).mean()
     ident = transform.identity_params(params.dtype, params.device)
     return ((params - ident) ** 2).sum(-1).mean()
 
@@ -109,6 +111,11 @@ class SpatialTransformer(nn.Module):
         localization: any module mapping ``(B, *in_shape)`` to ``(B, F)``; ``None`` builds the
             default (:func:`torchstn.localization.default_localization`). A final linear layer to
             the transform's parameter count is appended, with zero weights and the identity as bias.
+            A dense family (``displacement``, ``velocity``, ``displacement3d``, ``velocity3d``:
+            :mod:`torchstn.transforms.dense`) takes a net mapping to feature maps
+            ``(B, F, *s)`` (``s`` the input size or a fraction of it, e.g. a U-Net,
+            ``torchstn.models.unet``; there is no default) and appends a 3x3(x3) convolution
+            to ``N`` channels, the field; ``out_size`` is then the input's size.
         mode: ``"bilinear"`` (trilinear for volumes), ``"nearest"``, ``"bicubic"`` (tricubic
             for volumes, through the kernel sampler, zeros padding only) or ``"gaussian"`` (the
             kernel sampler of eq. 3 with standard deviation ``sigma`` pixels).
@@ -176,6 +183,13 @@ class SpatialTransformer(nn.Module):
                 f"{', '.join(transform_names(ndim=len(spatial)))}"
             )
         self.out_size = spatial if out_size is None else self.transform.check_out_size(out_size)
+        #: the params are a field and the head a convolution (``displacement``, ``velocity``...)
+        self.dense = bool(getattr(self.transform, "dense", False))
+        if self.dense and self.out_size != spatial:
+            raise InvalidInputError(
+                f"out_size: a dense field warps to the input's own size {spatial}, got "
+                f"{self.out_size} (resize the input instead)"
+            )
         self.fill = check_sampler(mode, padding_mode, fill, c, len(spatial))
         self.mode, self.padding_mode = mode, padding_mode
         self.align_corners = bool(align_corners)
@@ -184,6 +198,12 @@ class SpatialTransformer(nn.Module):
         #: sinks of the active :func:`recording_params` contexts (empty: nothing is kept).
         self._param_sinks: dict[object, _ParamSink] = {}
 
+        if localization is None and self.dense:
+            raise InvalidInputError(
+                f"localization: a dense {self.transform.name!r} transformer needs a net that "
+                "outputs feature maps (B, F, *spatial), e.g. "
+                "torchstn.models.unet.FieldUNet; there is no default"
+            )
         self.localization = (
             default_localization(self.in_shape) if localization is None else localization
         )
@@ -192,7 +212,12 @@ class SpatialTransformer(nn.Module):
                 f"localization: expected an nn.Module, got {type(self.localization).__name__}"
             )
         features = self._probe_features()
-        self.head = nn.Linear(features, self.transform.num_params)
+        self.head: nn.Linear | nn.Conv2d | nn.Conv3d
+        if self.dense:
+            conv = nn.Conv2d if len(spatial) == 2 else nn.Conv3d
+            self.head = conv(features, self.transform.num_params, 3, padding=1)
+        else:
+            self.head = nn.Linear(features, self.transform.num_params)
         self.reset_head()
 
     def _probe_features(self) -> int:
@@ -215,18 +240,44 @@ class SpatialTransformer(nn.Module):
             ) from None
         finally:
             self.localization.train(was_training)
+        if self.dense:
+            return self._field_features(out)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise InvalidInputError(f"localization: expected (B, features) output, got {got}")
         return int(out.shape[1])
 
-    def reset_head(self) -> None:
-        """Re-initialise the final layer to the identity transform (zero weight, identity bias)."""
-        with torch.no_grad():
-            self.head.weight.zero_()
-            self.head.bias.copy_(
-                self.transform.raw_identity(self.head.bias.dtype, self.head.bias.device)
+    def _field_features(self, out: object) -> int:
+        """The channel count of a dense family's feature maps ``(B, F, *s)``; every side of
+        ``s`` must divide the input's (a field at full, half... resolution)."""
+        spatial = self.in_shape[1:]
+        want = "(B, F, H', W')" if len(spatial) == 2 else "(B, F, D', H', W')"
+        if not isinstance(out, torch.Tensor) or out.dim() != len(spatial) + 2:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InvalidInputError(
+                f"localization: a dense {self.transform.name!r} transformer needs feature maps "
+                f"{want}, got {got}"
             )
+        sides = tuple(int(s) for s in out.shape[2:])
+        if any(n % s for n, s in zip(spatial, sides, strict=True)):
+            raise InvalidInputError(
+                f"localization: feature maps of size {sides} do not divide the input size "
+                f"{tuple(spatial)} (a field at the input's resolution or a fraction of it)"
+            )
+        return int(out.shape[1])
+
+    def reset_head(self) -> None:
+        """Re-initialise the final layer to the identity transform (zero weight, identity bias;
+        for a dense family weights drawn from ``N(0, 1e-5)`` and a zero bias)."""
+        weight, bias = self.head.weight, self.head.bias
+        assert bias is not None  # both heads are built with one
+        with torch.no_grad():
+            if self.dense:  # VoxelMorph's flow layer: tiny random weights, so gradients differ
+                weight.normal_(0.0, 1e-5)
+                bias.zero_()
+                return
+            weight.zero_()
+            bias.copy_(self.transform.raw_identity(bias.dtype, bias.device))
 
     def _check_input(self, x: torch.Tensor) -> None:
         check_input_dims(x, self.transform)

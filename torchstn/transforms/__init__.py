@@ -19,6 +19,7 @@ from ..errors import InvalidInputError, UnknownNameError
 from .affine import Affine
 from .attention import Attention
 from .base import MatrixTransform, Transform, safe_denominator
+from .dense import DenseTransform, Displacement, Displacement3D, Velocity, Velocity3D
 from .projective import Projective
 from .rotation import Rotation
 from .similarity import Similarity
@@ -33,6 +34,9 @@ __all__ = [
     "Affine3D",
     "Attention",
     "Attention3D",
+    "DenseTransform",
+    "Displacement",
+    "Displacement3D",
     "MatrixTransform",
     "Projective",
     "Projective3D",
@@ -43,6 +47,8 @@ __all__ = [
     "Transform",
     "Translation",
     "Translation3D",
+    "Velocity",
+    "Velocity3D",
     "get",
     "names",
     "register",
@@ -75,14 +81,34 @@ for _cls in (
     Translation3D,
     Projective3D,
     TPS3D,
+    Displacement,
+    Velocity,
+    Displacement3D,
+    Velocity3D,
 ):
     register(_cls)
 
 
-def names(ndim: int | None = None) -> tuple[str, ...]:
+def names(ndim: int | None = None, *, dense: bool | None = False) -> tuple[str, ...]:
     """The registered transform names, sorted; only the 2-D (image) or 3-D (volume) families
-    with ``ndim=2`` or ``ndim=3``."""
-    return tuple(sorted(n for n, c in _REGISTRY.items() if ndim is None or c.ndim == ndim))
+    with ``ndim=2`` or ``ndim=3``.
+
+    The dense families (``displacement``, ``velocity`` and their 3-D forms), whose params are a
+    field rather than a vector, are listed only with ``dense=True`` (only them) or
+    ``dense=None`` (every family).
+
+    Example:
+        >>> names(ndim=3, dense=True)
+        ('displacement3d', 'velocity3d')
+    """
+    return tuple(
+        sorted(
+            n
+            for n, c in _REGISTRY.items()
+            if (ndim is None or c.ndim == ndim)
+            and (dense is None or bool(getattr(c, "dense", False)) == dense)
+        )
+    )
 
 
 def get(name: str | Transform | type[Transform], **kwargs: Any) -> Transform:
@@ -104,7 +130,8 @@ def get(name: str | Transform | type[Transform], **kwargs: Any) -> Transform:
     else:
         raise UnknownNameError(
             f"unknown transform {name!r}; valid choices: {', '.join(names(ndim=2))}; for "
-            f"volumes: {', '.join(names(ndim=3))}"
+            f"volumes: {', '.join(names(ndim=3))}; dense fields: "
+            f"{', '.join(names(dense=True))}"
         )
     try:
         return cls(**kwargs)
