@@ -417,9 +417,7 @@ def _pixel_matrix(matrix: torch.Tensor, n: int, name: str) -> torch.Tensor:
     return m
 
 
-def _pixel_points(
-    spatial: Sequence[int], dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
+def _pixel_points(spatial: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Pixel-centre coordinates ``(N, *spatial)`` in ``(x, y[, z])`` channel order."""
     axes = [torch.arange(int(s), dtype=dtype, device=device) for s in spatial]
     mesh = torch.meshgrid(*axes, indexing="ij")  # index order (z, y, x)
@@ -570,8 +568,9 @@ def inverse(
     ``p -> p + w(p)`` of ``p -> p + u(p)`` satisfies ``w(p) + u(p + w(p)) = 0``), which
     converges where ``u`` contracts (the Jacobian of ``u`` below 1 in norm, a map far from
     folding); the residual says how close it came. A velocity field (``velocity=True``) is
-    inverted exactly by negation: the result is ``integrate(-u, steps)`` and the residual is
-    measured against ``integrate(u, steps)``.
+    inverted by negation: the result is ``integrate(-u, steps, padding_mode)`` and the residual
+    is measured against ``integrate(u, steps, padding_mode)`` (exact but for the integration's
+    discretisation).
 
     Args:
         u: the field ``(B, N, *spatial)``.
@@ -592,8 +591,8 @@ def inverse(
         raise InvalidInputError(f"iterations: expected an integer >= 1, got {iterations!r}")
     tol = None if tolerance is None else check_positive(tolerance, "tolerance")
     if velocity:
-        forward = integrate(u, steps, align_corners=align_corners)
-        back = integrate(-u, steps, align_corners=align_corners)
+        forward = integrate(u, steps, padding_mode, align_corners)
+        back = integrate(-u, steps, padding_mode, align_corners)
         return Inverse(back, _residual(back, forward, padding_mode, align_corners))
     w = -u
     for _ in range(iterations - 1):
@@ -603,15 +602,15 @@ def inverse(
     return Inverse(w, _residual(w, u, padding_mode, align_corners))
 
 
-def _residual(w: torch.Tensor, u: torch.Tensor, padding_mode: str, align_corners: bool) -> torch.Tensor:
+def _residual(
+    w: torch.Tensor, u: torch.Tensor, padding_mode: str, align_corners: bool
+) -> torch.Tensor:
     """``(B,)`` max over the grid of the length of ``compose(w, u)`` (0 for an exact inverse)."""
     c = w + warp(u, w, "bilinear", padding_mode, align_corners)
     return c.detach().norm(dim=1).flatten(1).amax(1)
 
 
-def resize(
-    u: torch.Tensor, size: Sequence[int] | int, align_corners: bool = False
-) -> torch.Tensor:
+def resize(u: torch.Tensor, size: Sequence[int] | int, align_corners: bool = False) -> torch.Tensor:
     """A field resampled to another grid ``size`` (linear interpolation), its displacements
     rescaled to the new pixels: channel ``i`` times ``new / old`` along axis ``i`` (with
     ``align_corners=True``, ``(new - 1) / (old - 1)``). A field predicted at half resolution,

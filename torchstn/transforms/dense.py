@@ -81,9 +81,13 @@ class DenseTransform(Transform):
             raise InvalidInputError(
                 f"{name}: the {self.name!r} transform takes a {self.ndim}-D field "
                 f"{'(B, 2, H, W)' if self.ndim == 2 else '(B, 3, D, H, W)'}, got shape "
-                f"{tuple(params.shape)}"
+                f"{tuple(params.shape)} (a {n}-D field takes {self._other()!r})"
             )
         return params
+
+    def _other(self) -> str:
+        """The family of the same kind for the other number of axes."""
+        return self.name[:-2] if self.name.endswith("3d") else self.name + "3d"
 
     def displacement(self, params: torch.Tensor, out_size: Sequence[int] | int) -> torch.Tensor:
         """The displacement ``(B, N, *out_size)`` in output pixels: the velocity integrated at
