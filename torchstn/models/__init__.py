@@ -13,6 +13,7 @@ import torch  # noqa: F401  (used by the doctest)
 
 from . import encoder  # noqa: F401  (registers st_attention_encoder)
 from .classifiers import CNN, FCN, PoolCNN
+from .registration import PairEncoder, Registration, RegistrationNet
 from .registry import count_params, create_model, model_names, register_model
 from .st_models import STClassifier
 from .unet import FieldUNet
@@ -23,7 +24,10 @@ __all__ = [
     "CNN3D",
     "FCN",
     "FieldUNet",
+    "PairEncoder",
     "PoolCNN",
+    "Registration",
+    "RegistrationNet",
     "STClassifier",
     "count_params",
     "create_model",
