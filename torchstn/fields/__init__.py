@@ -37,11 +37,14 @@ from .field import (
     warp,
     warp_labels,
 )
+from .optimize import FitResult, fit_field
 
 __all__ = [
+    "FitResult",
     "Inverse",
     "check_field",
     "compose",
+    "fit_field",
     "folded_share",
     "from_grid",
     "from_matrix",
