@@ -8,6 +8,8 @@ Groups (``--only`` takes their names):
 - ``volumes``: the same for the 3-D matrix families on volumes (affine3d, projective3d) against
   PyTorch's 5-D ``affine_grid`` + ``grid_sample``, kornia's 3-D warps and MONAI's
   ``AffineTransform``.
+- ``fields``: dense displacement fields: ``fields.warp`` and ``fields.integrate`` against
+  MONAI's ``Warp`` and ``DVF2DDF`` on 256^2 images and 128^3 volumes, with memory.
 - ``module``: :class:`torchstn.SpatialTransformer` against the same localisation net followed by
   hand-written ``affine_grid`` + ``grid_sample`` (the PyTorch tutorial's way).
 - ``training``: images per second of CNN and ST-CNN training steps on the paper's inputs, the
@@ -52,6 +54,7 @@ __all__ = [
 GROUPS = {
     "sampler": "sampler",
     "volumes": "volumes",
+    "fields": "fields",
     "module": "module",
     "training": "training",
     "inference": "inference",

@@ -155,10 +155,17 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     return env
 
 
-def ratio_headline(rows: list[dict[str, Any]], family: str, baseline: str, name: str) -> str | None:
+def ratio_headline(
+    rows: list[dict[str, Any]],
+    family: str,
+    baseline: str,
+    name: str,
+    what: str | None = None,
+) -> str | None:
     """The headline of one family against one baseline (``name`` as the reader knows it): the
     range of its forward and forward+backward time ratios over the shapes measured; None when
-    no row of them has a ratio (skipped or failed)."""
+    no row of them has a ratio (skipped or failed). ``what`` opens the line (default:
+    ``"{family} grid + sampling"``)."""
     sel = [
         r for r in rows if r["family"] == family and r["baseline"] == baseline and "fwd_ratio" in r
     ]
@@ -168,6 +175,6 @@ def ratio_headline(rows: list[dict[str, Any]], family: str, baseline: str, name:
     hi = max(max(r["fwd_ratio"], r["fwd_bwd_ratio"]) for r in sel)
     shapes = "shape" if len(sel) == 1 else "shapes"
     return (
-        f"{family} grid + sampling: {lo:.2f}x to {hi:.2f}x the time of {name} (forward and "
+        f"{what or family + ' grid + sampling'}: {lo:.2f}x to {hi:.2f}x the time of {name} (forward and "
         f"forward+backward, {len(sel)} {shapes})"
     )
