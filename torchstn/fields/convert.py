@@ -12,31 +12,31 @@ torchstn's two targets (:mod:`torchstn.fields.field`, :mod:`torchstn.functional.
 
 The other side of each pair:
 
-=========================  ==============================================================
-``from_kornia``            kornia ``warp_affine`` / ``warp_perspective`` ``M`` (``(B, 2, 3)``
-/ ``to_kornia``            / ``(B, 3, 3)``) and ``warp_affine3d`` / ``warp_perspective3d``
-                           (``(B, 3, 4)`` / ``(B, 4, 4)``): *source* pixel to *destination*
-                           pixel (forward), pixel centres, ``(x, y[, z])`` order. The
-                           torchstn matrix is its inverse; no size enters.
-``from_theta``             PyTorch's ``affine_grid`` ``theta`` (``(B, 2, 3)``, ``(B, 3, 4)``):
-/ ``to_theta``             normalised output to normalised input coordinates, ``(x, y[, z])``,
-                           ``[-1, 1]`` at the border pixels' edges (``align_corners=False``)
-                           or centres (``True``).
-``from_monai_ddf``         MONAI ``Warp`` / ``DVF2DDF`` dense displacement field: channel
-/ ``to_monai_ddf``         ``i`` along spatial dimension ``i`` (index order: ``(y, x)`` for
-                           ``(H, W)``, ``(z, y, x)`` for ``(D, H, W)``), voxels, backward.
-``from_monai_affine``      MONAI ``Affine`` / ``AffineGrid`` ``affine``: ``(N+1, N+1)`` in index
-/ ``to_monai_affine``      order on voxel coordinates *centred* on the image (``i - (n-1)/2``),
-                           output to input; its ``align_corners=True`` rescales both sides.
-``from_voxelmorph``        voxelmorph ``SpatialTransformer`` flow: index order, voxels,
-/ ``to_voxelmorph``        backward (added to a grid of indices); channels first
-                           ``(B, N, *spatial)`` (PyTorch) or last ``(B, *spatial, N)``
-                           (TensorFlow).
-``from_scipy_affine``      ``scipy.ndimage.affine_transform`` ``matrix`` and ``offset``:
-/ ``to_scipy_affine``      index order, output index ``o`` to input index ``M o + offset``.
-``from_scipy_coordinates`` ``scipy.ndimage.map_coordinates`` ``coordinates`` ``(N, *spatial)``:
-/ ``to_scipy_coordinates`` the absolute input index each output pixel reads, index order.
-=========================  ==============================================================
+===========================  ==============================================================
+``from_kornia``              kornia ``warp_affine`` / ``warp_perspective`` ``M`` (``(B, 2, 3)``
+/ ``to_kornia``              / ``(B, 3, 3)``) and ``warp_affine3d`` / ``warp_perspective3d``
+                             (``(B, 3, 4)`` / ``(B, 4, 4)``): *source* pixel to *destination*
+                             pixel (forward), pixel centres, ``(x, y[, z])`` order. The
+                             torchstn matrix is its inverse; no size enters.
+``from_theta``               PyTorch's ``affine_grid`` ``theta`` (``(B, 2, 3)``, ``(B, 3, 4)``):
+/ ``to_theta``               normalised output to normalised input coordinates, ``(x, y[, z])``,
+                             ``[-1, 1]`` at the border pixels' edges (``align_corners=False``)
+                             or centres (``True``).
+``from_monai_ddf``           MONAI ``Warp`` / ``DVF2DDF`` dense displacement field: channel
+/ ``to_monai_ddf``           ``i`` along spatial dimension ``i`` (index order: ``(y, x)`` for
+                             ``(H, W)``, ``(z, y, x)`` for ``(D, H, W)``), voxels, backward.
+``from_monai_affine``        MONAI ``Affine`` / ``AffineGrid`` ``affine``: ``(N+1, N+1)`` in index
+/ ``to_monai_affine``        order on voxel coordinates *centred* on the image (``i - (n-1)/2``),
+                             output to input; its ``align_corners=True`` rescales both sides.
+``from_voxelmorph``          voxelmorph ``SpatialTransformer`` flow: index order, voxels,
+/ ``to_voxelmorph``          backward (added to a grid of indices); channels first
+                             ``(B, N, *spatial)`` (PyTorch) or last ``(B, *spatial, N)``
+                             (TensorFlow).
+``from_scipy_affine``        ``scipy.ndimage.affine_transform`` ``matrix`` and ``offset``:
+/ ``to_scipy_affine``        index order, output index ``o`` to input index ``M o + offset``.
+``from_scipy_coordinates``  ``scipy.ndimage.map_coordinates`` ``coordinates`` ``(N, *spatial)``:
+/ ``to_scipy_coordinates``  the absolute input index each output pixel reads, index order.
+===========================  ==============================================================
 
 Index order is the reverse of ``(x, y[, z])``: an index-order field is the torchstn field
 with its channels reversed, an index-order matrix the torchstn matrix with its rows and columns
@@ -44,7 +44,7 @@ reversed (the homogeneous coordinate kept last). Pixel (index) coordinates are t
 both sides: every library here puts sample ``k`` of an axis at coordinate ``k``.
 
 Matrices keep their form: a batch stays a batch and one matrix stays one matrix, an affine
-``(N, N + 1)`` stays affine. Fields from MONAI and voxelmorph are ``(B, N, *spatial)``;
+``(N, N + 1)`` stays affi  ne. Fields from MONAI and voxelmorph are ``(B, N, *spatial)``;
 scipy's arrays have no batch, and a field for them must have a batch of 1.
 
 Example:
