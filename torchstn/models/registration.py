@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -57,6 +58,15 @@ class Registration(NamedTuple):
     #: what the transformer predicted: ``(B, N, *field_size)`` for a dense family (a velocity
     #: for ``velocity``), ``(B, P)`` for a matrix family.
     params: torch.Tensor
+
+
+# torch.export.save can write a program that returns a named tuple only when it has a serialised
+# name (PyTorch has no public call for that yet; without it, programs of RegistrationNet export
+# and run but do not save).
+_register_namedtuple = getattr(torch.utils._pytree, "_register_namedtuple", None)
+if _register_namedtuple is not None:
+    with contextlib.suppress(ValueError):  # (registered already: a reload of this module)
+        _register_namedtuple(Registration, serialized_type_name="torchstn.models.Registration")
 
 
 def _image_shape(in_shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
