@@ -125,7 +125,9 @@ def _local_ncc_loops(a: np.ndarray, b: np.ndarray, window: tuple[int, ...], eps:
         ((2, 1, 5, 6), 3),
         ((1, 2, 6, 7), (3, 5)),
         ((1, 1, 4, 5, 6), 3),
-        ((2, 1, 3, 4, 5), (3, 1 + 2, 5)),
+        ((2, 1, 3, 4, 5), (3, 3, 5)),
+        ((1, 1, 3, 4, 5), 7),  # a window longer than every axis
+        ((1, 1, 8, 3), (5, 5)),  # ... than one
     ],
 )
 def test_local_ncc_matches_the_windowed_formula(shape, window) -> None:
@@ -170,6 +172,20 @@ def test_local_ncc_loss_is_one_plus_monai(shape, window) -> None:
     )
     got = ncc_loss(a.float(), b.float(), window).item()
     assert got == pytest.approx(1 + monai_default(a.float(), b.float()).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 9])
+def test_ncc_runs_in_float32_under_autocast_and_for_half_inputs(window) -> None:
+    a = _rand(2, 1, 6, 12, 13).float()
+    b = a + 0.3 * _rand(2, 1, 6, 12, 13, seed=1).float()
+    want = ncc(a, b, window)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ncc(a, b, window)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    got = ncc(a16, b16, window)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, ncc(a16.float(), b16.float(), window), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------- dice
