@@ -152,7 +152,7 @@ class RegistrationNet(nn.Module):
         """The displacement ``(B, N, *spatial)`` in pixels of the transformer's ``params``."""
         st = self.transformer
         if isinstance(st.transform, DenseTransform):
-            return st.transform.displacement(params, st.out_size)
+            return st.transform.displacement(params, st.out_size, st.align_corners)
         return from_transform(st.transform, params, st.out_size, st.align_corners)
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> Registration:

@@ -89,9 +89,13 @@ class DenseTransform(Transform):
         """The family of the same kind for the other number of axes."""
         return self.name[:-2] if self.name.endswith("3d") else self.name + "3d"
 
-    def displacement(self, params: torch.Tensor, out_size: Sequence[int] | int) -> torch.Tensor:
+    def displacement(
+        self, params: torch.Tensor, out_size: Sequence[int] | int, align_corners: bool = False
+    ) -> torch.Tensor:
         """The displacement ``(B, N, *out_size)`` in output pixels: the velocity integrated at
-        the field's own size (velocity families), then resized to ``out_size``.
+        the field's own size (velocity families), then resized to ``out_size``
+        (:func:`torchstn.fields.resize`; ``align_corners`` says whether the corner pixels'
+        centres or their outer edges of the two grids coincide).
 
         Example:
             >>> from torchstn.transforms import get
@@ -100,13 +104,17 @@ class DenseTransform(Transform):
         """
         self.check_params(params)
         size = self.check_out_size(out_size)
-        u = _field.integrate(params, self.steps, self.padding_mode) if self.velocity else params
-        return _field.resize(u, size)
+        u = (
+            _field.integrate(params, self.steps, self.padding_mode, align_corners)
+            if self.velocity
+            else params
+        )
+        return _field.resize(u, size, align_corners)
 
     def _grid(
         self, params: torch.Tensor, size: tuple[int, ...], align_corners: bool
     ) -> torch.Tensor:
-        return _field._to_grid(self.displacement(params, size), align_corners)
+        return _field._to_grid(self.displacement(params, size, align_corners), align_corners)
 
     def _map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Source points of normalised output points ``(B, M, N)``: the displacement, read
