@@ -2,7 +2,7 @@
 MONAI's ``Warp`` and ``DVF2DDF``, the layers of MONAI's registration networks.
 
 Both sides get the same random smooth field, each in its own convention (converted outside the
-clock): ours is ``(B, N, *spatial)`` in pixels with channels in ``(x, y[, z])`` order; MONAI's
+clock by :func:`torchstn.fields.to_monai_ddf`): ours is ``(B, N, *spatial)`` in pixels with channels in ``(x, y[, z])`` order; MONAI's
 dense displacement (and velocity) fields are in pixels with channels in index order
 (``(y, x)``, ``(z, y, x)``): the same field with its channels reversed. MONAI samples with
 ``align_corners=True``, ``Warp`` with ``"border"`` padding by default and ``DVF2DDF`` with
@@ -38,7 +38,6 @@ __all__ = [
     "monai_gaps",
     "run",
     "smooth_field",
-    "to_monai",
 ]
 
 TITLE = "Dense fields: warp and integrate"
@@ -110,11 +109,6 @@ def smooth_field(
     return F.interpolate(noise, size=size, mode=mode, align_corners=True)
 
 
-def to_monai(u: torch.Tensor) -> torch.Tensor:
-    """Our field as MONAI's: channels in index order (reversed), the same pixels (a copy)."""
-    return u.flip(1)
-
-
 def _ours(op: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if op == "warp":
         return lambda x, u: fields.warp(x, u, padding_mode="border", align_corners=True)
@@ -140,8 +134,8 @@ def _gap(
 ) -> float:
     """Largest difference between our output and MONAI's, brought into our convention."""
     with torch.no_grad():
-        out = theirs(x, to_monai(u))
-        out = out if op == "warp" else to_monai(out)  # a field: back to (x, y[, z])
+        out = theirs(x, fields.to_monai_ddf(u))
+        out = out if op == "warp" else fields.from_monai_ddf(out)  # a field: (x, y[, z])
         return float((ours(x, u) - out).abs().max())
 
 
@@ -186,9 +180,10 @@ def run(settings: Settings) -> dict[str, Any]:
                 continue
             ours, theirs = _ours(op), _monai(monai, op)
             gap = _gap(op, ours, theirs, x, u)
-            row = _timed_pair(ours, theirs, x, u, to_monai(u), settings)
+            ddf = fields.to_monai_ddf(u)
+            row = _timed_pair(ours, theirs, x, u, ddf, settings)
             row["max_abs_diff"] = gap  # the pair's own check compares unconverted outputs
-            mine, base = _memory(ours, x, u, device), _memory(theirs, x, to_monai(u), device)
+            mine, base = _memory(ours, x, u, device), _memory(theirs, x, ddf, device)
             row["saved_mb"], row["base_saved_mb"] = mine["saved"], base["saved"]
             if "peak" in mine:
                 row["peak_mb"], row["base_peak_mb"] = mine["peak"], base["peak"]
