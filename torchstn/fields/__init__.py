@@ -53,13 +53,17 @@ from .field import (
     warp,
     warp_labels,
 )
+from .losses import bending_energy, dice, diffusion_loss, mse_loss, ncc, ncc_loss, soft_dice_loss
 from .optimize import FitResult, fit_field
 
 __all__ = [
     "FitResult",
     "Inverse",
+    "bending_energy",
     "check_field",
     "compose",
+    "dice",
+    "diffusion_loss",
     "fit_field",
     "folded_share",
     "from_grid",
@@ -76,7 +80,11 @@ __all__ = [
     "integrate",
     "inverse",
     "jacobian_determinant",
+    "mse_loss",
+    "ncc",
+    "ncc_loss",
     "resize",
+    "soft_dice_loss",
     "to_grid",
     "to_kornia",
     "to_monai_affine",
