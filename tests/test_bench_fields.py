@@ -33,15 +33,23 @@ def test_the_group_is_registered() -> None:
 
 @needs_monai
 def test_every_row_runs_at_tiny_sizes_and_agrees_with_monai(quick) -> None:
-    expected = {(name, op) for name, _, _ in fields.QUICK_SHAPES for op in fields.OPS}
+    ops = (*fields.OPS, fields.NET)
+    expected = {(name, op) for name, _, _ in fields.QUICK_SHAPES for op in ops}
     assert {(r["shape"], r["family"]) for r in quick["rows"]} == expected
+    layers = [r for r in quick["rows"] if r["family"] != fields.NET]
     for row in quick["rows"]:
         assert row["baseline"] == "monai" and "skipped" not in row
-        for key in ("fwd_ms", "base_fwd_ms", "fwd_bwd_ms", "base_fwd_bwd_ms", "saved_mb"):
+        for key in ("fwd_ms", "base_fwd_ms", "fwd_bwd_ms", "base_fwd_bwd_ms"):
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+    for row in layers:
+        assert row["saved_mb"] > 0
         assert row["max_abs_diff"] < 1e-4, row  # float32, pixels
-    assert {r["input"] for r in quick["rows"]} == {"2x9x10", "2x5x6x7"}
-    assert len(quick["headline"]) == 2 and "DVF2DDF" in quick["headline"][1]
+    assert {r["input"] for r in layers} == {"2x9x10", "2x5x6x7"}
+    nets = [r for r in quick["rows"] if r["family"] == fields.NET]
+    assert {r["input"] for r in nets} == {"2x2x16x16", "2x2x16x16x16"}
+    assert all(r["params"] > 1000 and r["base_params"] > 1000 for r in nets)
+    assert len(quick["headline"]) == 3 and "DVF2DDF" in quick["headline"][1]
+    assert "VoxelMorph" in quick["headline"][2]
     assert any("agree with ours in float64" in note for note in quick["notes"])
 
 
@@ -81,7 +89,7 @@ def test_monai_convention(size) -> None:
 def test_rows_are_skipped_without_monai(monkeypatch) -> None:
     monkeypatch.setattr(fields, "monai_or_none", lambda: None)
     result = fields.run(Settings.make(True))
-    assert len(result["rows"]) == len(fields.QUICK_SHAPES) * len(fields.OPS)
+    assert len(result["rows"]) == len(fields.QUICK_SHAPES) * (len(fields.OPS) + 1)
     assert all(r["skipped"] == "no monai" for r in result["rows"])
     assert any("pip install monai" in note for note in result["notes"])
     assert result["headline"] == []

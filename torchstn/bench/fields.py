@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import fields
+from ..models import count_params
 from .sampler import _timed_pair
-from .timing import Settings, ratio_headline, synchronize
+from .timing import Settings, compare, ratio_headline, synchronize
 from .training import saved_bytes
 from .volumes import monai_or_none
 
@@ -52,8 +53,12 @@ MONAI's fields are ours with the channels in index order (`(z, y, x)` instead of
 back-propagates a fixed gradient to the image and the field (`warp`) or the velocity
 (`integrate`). `saved MB`: what autograd keeps for the backward pass; `CUDA peak MB`: the
 allocator's peak during forward+backward above what was allocated before. `max diff`: largest
-difference between our output and MONAI's (in pixels for `integrate`). Rows need
-`pip install monai`. Targets: ratio at most 1.0 everywhere, at most 0.67 for `integrate`.
+difference between our output and MONAI's (in pixels for `integrate`). `unet step`: a whole
+registration network on a (moving, fixed) pair, ours (`reg_unet`: the VoxelMorph U-Net,
+velocity field, 7 squarings) against MONAI's `VoxelMorph` (its default `VoxelMorphUNet`), with
+their parameter counts; forward without gradients, and a training step (MSE + 0.01 x diffusion
+of the field, backward). Rows need `pip install monai`. Targets: ratio at most 1.0 everywhere,
+at most 0.67 for `integrate`.
 """
 COLUMNS = (
     ("shape", "case", ""),
@@ -71,6 +76,8 @@ COLUMNS = (
     ("peak_mb", "ours CUDA peak MB", ".1f"),
     ("base_peak_mb", "MONAI CUDA peak MB", ".1f"),
     ("max_abs_diff", "max diff", ".1e"),
+    ("params", "ours params", ","),
+    ("base_params", "MONAI params", ","),
     ("skipped", "skipped", ""),
 )
 
@@ -87,10 +94,21 @@ QUICK_SHAPES: tuple[tuple[str, int, tuple[int, ...]], ...] = (
     ("quick 3-D", 2, (5, 6, 7)),
 )
 OPS = ("warp", "integrate")
+#: the training step of a whole registration network: ours (``reg_unet``, velocity) against
+#: MONAI's ``VoxelMorph`` (its default VoxelMorphUNet backbone), both VoxelMorph-sized
+NET = "unet step"
 #: squarings of integrate, MONAI's DVF2DDF and voxelmorph's VecInt default
 STEPS = 7
-_WHAT = {"warp": "fields.warp", "integrate": f"fields.integrate ({STEPS} steps)"}
-_MONAI_NAMES = {"warp": "MONAI's `Warp`", "integrate": "MONAI's `DVF2DDF`"}
+_WHAT = {
+    "warp": "fields.warp",
+    "integrate": f"fields.integrate ({STEPS} steps)",
+    NET: "a registration network's step (reg_unet)",
+}
+_MONAI_NAMES = {
+    "warp": "MONAI's `Warp`",
+    "integrate": "MONAI's `DVF2DDF`",
+    NET: "MONAI's `VoxelMorph`",
+}
 
 
 def smooth_field(
@@ -188,6 +206,10 @@ def run(settings: Settings) -> dict[str, Any]:
             if "peak" in mine:
                 row["peak_mb"], row["base_peak_mb"] = mine["peak"], base["peak"]
             rows.append({**head, **row})
+        # MONAI's VoxelMorph halves every side four times: quick runs take 16 per side
+        net_size = tuple(16 for _ in size) if settings.quick else size
+        net_dims = "x".join(map(str, net_size))
+        rows.append(_net_row(monai, b, net_size, shape_name, net_dims, gen, settings))
     if monai is None:
         notes = ["MONAI rows skipped: MONAI is not installed (`pip install monai`)."]
     else:
@@ -195,8 +217,74 @@ def run(settings: Settings) -> dict[str, Any]:
     return {"rows": rows, "notes": notes, "headline": _headline(rows)}
 
 
+def _nets(
+    monai: Any, size: tuple[int, ...], device: torch.device
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Ours (``reg_unet``: FieldUNet, velocity, full resolution) and MONAI's VoxelMorph with
+    its default backbone, each seeded; both integrate 7 squarings and warp bilinearly."""
+    from ..models import create_model
+
+    torch.manual_seed(0)
+    n = len(size)
+    ours = create_model("reg_unet", (1, *size), 0, field="velocity", steps=STEPS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = monai.networks.nets.VoxelMorph(spatial_dims=n, integration_steps=STEPS)
+    return ours.to(device), theirs.to(device)
+
+
+def _net_row(
+    monai: Any,
+    b: int,
+    size: tuple[int, ...],
+    shape_name: str,
+    dims: str,
+    gen: torch.Generator,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Forward and forward+backward (MSE + 0.01 x diffusion of the field, the classic
+    VoxelMorph loss) of a whole registration network, ours against MONAI's."""
+    head = {"shape": shape_name, "input": f"{b}x2x{dims}", "family": NET, "baseline": "monai"}
+    if monai is None:
+        return {**head, "skipped": "no monai"}
+    device = torch.device(settings.device)
+    ours, theirs = _nets(monai, size, device)
+    moving = torch.rand(b, 1, *size, generator=gen).to(device)
+    fixed = torch.rand(b, 1, *size, generator=gen).to(device)
+
+    def fwd(net: torch.nn.Module) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.no_grad():
+                return net(moving, fixed)
+
+        return call
+
+    def step(net: torch.nn.Module) -> Callable[[], None]:
+        def call() -> None:
+            warped, ddf = net(moving, fixed)[:2]
+            loss = F.mse_loss(warped, fixed) + 0.01 * fields.diffusion_loss(ddf)
+            net.zero_grad(set_to_none=True)
+            loss.backward()
+
+        return call
+
+    t = compare({"ours": fwd(ours), "theirs": fwd(theirs)}, settings)
+    tb = compare({"ours": step(ours), "theirs": step(theirs)}, settings)
+    row: dict[str, Any] = {
+        "fwd_ms": t["ours"].ms(),
+        "base_fwd_ms": t["theirs"].ms(),
+        "fwd_bwd_ms": tb["ours"].ms(),
+        "base_fwd_bwd_ms": tb["theirs"].ms(),
+        "params": count_params(ours),
+        "base_params": count_params(theirs),
+    }
+    row["fwd_ratio"] = row["fwd_ms"] / row["base_fwd_ms"]
+    row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / row["base_fwd_bwd_ms"]
+    return {**head, **row}
+
+
 def _headline(rows: list[dict[str, Any]]) -> list[str]:
-    lines = (ratio_headline(rows, op, "monai", _MONAI_NAMES[op], _WHAT[op]) for op in OPS)
+    lines = (ratio_headline(rows, op, "monai", _MONAI_NAMES[op], _WHAT[op]) for op in (*OPS, NET))
     return [line for line in lines if line is not None]
 
 
