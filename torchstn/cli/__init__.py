@@ -28,6 +28,7 @@ _COMMANDS = (
     "eval",
     "visualize",
     "predict",
+    "register",
     "export",
     "reproduce",
     "data",
