@@ -156,3 +156,15 @@ def test_missing_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no moving/ folder"):
         read_pair_folder(tmp_path / "empty", "atlas")
+
+
+def test_one_scan_cannot_be_paired_with_itself(tmp_path):
+    root = _folder(tmp_path / "scans", labels=False)
+    cfg = config_from_dict(
+        {
+            "objective": {"name": "registration", "options": {"mode": "pairwise"}},
+            "data": {"task": None, "path": str(root), "val_fraction": 0.1},
+        }
+    )
+    with pytest.raises(DataError, match=r"raise data\.val_fraction"):
+        RegistrationData(cfg, registration_options(cfg.objective.options))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from torchstn.errors import ConfigError
-from torchstn.fields import integrate, jacobian_determinant, warp
+from torchstn.fields import integrate, jacobian_determinant, warp, warp_labels
 from torchstn.fields.losses import ncc_loss
 from torchstn.registration import (
     Pairs,
@@ -199,3 +199,15 @@ def test_bad_data_settings():
     bad["data"]["options"] = {"size": 20}
     with pytest.raises(ConfigError, match=r"data\.options\.size"):
         RegistrationObjective(config_from_dict(bad)).build_data()
+
+
+@pytest.mark.parametrize("method", ["linear", "nearest"])
+def test_scores_warp_the_labels_as_the_options_say(method):
+    split = _split(1)
+    p = split.pairs
+    net = ShiftNet((1.5, 0.5))
+    o = RegistrationOptions(label_warp=method)
+    scores = registration_scores(net, split, EvalSettings(), o)
+    _, u, _ = net(p.moving, p.fixed)
+    moved = warp_labels(p.moving_labels, u, method=method, num_classes=3)
+    assert scores["dice"] == pytest.approx(float(mean_dice(moved, p.fixed_labels, 3).mean()))

@@ -52,6 +52,10 @@ class RegistrationOptions:
     reg_weight: float = 0.01  #: lambda: the regulariser's weight
     #: the soft Dice loss's weight (needs label maps; 0: the labels only score)
     dice_weight: float = 0.0
+    #: how the scores warp label maps (:func:`torchstn.fields.warp_labels`): ``linear`` (each
+    #: label's one-hot map warped bilinearly, the likeliest label kept: what the Dice loss
+    #: sees) or ``nearest`` (VoxelMorph's evaluation; harsh on thin structures such as strokes)
+    label_warp: str = "linear"
 
     def validate(self) -> RegistrationOptions:
         """Check types and ranges; raises :class:`ConfigError` naming the key."""
@@ -60,6 +64,7 @@ class RegistrationOptions:
             ("mode", MODES),
             ("similarity", SIMILARITIES),
             ("regulariser", REGULARISERS),
+            ("label_warp", ("linear", "nearest")),
         ):
             if getattr(self, key) not in choices:
                 raise ConfigError(

@@ -285,12 +285,17 @@ def _subset(pairs: Pairs, index: torch.Tensor) -> Pairs:
     )
 
 
-def _draw_partners(pairs: Pairs, seed: int) -> Pairs:
+def _draw_partners(pairs: Pairs, seed: int, where: str) -> Pairs:
     """Pairs whose unset partners (``fixed_index`` -1: scans paired with each other) are drawn:
     each scan's partner uniform among the others, from ``seed``."""
     if int(pairs.fixed_index.min()) >= 0:
         return pairs
     n = len(pairs)
+    if n < 2:
+        raise DataError(
+            f"{where}: {n} scan; pairwise mode pairs the scans of a split with each other and "
+            "needs two (raise data.val_fraction, or give data.val_path)"
+        )
     gen = generator(seed, "registration-partners")
     shift = 1 + torch.randint(0, n - 1, (n,), generator=gen)
     partner = (torch.arange(n) + shift) % n
@@ -375,10 +380,14 @@ class RegistrationData:
             order = torch.randperm(n, generator=generator(d.eval_seed, "registration-val"))
             val = _subset(full, order[:held])
             self._fixed_train = PairSplit(_subset(full, order[held:]), str(path))
-        self._val = PairSplit(_draw_partners(val, d.eval_seed), f"{path} validation")
+        self._val = PairSplit(
+            _draw_partners(val, d.eval_seed, f"{path} validation"), f"{path} validation"
+        )
         if d.test_path is not None:
             test = read_pair_folder(d.test_path, self.mode)
-            self._test = PairSplit(_draw_partners(test, d.eval_seed + 1), str(d.test_path))
+            self._test = PairSplit(
+                _draw_partners(test, d.eval_seed + 1, str(d.test_path)), str(d.test_path)
+            )
         else:
             self._test, self.test_is_val = self._val, True
         for split in (self._fixed_train, self._val, self._test):
@@ -399,7 +408,8 @@ class RegistrationData:
             return self._last[1]
         if self._fixed_train is not None:
             split = PairSplit(
-                _draw_partners(self._fixed_train.pairs, seed), self._fixed_train.where
+                _draw_partners(self._fixed_train.pairs, seed, self._fixed_train.where),
+                self._fixed_train.where,
             )
         else:
             self._last = None  # free the last epoch's pairs before making this one's

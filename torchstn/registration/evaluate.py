@@ -84,8 +84,9 @@ def registration_scores(
         before registration, mean over pairs); ``folded`` (% of pixels whose Jacobian
         determinant is ``<= 0``) and ``jacobian_std`` (its standard deviation within a pair),
         both means over pairs; ``ms_per_pair`` (the model's forward time); where the split has
-        label maps, ``dice`` and ``dice_before`` (:func:`mean_dice` of the warped moving labels,
-        nearest neighbour, and of the moving labels, with the fixed ones; mean over pairs); and
+        label maps, ``dice`` and ``dice_before`` (:func:`mean_dice` of the moving labels warped
+        by ``options.label_warp``, and of the moving labels, with the fixed ones; mean over
+        pairs); and
         ``error``, what validation minimises: ``100 * (1 - dice)`` with labels, else
         ``similarity``; ``skipped`` 0.
     """
@@ -121,7 +122,8 @@ def registration_scores(
             float(b),
         ]
         if k:
-            row[2] = float(mean_dice(warp_labels(ml, field), fl, k).double().sum())
+            moved = warp_labels(ml, field, method=options.label_warp, num_classes=k)
+            row[2] = float(mean_dice(moved, fl, k).double().sum())
             row[3] = float(mean_dice(ml, fl, k).double().sum())
         sums += torch.tensor(row, dtype=torch.float64)
     model.train(was_training)

@@ -214,11 +214,14 @@ class Template:
     prob: torch.Tensor
 
 
-@functools.lru_cache(maxsize=2)
-def _template(size: int) -> Template:
+@functools.lru_cache(maxsize=1)
+def _cube() -> torch.Tensor:
+    """T1, grey and white matter ``(1, 3, S, S, S)`` uint8 (as stored): the head's bounding box
+    padded to a cube, centred."""
     folder = mni152_folder()
-    vols = [read_nifti(folder / MNI152_FILES[k]) / 255.0 for k in ("t1", "gm", "wm")]
-    v = torch.cat(vols)[None]  # (1, 3, D, H, W)
+    v = torch.cat([read_nifti(folder / MNI152_FILES[k]) for k in ("t1", "gm", "wm")])[None]
+    if float(v.min()) < 0 or float(v.max()) > 255 or not bool((v == v.round()).all()):
+        raise DataError(f"{folder}: expected the MNI152 files' 8-bit voxels (0..255)")
     inside = (v > 0).any(1)[0].nonzero()
     lo, hi = inside.min(0).values, inside.max(0).values + 1
     v = v[:, :, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
@@ -227,8 +230,12 @@ def _template(size: int) -> Template:
     for extent in reversed(v.shape[2:]):  # W, H, D: F.pad's order
         before = (side - extent) // 2
         pads += [before, side - extent - before]
-    cube = F.pad(v, pads)
-    small = F.interpolate(cube, size=(size,) * 3, mode="area").clamp_(0, 1)
+    return F.pad(v, pads).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def _template(size: int) -> Template:
+    small = F.interpolate(_cube().float(), size=(size,) * 3, mode="area").div_(255).clamp_(0, 1)
     return Template(small[:, :1].contiguous(), small[:, 1:].contiguous())
 
 
