@@ -51,6 +51,21 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {out}")
         return 0
+    if info.config.objective.name == "registration":  # fixed, moving, warped, grid, Jacobian
+        from ..viz.registration import plot_run_registration
+
+        ckpt = Path(args.checkpoint)
+        for path in plot_run_registration(
+            model,
+            info,
+            args.out,
+            split=args.split,
+            num=args.num,
+            run_dir=ckpt if ckpt.is_dir() else ckpt.parent,
+            curves=args.curves,
+        ):
+            print(f"wrote {path}")
+        return 0
     data = load_run_data(info)  # the images to draw
     x, y = data.eval_split(args.split).head(args.num)
     name = data_label(data.name, info.config)

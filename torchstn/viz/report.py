@@ -414,6 +414,10 @@ def write_report(
     pyplot()  # fail in one line before any work when matplotlib is missing
     model, info = load_with_info(run_dir, weights, "cpu")
     cfg = info.config
+    if cfg.objective.name == "registration":
+        from .registration import write_registration_report
+
+        return write_registration_report(model, info, run_dir, out, num_images)
     if cfg.objective.name != "classification":
         raise TorchSTNError(
             f"{run_dir}: report draws classification runs; this is a {cfg.objective.name} run "
