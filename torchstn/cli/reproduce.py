@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "table",
-        help="table1, cluttered, addition, volumes or colocalization; or render: rewrite "
+        help="table1, cluttered, addition, volumes, colocalization or registration; or render: rewrite "
         "RESULTS.md from "
         "the records in --results-dir without training",
     )

@@ -10,7 +10,7 @@ models), and nothing of the library imports it.
 Example:
     >>> from torchstn.experiments import get_table, table_names
     >>> table_names()
-    ('table1', 'cluttered', 'addition', 'volumes', 'colocalization')
+    ('table1', 'cluttered', 'addition', 'volumes', 'colocalization', 'registration')
     >>> get_table("table1").columns["RTS"]
     'table1/rts'
 """
@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 from .colocalization import COLOCALIZATION, ColocalizationTable
+from .registration import REGISTRATION, RegistrationTable
 from .render import render_results
 from .runner import record, repo_relative, reproduce, reproduce_jobs, run_one
 from .tables import (
@@ -37,10 +38,12 @@ __all__ = [
     "ADDITION",
     "CLUTTERED",
     "COLOCALIZATION",
+    "REGISTRATION",
     "TABLE1",
     "ColocalizationTable",
     "Options",
     "PlannedRun",
+    "RegistrationTable",
     "Table",
     "budget_name",
     "get_table",

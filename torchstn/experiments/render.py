@@ -12,6 +12,7 @@ from typing import Any
 
 from ..data.tasks.projective import Projective
 from .colocalization import PAPER, ColocalizationTable
+from .registration import RegistrationTable, render_registration
 from .tables import Table, get_table, table_names
 
 __all__ = ["calibrated_corner_sigma", "plain_counterpart", "render_results"]
@@ -393,6 +394,8 @@ def render_results(results_dir: str | Path) -> str:
             record = json.loads(path.read_text())
             if isinstance(table, ColocalizationTable):
                 parts.append(_render_colocalization(table, record))
+            elif isinstance(table, RegistrationTable):
+                parts.append(render_registration(table, record))
             else:
                 parts.append(_render_table(table, record))
         corner = results_dir / "p_corner_sigma.json"

@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from .._atomic import atomic_write_text
 from ..errors import ConfigError, TorchSTNError
-from ..train import Trainer, apply_overrides, config_from_dict, load_config
+from ..train import apply_overrides, config_from_dict, load_config
 from ..train.config import RunConfig, default_config_dir
 from ..train.distributed import World
 from ..train.runfolder import RUN_FILES
@@ -141,7 +141,7 @@ def run_one(
         announce = table.announce(run, run_dir)
         if announce:
             say(f"{position} {announce}")
-        result = Trainer(cfg, run_dir, progress=False).fit()
+        result = table.execute(run, cfg, run_dir)
     where = {
         "budget": budget,
         "config": repo_relative(run.config),

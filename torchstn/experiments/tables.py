@@ -146,6 +146,13 @@ class Table:
         """The run's budget name and folder slug (:func:`budget_name`)."""
         return budget_name(epochs, minutes, with_epochs=self.EPOCHS_LIMIT_TIME)
 
+    def execute(self, run: PlannedRun, cfg: Any, run_dir: Path) -> dict[str, Any]:
+        """Make the run in ``run_dir`` and return its ``result.json``: train it (a table whose
+        rows are not all trained overrides this)."""
+        from ..train import Trainer
+
+        return Trainer(cfg, run_dir, progress=False).fit()
+
     def run_dir(self, run: PlannedRun, options: Options, slug: str) -> Path:
         """``RUNS/TABLE/COLUMN/MODEL-seedS-BUDGET[-VARIANT]``."""
         name = f"{run.item}-seed{run.seed}-{slug}" + (

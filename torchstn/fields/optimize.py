@@ -34,7 +34,8 @@ from .field import integrate, resize, warp
 
 __all__ = ["FitResult", "fit_field"]
 
-#: ``loss(warped, fixed, params) -> (B,)``: each pair's loss (params: the optimised field).
+#: ``loss(warped, fixed, params) -> (B,)``: each pair's loss (params: the optimised field), or
+#: their mean.
 PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -69,9 +70,10 @@ def fit_field(
     Args:
         moving, fixed: ``(B, C, *spatial)`` images or volumes (``fixed`` may have batch 1: an
             atlas).
-        loss: ``loss(warped, fixed, params) -> (B,)``, each pair's loss; ``params`` is the
-            optimised field at its own resolution (velocity or displacement), for the
-            regulariser.
+        loss: ``loss(warped, fixed, params) -> (B,)``, each pair's loss, or a scalar, their
+            mean (the pairs do not interact, so ``B`` times the mean is their sum and each
+            pair gets the gradient of its own loss); ``params`` is the optimised field at its
+            own resolution (velocity or displacement), for the regulariser.
         field: ``"velocity"`` (a stationary velocity field, integrated by scaling and squaring:
             :func:`~torchstn.fields.integrate`) or ``"displacement"``.
         iterations: Adam steps.
@@ -115,15 +117,19 @@ def fit_field(
     with torch.enable_grad():
         for i in range(iterations):
             opt.zero_grad(set_to_none=True)
-            per_pair = loss(warp(moving, displacement(params)), fixed, params)
-            if per_pair.shape != (moving.shape[0],):
+            value = loss(warp(moving, displacement(params)), fixed, params)
+            if value.dim() == 0:  # the mean over the pairs: B times it is their sum
+                total = value * moving.shape[0]
+            elif value.shape == (moving.shape[0],):
+                total = value.sum()
+            else:
                 raise InvalidInputError(
-                    f"loss: expected one value per pair, shape ({moving.shape[0]},), got "
-                    f"{tuple(per_pair.shape)}"
+                    f"loss: expected one value per pair, shape ({moving.shape[0]},), or their "
+                    f"mean, got shape {tuple(value.shape)}"
                 )
-            per_pair.sum().backward()
+            total.backward()
             opt.step()
-            losses[i] = float(per_pair.detach().mean())
+            losses[i] = float(value.detach().mean())
     with torch.no_grad():
         u = displacement(params)
         warped = warp(moving, u)
