@@ -10,6 +10,13 @@ Every export takes one input, ``input``: ``(B, C, H, W)`` floats in ``[0, 1]`` (
   (``(B, C, Do, Ho, Wo)``: the rectified image or volume) and ``params`` ``(B, P)`` (a bare
   :class:`SpatialTransformer` always exports this way).
 
+A registration model (:class:`~torchstn.models.RegistrationNet`, ``reg_unet`` or ``reg_affine``:
+a ``torchstn train`` run of the ``registration`` objective) takes two inputs instead, ``moving`` and
+``fixed``, each ``(B, C, H, W)`` (or ``(B, C, D, H, W)``) with one shared dynamic batch size, and
+returns ``warped`` ``(B, C, H, W)``, ``field`` ``(B, N, H, W)`` (the displacement in pixels, the
+:mod:`torchstn.fields` convention) and ``params`` (what its transformer predicted: the field, or
+velocity, at its own resolution; ``(B, P)`` for ``reg_affine``); it has no ``"transformer"`` part.
+
 A model trained with ``data.normalize`` (see :mod:`torchstn.preprocess`) still takes ``[0, 1]``
 images: the normalisation is in the exported graph. Its transformer's ``output`` is then in
 normalised units (``(image - mean) / std``), as its classifier sees it.
@@ -23,14 +30,17 @@ Volumes: ONNX's ``GridSample`` takes 5-D inputs from opset 20 (:data:`VOLUME_OPS
 for a model of ``(C, D, H, W)`` volumes. For runtimes without it (older onnxruntime, OpenVINO and
 TensorRT), ``sampler="gather"`` writes the trilinear or nearest sampling as plain operators
 instead (:func:`gather_sample`: ``Floor``, ``GatherElements`` of the 8 neighbours, weights,
-masks), with the same numbers and any opset from 16.
+masks), with the same numbers and any opset from 16; a 3-D registration model's warps and
+integration squarings are sampled that way too.
 
 Each file carries its metadata (:func:`read_metadata`): in ONNX as ``metadata_props``, one key
 ``torchstn.<name>`` per entry, each value JSON; in the two PyTorch formats as the extra file
 ``torchstn.json``. The entries: ``part``, ``input`` (``"image"`` or ``"volume"``), ``axes``
-(``["C", "H", "W"]`` or ``["C", "D", "H", "W"]``), ``in_shape``, ``outputs``, ``opset`` and
+(``["C", "H", "W"]`` or ``["C", "D", "H", "W"]``), ``in_shape`` (of one input), ``inputs``
+(their names: ``["input"]``, or ``["moving", "fixed"]``; a file without the entry takes
+``["input"]``), ``outputs``, ``opset`` and
 ``sampler`` (ONNX; ``null`` in the others), ``transform`` and ``num_params`` (of the first
-transformer, or ``null``) and, for a checkpoint's export,
+transformer, or ``null``; a registration model's own transformer) and, for a checkpoint's export,
 ``num_classes``, ``class_names``, ``model``, ``weights`` and ``config`` (the run's config: enough
 to rebuild the transformer's geometry, which ``torchstn predict`` uses to draw).
 
@@ -78,6 +88,7 @@ from ._checks import check_choice
 from .errors import DataError, InvalidInputError, TorchSTNError, first_line
 from .functional.sample import PADDING_MODES, check_input_and_grid
 from .inference import first_transformer, inference_device, load_with_info
+from .models.registration import RegistrationNet
 from .module import SpatialTransformer
 from .preprocess import input_normalizer
 from .train.checkpoint import identify, verify_archive
@@ -88,6 +99,8 @@ __all__ = [
     "FORMATS",
     "MIN_OPSET",
     "PARTS",
+    "REGISTRATION_INPUTS",
+    "REGISTRATION_OUTPUTS",
     "SAMPLERS",
     "VOLUME_OPSET",
     "ClassifierWithParams",
@@ -114,6 +127,11 @@ VOLUME_OPSET = 20
 SAMPLERS = ("grid_sample", "gather")
 #: the file suffix of each format (``format_of`` reads it back).
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+#: the inputs and outputs of a registration model's export (:class:`RegistrationNet`).
+REGISTRATION_INPUTS = ("moving", "fixed")
+REGISTRATION_OUTPUTS = ("warped", "field", "params")
+#: the input of every other export (also what a file without an ``inputs`` entry takes).
+_INPUTS = ("input",)
 _META_FILE = "torchstn.json"
 _META_PREFIX = "torchstn."
 _INSTALL_HINT = "pip install 'torchstn[export]'"
@@ -161,12 +179,30 @@ def exportable(
 ) -> tuple[nn.Module, tuple[str, ...], SpatialTransformer | None]:
     """The module an export traces, its output names and the transformer whose params it returns.
 
+    A :class:`~torchstn.models.RegistrationNet` is exported as it is (its inputs are
+    :data:`REGISTRATION_INPUTS`, its outputs :data:`REGISTRATION_OUTPUTS`, its transformer the
+    one that predicts ``params``); every other module takes one input.
+
     Args:
-        model: a classifier (any module taking ``(B, *in_shape)``) or a spatial transformer.
-        in_shape: ``(C, H, W)`` of the inputs, or ``(C, D, H, W)``.
+        model: a classifier (any module taking ``(B, *in_shape)``), a spatial transformer or a
+            registration model.
+        in_shape: ``(C, H, W)`` of the inputs, or ``(C, D, H, W)`` (a registration model: of
+            one image, ``moving`` or ``fixed``).
         part: ``"model"`` or ``"transformer"`` (see the module docstring).
     """
     check_choice(part, "part", PARTS)
+    if isinstance(model, RegistrationNet):
+        if part != "model":
+            raise InvalidInputError(
+                f"part: a registration model exports whole, (moving, fixed) -> "
+                f"({', '.join(REGISTRATION_OUTPUTS)}), not its {part}; export --part model"
+            )
+        if tuple(in_shape) != model.in_shape:
+            raise InvalidInputError(
+                f"in_shape: the registration model takes {model.in_shape} images, got "
+                f"{tuple(in_shape)!r}"
+            )
+        return model, REGISTRATION_OUTPUTS, model.transformer
     st = first_transformer(model)
     if st is not None and st.in_shape != tuple(in_shape):
         st = None  # a transformer inside the network (it does not read the input): no params
@@ -196,12 +232,14 @@ class ExportResult:
     max_abs_diff: float | None  #: largest difference from the eager model (None: not verified)
     metadata: dict[str, Any]
     sampler: str | None = None  #: ONNX only: ``"grid_sample"`` or ``"gather"``
+    inputs: tuple[str, ...] = _INPUTS  #: ``("input",)``, or ``("moving", "fixed")``
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "format": self.format,
             "part": self.part,
+            "inputs": list(self.inputs),
             "outputs": list(self.outputs),
             "in_shape": list(self.in_shape),
             "dynamic_batch": True,
@@ -377,11 +415,18 @@ def _gather_grid_sampler(
     return _gather_3d(input, grid, mode, PADDING_MODES[padding_mode], align_corners)
 
 
-def _gathered(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+def _batch_dims(examples: tuple[torch.Tensor, ...]) -> tuple[dict[int, Any], ...]:
+    """The ``dynamic_shapes`` of an export: every input's first axis is one shared batch size."""
+    batch = torch.export.Dim("batch", min=1)
+    return tuple({0: batch} for _ in examples)
+
+
+def _gathered(
+    module: nn.Module, examples: tuple[torch.Tensor, ...]
+) -> torch.export.ExportedProgram:
     """``module`` as a ``torch.export`` program whose volume sampling is :func:`gather_sample`:
     the ``grid_sampler`` calls decomposed, nothing else changed (no hook in the model)."""
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    program = torch.export.export(module, examples, dynamic_shapes=_batch_dims(examples))
     aten = torch.ops.aten
     table = {aten.grid_sampler.default: _gather_grid_sampler}
     table[aten.grid_sampler_3d.default] = _gather_grid_sampler
@@ -396,35 +441,36 @@ def _op_types(proto: Any) -> set[str]:
 
 def _serialize(
     module: nn.Module,
-    example: torch.Tensor,
+    examples: tuple[torch.Tensor, ...],
     fmt: str,
     outputs: tuple[str, ...],
     opset: int | None,
     metadata: Mapping[str, Any],
     sampler: str = "grid_sample",
+    inputs: tuple[str, ...] = _INPUTS,
 ) -> bytes | memoryview:
     """The exported file's bytes, made in memory: PyTorch's zip writer aborts the whole process
     (``terminate called after throwing c10::Error``) when a write to a file fails, a full disk
-    for instance; written from memory by :func:`export`, such a failure is an ``OSError``."""
-    batch = torch.export.Dim("batch", min=1)
+    for instance; written from memory by :func:`export`, such a failure is an ``OSError``.
+    ``examples`` holds one tensor per name of ``inputs``."""
     if fmt == "onnx":
         if sampler == "gather":  # a program with the batch already dynamic
             program = torch.onnx.export(
-                _gathered(module, example),
+                _gathered(module, examples),
                 dynamo=True,
                 opset_version=opset,
-                input_names=["input"],
+                input_names=list(inputs),
                 output_names=list(outputs),
                 verbose=False,
             )
         else:
             program = torch.onnx.export(
                 module,
-                (example,),
+                examples,
                 dynamo=True,
                 opset_version=opset,
-                dynamic_shapes=({0: batch},),
-                input_names=["input"],
+                dynamic_shapes=_batch_dims(examples),
+                input_names=list(inputs),
                 output_names=list(outputs),
                 verbose=False,
             )
@@ -437,10 +483,10 @@ def _serialize(
         return bytes(program.model_proto.SerializeToString())
     buffer = io.BytesIO()
     if fmt == "torchscript":
-        traced = torch.jit.trace(module, example, check_trace=False)
+        traced = torch.jit.trace(module, examples, check_trace=False)
         torch.jit.save(traced, buffer, _extra_files={_META_FILE: json.dumps(metadata)})
     else:
-        exported = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+        exported = torch.export.export(module, examples, dynamic_shapes=_batch_dims(examples))
         torch.export.save(exported, buffer, extra_files={_META_FILE: json.dumps(metadata)})
     return buffer.getbuffer()
 
@@ -455,18 +501,20 @@ def _write_file(tmp: Path, data: bytes | memoryview) -> None:
 def _verify(
     module: nn.Module,
     in_shape: tuple[int, ...],
-    run: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+    run: Callable[..., tuple[torch.Tensor, ...]],
+    inputs: int = 1,
 ) -> float:
-    """Largest difference between ``run`` and ``module`` on random inputs of batch 1 and 3,
-    relative to the size of the outputs when they exceed 1."""
+    """Largest difference between ``run`` and ``module`` on random inputs (``inputs`` of them,
+    each ``(B, *in_shape)``) of batch 1 and 3, relative to the size of the outputs when they
+    exceed 1."""
     gen = torch.Generator().manual_seed(1)
     worst = 0.0
     for b in (1, 3):
-        x = torch.rand(b, *in_shape, generator=gen)
+        xs = tuple(torch.rand(b, *in_shape, generator=gen) for _ in range(inputs))
         with torch.no_grad():
-            ref = module(x)
-        ref = ref if isinstance(ref, tuple) else (ref,)
-        got = run(x)
+            ref = module(*xs)
+        ref = tuple(ref) if isinstance(ref, tuple) else (ref,)
+        got = run(*xs)
         if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref)):
             raise ExportError(
                 f"the exported file gives outputs of shapes {[tuple(g.shape) for g in got]} "
@@ -517,12 +565,14 @@ def export(
     """Export ``model`` (or its first spatial transformer) to ``path`` with a dynamic batch size.
 
     Args:
-        model: a classifier or a :class:`SpatialTransformer`, used in eval mode on the CPU.
+        model: a classifier, a :class:`SpatialTransformer` or a registration model
+            (:class:`~torchstn.models.RegistrationNet`: two inputs, ``moving`` and ``fixed``),
+            used in eval mode on the CPU.
         path: the file to write (atomically).
         format: ``"onnx"``, ``"torchscript"`` or ``"exported-program"``; ``None``: from the
             suffix of ``path`` (:func:`format_of`).
         in_shape: ``(C, H, W)`` of the inputs, ``(C, D, H, W)`` for volumes; default: that of
-            the first transformer.
+            the first transformer (a registration model: of its images).
         part: ``"model"`` or ``"transformer"`` (see the module docstring).
         opset: ONNX opset, at least :data:`MIN_OPSET`, and :data:`VOLUME_OPSET` for volumes
             sampled by ``GridSample``; ``None``: that minimum for volumes, :data:`DEFAULT_OPSET`
@@ -541,6 +591,10 @@ def export(
     """
     fmt = format_of(path) if format is None else check_choice(format, "format", FORMATS)
     check_choice(sampler, "sampler", SAMPLERS)
+    inputs: tuple[str, ...] = _INPUTS
+    if isinstance(model, RegistrationNet):  # two images in, each of the model's in_shape
+        inputs = REGISTRATION_INPUTS
+        in_shape = model.in_shape if in_shape is None else in_shape
     if in_shape is None:
         st = first_transformer(model)
         if st is None:
@@ -567,6 +621,7 @@ def export(
         "input": "volume" if volume else "image",
         "axes": ["C", "D", "H", "W"] if volume else ["C", "H", "W"],
         "in_shape": list(shape),
+        "inputs": list(inputs),
         "outputs": list(outputs),
         "opset": opset if fmt == "onnx" else None,
         "sampler": sampler if fmt == "onnx" else None,
@@ -575,14 +630,15 @@ def export(
         **dict(metadata or {}),
     }
     path = Path(path)
-    example = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    examples = tuple(torch.rand(2, *shape, generator=gen) for _ in inputs)
     diff = None
     try:
         with atomic_path(path) as tmp:
             start = time.perf_counter()
             try:
                 with _quiet():
-                    data = _serialize(module, example, fmt, outputs, opset, meta, sampler)
+                    data = _serialize(module, examples, fmt, outputs, opset, meta, sampler, inputs)
             except TorchSTNError:
                 raise
             except Exception as err:
@@ -591,7 +647,7 @@ def export(
             _write_file(tmp, data)  # a full disk: one line from atomic_path, no file left
             del data
             if verify:
-                diff = _verify(module, shape, load_exported(tmp, fmt))
+                diff = _verify(module, shape, load_exported(tmp, fmt), len(inputs))
                 if diff > tolerance:
                     raise ExportError(
                         f"the {fmt} file differs from the model by {diff:.3g} "
@@ -610,6 +666,7 @@ def export(
         max_abs_diff=diff,
         metadata=meta,
         sampler=sampler if fmt == "onnx" else None,
+        inputs=inputs,
     )
 
 
@@ -625,7 +682,8 @@ def export_checkpoint(
     verify: bool = True,
 ) -> ExportResult:
     """Export the trained model of a checkpoint (see :func:`export`); its metadata (class names,
-    config, weights) goes into the file."""
+    config, weights) goes into the file. The model of a ``registration`` run takes ``moving``
+    and ``fixed``."""
     model, info = load_with_info(checkpoint, weights, "cpu")
     metadata = {
         "model": info.model_name,
@@ -674,11 +732,25 @@ def _existing_export(path: str | Path, format: str | None) -> tuple[Path, str]:
     return path, kind
 
 
+def _check_inputs(path: Path, names: Sequence[str] | None, xs: tuple[object, ...]) -> None:
+    """One tensor per input name (``names`` ``None``: a file that does not say how many)."""
+    if names is not None and len(xs) != len(names):
+        raise InvalidInputError(
+            f"inputs: {path.name} takes {len(names)} ({', '.join(names)}), got {len(xs)}"
+        )
+    for x in xs:
+        if not isinstance(x, torch.Tensor):
+            raise InvalidInputError(f"inputs: expected tensors, got a {type(x).__name__}")
+
+
 def load_exported(
     path: str | Path, format: str | None = None, device: str | torch.device = "cpu"
-) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+) -> Callable[..., tuple[torch.Tensor, ...]]:
     """A function running an exported file: ``(B, C, H, W)`` tensor (``(B, C, D, H, W)`` for
     volumes) -> tuple of output tensors (on the CPU).
+
+    A file of several inputs (a registration model: ``run(moving, fixed)``, the metadata's
+    ``inputs``) takes one tensor per input, in that order, all with the same batch size.
 
     ONNX files run on onnxruntime (CPU), the others with PyTorch on ``device`` (``"cpu"``,
     ``"cuda"``, ...; see :func:`torchstn.inference.inference_device`). The format is read from
@@ -686,6 +758,16 @@ def load_exported(
 
     Raises:
         DataError: missing, damaged or foreign file (named in one line).
+        InvalidInputError: (when run) another number of inputs than the file takes.
+
+    Example:
+        >>> import tempfile
+        >>> from torchstn.models import create_model
+        >>> reg = create_model("reg_affine", (1, 16, 16), 0, channels=(4,), hidden=8)
+        >>> run = load_exported(export(reg, tempfile.mkdtemp() + "/reg.pt").path)
+        >>> warped, field, params = run(torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16))
+        >>> field.shape, params.shape
+        (torch.Size([2, 2, 16, 16]), torch.Size([2, 6]))
     """
     dev = inference_device(device)
     path, fmt = _existing_export(path, format)
@@ -695,12 +777,15 @@ def load_exported(
             import onnxruntime as ort
 
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            onnx_names = [i.name for i in session.get_inputs()]
 
-            def run_onnx(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                outs = session.run(None, {"input": x.detach().cpu().float().numpy()})
-                return tuple(torch.from_numpy(o) for o in outs)
+            def run_onnx(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                _check_inputs(path, onnx_names, xs)
+                feed = {n: x.detach().cpu().float().numpy() for n, x in zip(onnx_names, xs)}
+                return tuple(torch.from_numpy(o) for o in session.run(None, feed))
 
             return run_onnx
+        names = _zip_metadata(path).get("inputs")  # None: a file not written by torchstn
         if fmt == "torchscript":
             with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export
                 warnings.simplefilter("ignore")
@@ -720,9 +805,10 @@ def load_exported(
     except Exception as err:
         raise DataError(f"{path}: not a readable {fmt} file ({first_line(err)})") from None
 
-    def run_torch(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def run_torch(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        _check_inputs(path, names if isinstance(names, list) else None, xs)
         with torch.no_grad():
-            out = module(x.to(dev))
+            out = module(*(x.to(dev) for x in xs))
         out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
         return tuple(o.cpu() for o in out)
 
@@ -750,18 +836,23 @@ def read_metadata(path: str | Path, format: str | None = None) -> dict[str, Any]
                 for p in proto.metadata_props
                 if p.key.startswith(_META_PREFIX)
             }
-        with zipfile.ZipFile(path) as zf:
-            members = [i for i in zf.infolist() if i.filename.endswith(f"extra/{_META_FILE}")]
-            if not members:
-                return {}
-            if members[0].file_size > _MAX_META_BYTES:
-                raise DataError(f"{path}: its {_META_FILE} is {members[0].file_size} bytes")
-            text = zf.read(members[0]).decode("utf-8")
-        meta = json.loads(text) if text else {}
+        return _zip_metadata(path)
     except TorchSTNError:
         raise
     except Exception as err:
         raise DataError(f"{path}: not a readable {fmt} file ({first_line(err)})") from None
+
+
+def _zip_metadata(path: Path) -> dict[str, Any]:
+    """The metadata of a PyTorch export (a zip archive), ``{}`` when it has none."""
+    with zipfile.ZipFile(path) as zf:
+        members = [i for i in zf.infolist() if i.filename.endswith(f"extra/{_META_FILE}")]
+        if not members:
+            return {}
+        if members[0].file_size > _MAX_META_BYTES:
+            raise DataError(f"{path}: its {_META_FILE} is {members[0].file_size} bytes")
+        text = zf.read(members[0]).decode("utf-8")
+    meta = json.loads(text) if text else {}
     if not isinstance(meta, dict):
         raise DataError(f"{path}: its {_META_FILE} holds a {type(meta).__name__}, not an object")
     return meta

@@ -1,5 +1,6 @@
 """``torchstn export``: a checkpoint's model (or its transformer) as ONNX, TorchScript or a
-``torch.export`` program, with a dynamic batch size.
+``torch.export`` program, with a dynamic batch size. The model of a ``registration`` run exports
+whole: inputs ``moving`` and ``fixed``, outputs ``warped``, ``field`` and ``params``.
 
 Examples::
 
@@ -7,6 +8,7 @@ Examples::
     torchstn export runs/tc --format torchscript --out tc_st.pt --part transformer
     torchstn export runs/tc --format exported-program --out tc.pt2 --weights last
     torchstn export runs/vol --out vol.onnx --sampler gather --opset 17   # no 5-D GridSample
+    torchstn export runs/reg3d --out reg3d.onnx         # (moving, fixed) -> (warped, field, params)
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def add_parser(sub: Any) -> None:
         "or (B, C, D, H, W) volumes; dynamic batch) with its metadata, check the written file "
         "against the model at two batch sizes, and print a JSON line describing it. The model "
         "part outputs the logits and the params of its first spatial transformer (if it has "
-        "one); the transformer part outputs the rectified image (or volume) and the params.",
+        "one); the transformer part outputs the rectified image (or volume) and the params. "
+        "The model of a registration run takes two inputs, moving and fixed (one shared batch "
+        "size), and outputs the warped image, the field (displacement in pixels) and the params.",
     )
     p.add_argument("checkpoint", help="checkpoint.pt or its run folder")
     p.add_argument(
