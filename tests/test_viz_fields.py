@@ -332,3 +332,31 @@ class TestRuns:
         assert "What the registration does" in page and "Training curves" in page
         assert f"test Dice <b>{result['test_dice']:.3f}</b>" in page
         assert page.count("data:image/png;base64,") == 2 and "<script" not in page
+
+
+class TestGuideSection:
+    def test_the_example_prints_what_the_convention_says(self) -> None:
+        from torchstn.explain.fields import fields_example
+
+        lines = dict(line.split(": ", 1) for line in fields_example().output.splitlines())
+        # u = (1, 0): output(p) = x(p + (1, 0)): the pixel at column 4 shows at column 3
+        assert lines["bright pixel now at (row, col)"] == "[[2, 3]]"
+        dy = eval(lines["integrated at the centre"])  # a 2-pixel flow down, to 1e-3
+        assert dy[0] == 0.0 and abs(dy[1] - 2.0) < 1e-3
+        assert eval(lines["composed at the centre"]) == [1.0, 2.0]  # (1, 0) then (0, 2)
+        assert eval(lines["MONAI's DDF (index order)"]) == [0.0, 1.0]  # (y, x)
+
+    def test_the_section_shows_the_picture_the_code_and_its_output(self, tmp_path) -> None:
+        from torchstn.explain.fields import fields_example, plot_fields
+        from torchstn.explain.guide import FIGURES, _section_fields
+
+        class _G:
+            fields = fields_example()
+
+        text = "\n".join(_section_fields(_G()))  # type: ignore[arg-type]
+        assert text.startswith("## 8. Dense fields and registration")
+        assert f"]({FIGURES['fields']})" in text
+        assert _G.fields.code.strip() in text and _G.fields.output.strip() in text
+        assert "torchstn.fields.convert" in text and "output(p) = input(p + u(p))" in text
+        out = plot_fields(tmp_path / FIGURES["fields"])
+        assert out.read_bytes()[:8] == PNG and len(list(tmp_path.iterdir())) == 1

@@ -23,6 +23,7 @@ from ..transforms import get
 from ._data import DIGIT_INDEX
 from ._plot import plt
 from .budget import FULL, MODELS, QUICK, Budget
+from .fields import FieldsExample, fields_example, plot_fields
 from .gallery import GalleryEntry, gallery, plot_gallery
 from .kernels import SAMPLERS, KernelComparison, compare_kernels, plot_gradients, plot_kernels
 from .sweep import RunResult, train_command, train_sweep
@@ -62,6 +63,7 @@ FIGURES = {
     "trained": "guide_trained_boxes.png",
     "evolution": "guide_training_evolution.png",
     "volumes": "guide_volumes.png",
+    "fields": "guide_fields.png",
 }
 
 
@@ -78,6 +80,7 @@ class Guide:
     architecture: Architecture
     stats: list[BoxStats]
     volumes: VolumeExample
+    fields: FieldsExample
 
     @property
     def tracked(self) -> RunResult:
@@ -99,6 +102,7 @@ def compute_guide(budget: Budget, seed: int = 0, log: Callable[[str], None] | No
         architecture=architecture(tracked),
         stats=box_stats(tracked),
         volumes=volume_example(),
+        fields=fields_example(),
     )
 
 
@@ -117,6 +121,7 @@ def write_figures(guide: Guide, out: Path) -> dict[str, Path]:
     plot_trained(run, paths["trained"])
     plot_evolution(run, paths["evolution"])
     plot_volumes(guide.volumes, paths["volumes"])
+    plot_fields(paths["fields"])
     return paths
 
 
@@ -443,7 +448,7 @@ def render_markdown(guide: Guide, command: str) -> str:
         "",
         "Contents: 1. the architecture; 2. the worked example; 3. the sampling kernels; 4. the "
         "transform families; 5. max-pooling against the spatial transformer; 6. what the trained "
-        "ST-CNN does; 7. volumes.",
+        "ST-CNN does; 7. volumes; 8. dense fields and registration.",
         "",
     ]
     lines += _section_architecture(guide)
@@ -453,6 +458,7 @@ def render_markdown(guide: Guide, command: str) -> str:
     lines += _section_sweep(guide, command)
     lines += _section_trained(guide)
     lines += _section_volumes(guide)
+    lines += _section_fields(guide)
     return "\n".join(lines)
 
 
@@ -487,6 +493,52 @@ def _section_volumes(g: Guide) -> list[str]:
         "of its voxels; over the three axes, the three quarter turns and both `align_corners`, "
         f"nearest sampling differs from the permutation by {err['nearest']:.1e} and trilinear "
         f"by {err['bilinear']:.1e} (float64). More: [the module's volumes](module.md#volumes).",
+        "",
+    ]
+
+
+def _section_fields(g: Guide) -> list[str]:
+    f = g.fields
+    return [
+        "## 8. Dense fields and registration",
+        "",
+        f"![the field convention: input, field as arrows, output]({FIGURES['fields']})",
+        "",
+        "A registration network is a spatial transformer whose localisation net predicts a "
+        "whole field instead of a few parameters (`torchstn.fields`, the `displacement` and "
+        "`velocity` families, `reg_unet`). The convention, once: a displacement field `u` is "
+        "`(B, 2, H, W)` for images and `(B, 3, D, H, W)` for volumes, in **pixels** (voxels), "
+        "not the normalised `[-1, 1]` frame; channel 0 is x (along W, to the right), channel 1 "
+        "is y (along H, down), channel 2 is z (along D), the order in which `grid_sample` reads "
+        "a grid. Warping is **backward**: `output(p) = input(p + u(p))`, `p` the pixel-centre "
+        "coordinate (row `i`, column `j` is `(x, y) = (j, i)`), so a field of `(+2, +1)` moves "
+        "the content 2 pixels left and 1 up, as the picture shows. A stationary velocity field "
+        "is integrated by scaling and squaring (`fields.integrate(v, steps=7)`: `v / 2**7`, then "
+        "7 squarings `u <- u + warp(u, u)`, zeros padding, the convention of MONAI's "
+        "`DVF2DDF(num_steps=7)` and voxelmorph's `VecInt(nsteps=7)`). `fields.compose(u, w)` "
+        "is the field of \"apply w, then u\" (`warp(warp(x, w), u)` is approximately "
+        "`warp(x, compose(u, w))`), in one resampling. MONAI and voxelmorph use index order "
+        "(`(y, x)`, `(z, y, x)`), scipy.ndimage indices, kornia forward pixel matrices: the "
+        "converters of `torchstn.fields.convert` (`to_monai_ddf`/`from_monai_ddf`, "
+        "`to_voxelmorph`/`from_voxelmorph`, `to_kornia`/`from_kornia`, "
+        "`to_scipy_affine`/`from_scipy_affine`, `to_theta`/`from_theta`...) translate.",
+        "",
+        "```python",
+        f.code.rstrip("\n"),
+        "```",
+        "",
+        "prints (computed with this guide):",
+        "",
+        "```text",
+        f.output.rstrip("\n"),
+        "```",
+        "",
+        "The integrated translation falls a hair short of 2 because zeros padding leaks in from "
+        "the border as the squarings read further out. A trained registration run is drawn by "
+        "`torchstn visualize` and `torchstn report`: fixed, moving, warped, the differences "
+        "before and after, the deformed grid (the output's lattice at `p + u(p)` over the "
+        "moving image) and the Jacobian determinant (folds, `det <= 0`, in green); volumes "
+        "through their three middle slices.",
         "",
     ]
 
