@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from torchstn.cli import main
+from torchstn.train import Trainer, TrainingInterrupted, config_from_dict, load_checkpoint
 
 from .conftest import write_yaml
 from .test_data import _folder, _save
@@ -98,3 +100,33 @@ def test_a_hostile_scan_stops_the_run_in_one_line(tmp_path, capsys, tiny_3d):
     config = write_yaml(tmp_path, tiny_3d)
     code, _, err = _run(capsys, "train", "--config", str(config), "--out", str(tmp_path / "r"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "b.nii.gz" in err, err
+
+
+def test_resume_to_the_step_gives_the_same_weights(tmp_path, capsys, tiny_2d, monkeypatch):
+    tiny_2d["objective"]["options"]["mode"] = "pairwise"  # partners drawn per epoch
+    config = write_yaml(tmp_path, tiny_2d)
+    ref = tmp_path / "ref"
+    assert (
+        _run(capsys, "train", "--config", str(config), "--out", str(ref), "--no-progress")[0] == 0
+    )
+    cut = tmp_path / "cut"
+    trainer = Trainer(config_from_dict(tiny_2d), cut, progress=False)
+    original = Trainer._step
+    calls = [0]
+
+    def step_then_interrupt(self, *args):
+        loss = original(self, *args)
+        calls[0] += 1
+        if calls[0] == 3:  # epoch 2, after its first of 2 steps
+            self.interrupted = True
+        return loss
+
+    monkeypatch.setattr(Trainer, "_step", step_then_interrupt)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    monkeypatch.setattr(Trainer, "_step", original)
+    argv = ["train", "--config", str(config), "--out", str(cut), "--resume", "--no-progress"]
+    assert _run(capsys, *argv)[0] == 0
+    a, b = (load_checkpoint(r / "checkpoint.pt") for r in (ref, cut))
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
