@@ -15,7 +15,9 @@ def add_parser(sub: Any) -> None:
         description="Write one HTML file (images inlined, no scripts, no network) about a "
         "training run: curves, test inputs with their sampling grids beside the transformer's "
         "outputs (misclassified first), the confusion matrix, the learned transformations against "
-        "the generated distortions, and the config, result, hardware and versions.",
+        "the generated distortions, and the config, result, hardware and versions. For a "
+        "registration run: the curves, test pairs (fixed, moving, warped, differences, the "
+        "deformed grid and the Jacobian determinant with its folds), and the same tables.",
     )
     p.add_argument("run_dir", help="a torchstn train run folder")
     p.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")
