@@ -74,6 +74,31 @@ def test_users_folder_trains(tmp_path, capsys, tiny_3d):
     assert result["data"] == "scans" and result["test_is_val"] and "test_dice" in result
 
 
+def test_a_folder_without_labels_trains_loads_and_evaluates(tmp_path, capsys, tiny_3d):
+    """No label maps: scored by the similarity alone, and the run still loads (its checkpoint
+    records one output, not 0) for eval and the pictures."""
+    import torchstn
+
+    root = _folder(tmp_path / "scans", atlas=True, labels=False)
+    values = tiny_3d
+    values["data"] = {"task": None, "path": str(root), "val_fraction": 0.4}
+    values["objective"]["options"] = {"similarity": "mse"}
+    run = tmp_path / "run"
+    config = write_yaml(tmp_path, values)
+    code, _out, err = _run(
+        capsys, "train", "--config", str(config), "--out", str(run), "--no-progress"
+    )
+    assert code == 0, err
+    result = json.loads((run / "result.json").read_text())
+    assert "test_dice" not in result and "test_similarity" in result
+    model = torchstn.load(run)
+    x = torch.rand(1, 1, 8, 7, 6)  # the scans of _folder
+    assert model(x, x).field.shape == (1, 3, 8, 7, 6)
+    code, out, err = _run(capsys, "eval", str(run / "checkpoint.pt"))
+    assert code == 0, err
+    assert "similarity" in out
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [

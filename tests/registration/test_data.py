@@ -112,7 +112,7 @@ def test_registration_data_of_a_folder_holds_out_validation(tmp_path):
     data = RegistrationData(cfg, registration_options(cfg.objective.options))
     train, val = data.train(0), data.eval_split("val")
     assert (len(train), len(val)) == (3, 2) and data.test_is_val
-    assert data.in_shape == (1, 8, 7, 6) and data.num_classes == 0
+    assert data.in_shape == (1, 8, 7, 6) and (data.num_classes, data.label_classes) == (1, 0)
     # partners: another scan of the same split, drawn afresh each epoch
     for split in (train, data.train(1)):
         idx = split.pairs.fixed_index

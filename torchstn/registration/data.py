@@ -315,8 +315,9 @@ class RegistrationData:
     :class:`~torchstn.train.DataModule` that the trainer, ``eval`` and the pictures use).
 
     ``in_shape`` is ``(C, *spatial)`` of one image (what the registration models take);
-    ``num_classes`` the label values of the label maps (background included; 0 without them),
-    recorded for the model's registry call, which does not use it.
+    ``num_classes`` the label values of the label maps (background included; 1 without them),
+    recorded for the model's registry call, which does not use it; ``label_classes`` the same,
+    0 without label maps.
 
     Args:
         cfg: the run's config.
@@ -350,7 +351,9 @@ class RegistrationData:
             self._setup_user()
         sample = self._val.pairs
         self.in_shape = tuple(int(v) for v in sample.moving.shape[1:])
-        self.num_classes = int(sample.num_labels)
+        # at least 1: checkpoints record a positive output count (the models ignore it);
+        # label_classes is 0 for data without label maps
+        self.num_classes = max(1, int(sample.num_labels))
         self.label_classes = int(sample.num_labels)
         self.preprocess = Preprocess(self.in_shape[1:], self.in_shape[0])
 
