@@ -197,6 +197,11 @@ def _from_metadata(
         num_classes = int(meta["num_classes"])
         config = meta.get("config")
         fit = str((meta.get("preprocess") or {}).get("fit", "pad"))
+        if "warped" in outputs and "field" in outputs:
+            raise DataError(
+                f"{path}: a registration model (inputs moving and fixed, outputs "
+                f"{', '.join(outputs)}); predict classifies: use torchstn register with its run"
+            )
         if "logits" not in outputs:
             raise ValueError(f"outputs {outputs} without logits")
         sizes = "x".join(str(v) for v in shape)

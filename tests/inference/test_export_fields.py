@@ -5,7 +5,8 @@ and ``torch.export``; each file reloaded with its own runtime and compared with 
 batch sizes 1 and 3 (the export traced batch 2).
 
 A registration model takes two inputs, ``moving`` and ``fixed``, and returns ``(warped, field,
-params)``; ``torchstn export`` takes one input, so these tests export with PyTorch directly."""
+params)``. These tests export the Python objects with PyTorch directly; ``torchstn export`` of a
+registration run is tested in ``test_export_registration_cli.py``."""
 
 from __future__ import annotations
 

@@ -162,6 +162,22 @@ def test_registration_run_exports(
         assert [o.name for o in session.get_outputs()] == OUTPUTS
 
 
+def test_predict_points_a_registration_export_to_register(
+    trained: Callable[[str], Path], tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "reg.pt2"
+    _export(trained("2d"), out, capsys, "--format", "exported-program")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("L", (32, 32)).save(image)
+    from torchstn.cli import main
+
+    assert main(["predict", str(out), str(image)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a registration model" in err[0] and "torchstn register" in err[0]
+
+
 def test_affine_registration_run_exports(trained: Callable[[str], Path], tmp_path: Path, capsys):
     """reg_affine: the params are the ``(B, 6)`` matrix, the field its displacement."""
     run = trained("affine")

@@ -18,8 +18,7 @@ pytestmark = [
     pytest.mark.skipif(
         not torch.distributed.is_available(), reason="torch.distributed is not available"
     ),
-    pytest.mark.slow,  # two processes started by torchrun: about 13 s
-]
+]  # two processes started by torchrun: about 13 s, in CI (the distributed path's one test)
 
 
 def test_two_processes_take_the_steps_of_one(tmp_path, tiny_2d):
