@@ -20,6 +20,7 @@ PACKAGE = Path(torchstn.__file__).parent
 #: the geometry core: imports nothing of torchstn outside itself
 CORE = (
     "torchstn.functional",
+    "torchstn.fields",
     "torchstn.transforms",
     "torchstn.module",
     "torchstn.composite",

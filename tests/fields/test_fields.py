@@ -309,7 +309,7 @@ def test_from_transform(family: str) -> None:
     )
     x = _image(2, 1, size)
     torch.testing.assert_close(
-        fields.warp(x, fields.from_transform(family, params, size)),
+        fields.warp(x, fields.from_transform(t, params, size)),
         warp(x, params, family),
         atol=1e-9,
         rtol=0,

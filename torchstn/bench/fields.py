@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import fields
-from ..models import count_params
+from ..models import count_params, create_model
 from .sampler import _timed_pair
 from .timing import Settings, compare, ratio_headline, synchronize
 from .training import saved_bytes
@@ -222,8 +222,6 @@ def _nets(
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Ours (``reg_unet``: FieldUNet, velocity, full resolution) and MONAI's VoxelMorph with
     its default backbone, each seeded; both integrate 7 squarings and warp bilinearly."""
-    from ..models import create_model
-
     torch.manual_seed(0)
     n = len(size)
     ours = create_model("reg_unet", (1, *size), 0, field="velocity", steps=STEPS)

@@ -22,13 +22,15 @@ import torch
 
 from .._atomic import atomic_write_text
 from ..errors import ConfigError
+from ..registration.classical import ClassicalRegistration
+from ..registration.objective import RegistrationObjective
 from ..train import EvalSettings, get_objective
-from ..train.config import Config, config_to_dict
+from ..train.config import Config, config_to_dict, default_config_dir
 from ..train.provenance import loaded_commit, provenance
 from ..train.runfolder import finite
 from .tables import Options, PlannedRun, Table, register_table
 
-__all__ = ["CLASSICAL", "REGISTRATION", "RegistrationTable", "classical_result"]
+__all__ = ["CLASSICAL", "MODELS", "REGISTRATION", "RegistrationTable", "classical_result"]
 
 #: per column: the classical optimiser's settings (Adam steps per batch, learning rate in
 #: pixels of the field's grid, the field's grid divided by ``downsize``)
@@ -53,9 +55,6 @@ def classical_result(cfg: Config, run_dir: Path, settings: dict[str, Any]) -> di
         run_dir: the run folder (created).
         settings: :class:`~torchstn.registration.classical.ClassicalRegistration` keywords.
     """
-    from ..registration.classical import ClassicalRegistration
-    from ..registration.objective import RegistrationObjective
-
     objective = get_objective(cfg)
     if not isinstance(objective, RegistrationObjective):
         raise ConfigError(f"classical: a registration config is needed, got {objective.name!r}")
@@ -111,8 +110,6 @@ class RegistrationTable(Table):
             raise ConfigError("--variant: the registration table records no variants")
 
     def plan(self, options: Options) -> list[PlannedRun]:
-        from ..train.config import default_config_dir
-
         config_dir = options.config_dir or default_config_dir()
         plan = []
         for column in options.columns:
@@ -210,59 +207,3 @@ REGISTRATION = register_table(
         ),
     )
 )
-
-
-def _cell(values: list[float], digits: int = 1) -> str:
-    """Mean (± standard deviation over seeds, n) of a cell; ``–`` when empty."""
-    import statistics
-
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}¹"
-    return (
-        f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} "
-        f"(n={len(values)})"
-    )
-
-
-def render_registration(table: Table, record: dict[str, Any]) -> str:
-    """The registration table of RESULTS.md: per column, one row per model with Dice before
-    and after, the folded share, the Jacobian's spread, the time per pair and the training."""
-    from .render import _how_made
-
-    runs = record.get("runs", [])
-    lines = [f"## {table.title}", ""]
-    lines += _how_made(record, runs)
-    lines += ["", table.notes, ""]
-    for column in table.columns:
-        mine = [r for r in runs if r["column"] == column]
-        if not mine:
-            continue
-        lines += [
-            f"### {column}",
-            "",
-            "| model | Dice before (%) | Dice after (%) | folded (%) | Jacobian std | ms/pair | "
-            "params | training |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for model in table.models:
-            rows = [r for r in mine if r["model"] == model]
-            if not rows:
-                continue
-            budgets = "/".join(sorted({r["budget"] for r in rows}))
-            epochs = "/".join(map(str, sorted({r["epochs"] for r in rows})))
-            if model == "classical":
-                how = ", ".join(f"{k} {v}" for k, v in rows[0].get("classical", {}).items())
-                train = f"none; per pair: {how}"
-            else:
-                train = budgets if "epoch" in budgets else f"{budgets}, {epochs} epochs"
-            lines.append(
-                f"| {model} | {_cell([r['dice_before'] for r in rows])} | "
-                f"{_cell([r['dice'] for r in rows])} | {_cell([r['folded'] for r in rows], 3)} | "
-                f"{_cell([r['jacobian_std'] for r in rows], 3)} | "
-                f"{_cell([r['ms_per_pair'] for r in rows])} | {rows[0]['params']:,} | {train} |"
-            )
-        lines += ["", "¹ one seed; otherwise mean ± standard deviation over n seeds.", ""]
-    return "\n".join(lines)

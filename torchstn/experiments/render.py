@@ -12,7 +12,7 @@ from typing import Any
 
 from ..data.tasks.projective import Projective
 from .colocalization import PAPER, ColocalizationTable
-from .registration import RegistrationTable, render_registration
+from .registration import RegistrationTable
 from .tables import Table, get_table, table_names
 
 __all__ = ["calibrated_corner_sigma", "plain_counterpart", "render_results"]
@@ -370,6 +370,58 @@ def _render_corner_sigma(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cell(values: list[float], digits: int = 1) -> str:
+    """Mean (± standard deviation over seeds, n) of a cell; ``–`` when empty."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}¹"
+    return (
+        f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} "
+        f"(n={len(values)})"
+    )
+
+
+def _render_registration(table: Table, record: dict[str, Any]) -> str:
+    """The registration table of RESULTS.md: per column, one row per model with Dice before
+    and after, the folded share, the Jacobian's spread, the time per pair and the training."""
+    runs = record.get("runs", [])
+    lines = [f"## {table.title}", ""]
+    lines += _how_made(record, runs)
+    lines += ["", table.notes, ""]
+    for column in table.columns:
+        mine = [r for r in runs if r["column"] == column]
+        if not mine:
+            continue
+        lines += [
+            f"### {column}",
+            "",
+            "| model | Dice before (%) | Dice after (%) | folded (%) | Jacobian std | ms/pair | "
+            "params | training |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for model in table.models:
+            rows = [r for r in mine if r["model"] == model]
+            if not rows:
+                continue
+            budgets = "/".join(sorted({r["budget"] for r in rows}))
+            epochs = "/".join(map(str, sorted({r["epochs"] for r in rows})))
+            if model == "classical":
+                how = ", ".join(f"{k} {v}" for k, v in rows[0].get("classical", {}).items())
+                train = f"none; per pair: {how}"
+            else:
+                train = budgets if "epoch" in budgets else f"{budgets}, {epochs} epochs"
+            lines.append(
+                f"| {model} | {_cell([r['dice_before'] for r in rows])} | "
+                f"{_cell([r['dice'] for r in rows])} | {_cell([r['folded'] for r in rows], 3)} | "
+                f"{_cell([r['jacobian_std'] for r in rows], 3)} | "
+                f"{_cell([r['ms_per_pair'] for r in rows])} | {rows[0]['params']:,} | {train} |"
+            )
+        lines += ["", "¹ one seed; otherwise mean ± standard deviation over n seeds.", ""]
+    return "\n".join(lines)
+
+
 def render_results(results_dir: str | Path) -> str:
     """RESULTS.md text from every ``results/<table>.json``."""
     results_dir = Path(results_dir)
@@ -395,7 +447,7 @@ def render_results(results_dir: str | Path) -> str:
             if isinstance(table, ColocalizationTable):
                 parts.append(_render_colocalization(table, record))
             elif isinstance(table, RegistrationTable):
-                parts.append(render_registration(table, record))
+                parts.append(_render_registration(table, record))
             else:
                 parts.append(_render_table(table, record))
         corner = results_dir / "p_corner_sigma.json"

@@ -18,7 +18,7 @@ from typing import Any
 
 from .._checks import check_choice
 from ..errors import ConfigError
-from ..train import apply_overrides, load_config
+from ..train import Trainer, apply_overrides, load_config
 from ..train.config import default_config_dir
 
 __all__ = [
@@ -149,8 +149,6 @@ class Table:
     def execute(self, run: PlannedRun, cfg: Any, run_dir: Path) -> dict[str, Any]:
         """Make the run in ``run_dir`` and return its ``result.json``: train it (a table whose
         rows are not all trained overrides this)."""
-        from ..train import Trainer
-
         return Trainer(cfg, run_dir, progress=False).fit()
 
     def run_dir(self, run: PlannedRun, options: Options, slug: str) -> Path:

@@ -49,6 +49,7 @@ from .._checks import (
 )
 from ..errors import InvalidInputError
 from ..functional.coords import base_grid, normalized_matrix_to_pixel
+from ..functional.resample import check_sampler, resample
 from ..functional.sample import PADDING_MODES, Fill
 
 __all__ = [
@@ -286,8 +287,6 @@ def warp(
         >>> torch.allclose(warp(x, torch.zeros(2, 2, 8, 9)), x, atol=1e-6)
         True
     """
-    from ..transforms.warping import check_sampler, resample  # (transforms imports fields)
-
     _check_input(x)
     n = check_field(u, "u", like=x)
     value = check_sampler(mode, padding_mode, fill, x.shape[1], n)
@@ -473,19 +472,23 @@ def from_matrix(
 def from_transform(
     transform: Any, params: torch.Tensor, size: Sequence[int], align_corners: bool = False
 ) -> torch.Tensor:
-    """The displacement field ``(B, N, *size)`` of any torchstn transform family (a name, class
-    or instance: matrices, splines and dense families) at ``params`` ``(B, P)``.
+    """The displacement field ``(B, N, *size)`` of a torchstn transform (an instance of any
+    family: matrices, splines and dense families, e.g. ``torchstn.transforms.get("tps")``) at
+    ``params`` ``(B, P)``.
 
     Example:
         >>> from torchstn.transforms import get
-        >>> u = from_transform("translation", torch.tensor([[0.5, 0.0]]), (4, 4))
+        >>> u = from_transform(get("translation"), torch.tensor([[0.5, 0.0]]), (4, 4))
         >>> u[0, :, 1, 1]  # 0.5 normalised units of a 4-pixel side: one pixel
         tensor([1., 0.])
     """
-    from ..transforms import get  # (transforms imports fields)
-
-    t = get(transform)
-    return from_grid(t.grid(params, size, align_corners), align_corners)
+    grid = getattr(transform, "grid", None)
+    if not callable(grid):
+        raise InvalidInputError(
+            f"transform: expected a torchstn transform (torchstn.transforms.get(name)), got "
+            f"{transform!r}"
+        )
+    return from_grid(grid(params, size, align_corners), align_corners)
 
 
 def compose(

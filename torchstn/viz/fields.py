@@ -183,7 +183,7 @@ def draw_jacobian(
         The image of the determinant; the fold overlay is the axes image labelled ``"folds"``
         (its data: the fold mask, masked where there is no fold).
     """
-    import numpy as np
+    import numpy as np  # with matplotlib: the plot extra's, loaded when a picture is drawn
     from matplotlib.colors import ListedColormap, TwoSlopeNorm
 
     plt = pyplot()

@@ -26,9 +26,12 @@ from .._atomic import atomic_write_text
 from ..errors import InvalidInputError
 from ..fields import check_field, warp_labels
 from ..fields.losses import dice
+from ..scoring import load_run_data
 from ..train.config import config_to_dict
 from ._mpl import figure_uri, pyplot, save_figure
+from ._page import _CSS, _epochs, _figure, _hardware, _read_json, _table
 from .fields import registration_figure
+from .transformer import data_label, read_metrics
 
 __all__ = [
     "plot_run_registration",
@@ -136,8 +139,6 @@ def run_pairs(
     the run did): moving, fixed, their label maps, the pairs' classes, the number of label
     values (0: no label maps) and the data's name for titles."""
     from ..registration import unpack  # the registration objective's own packing
-    from ..scoring import load_run_data
-    from .transformer import data_label
 
     data = load_run_data(info)
     pairs = data.eval_split(split)
@@ -183,8 +184,6 @@ def plot_run_registration(
     out = Path(out)
     written = [save_figure(fig, out, bbox_inches="tight", facecolor="white")]
     if run_dir is not None and (Path(run_dir) / "metrics.jsonl").is_file():
-        from .transformer import read_metrics
-
         rows = read_metrics(Path(run_dir))
         if rows:
             path = Path(curves) if curves else out.with_name(f"{out.stem}_curves.png")
@@ -248,15 +247,11 @@ def write_registration_report(
     """The HTML report of a registration run (what :func:`torchstn.viz.write_report` writes
     for it): the curves, the first test pairs (2-D: up to ``num_images``; 3-D: up to 3, their
     three middle slices), the result, the environment and the config; one self-contained page."""
-    from .report import _CSS, _epochs, _figure, _hardware, _read_json, _table
-
     result = _read_json(run_dir / "result.json")
     n = min(num_images, 8 if len(info.in_shape) == 3 else 3)
     moving, fixed, ml, fl, y, k, name = run_pairs(info, "test", n)
     sections: list[str] = []
     metrics_file = run_dir / "metrics.jsonl"
-    from .transformer import read_metrics
-
     rows = read_metrics(metrics_file) if metrics_file.is_file() else []
     if rows:
         fig = registration_curves_figure(rows, title=f"{info.model_name} on {name}")
