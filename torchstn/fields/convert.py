@@ -44,7 +44,7 @@ reversed (the homogeneous coordinate kept last). Pixel (index) coordinates are t
 both sides: every library here puts sample ``k`` of an axis at coordinate ``k``.
 
 Matrices keep their form: a batch stays a batch and one matrix stays one matrix, an affine
-``(N, N + 1)`` stays affi  ne. Fields from MONAI and voxelmorph are ``(B, N, *spatial)``;
+``(N, N + 1)`` stays affine. Fields from MONAI and voxelmorph are ``(B, N, *spatial)``;
 scipy's arrays have no batch, and a field for them must have a batch of 1.
 
 Example:
