@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -57,7 +58,7 @@ difference between our output and MONAI's (in pixels for `integrate`). `unet ste
 registration network on a (moving, fixed) pair, ours (`reg_unet`: the VoxelMorph U-Net,
 velocity field, 7 squarings) against MONAI's `VoxelMorph` (its default `VoxelMorphUNet`), with
 their parameter counts; forward without gradients, and a training step (MSE + 0.01 x diffusion
-of the field, backward). Rows need `pip install monai`. Targets: ratio at most 1.0 everywhere,
+of the field, backward), the median of 3 repeats after one warm-up (a step takes seconds). Rows need `pip install monai`. Targets: ratio at most 1.0 everywhere,
 at most 0.67 for `integrate`.
 """
 COLUMNS = (
@@ -97,6 +98,8 @@ OPS = ("warp", "integrate")
 #: the training step of a whole registration network: ours (``reg_unet``, velocity) against
 #: MONAI's ``VoxelMorph`` (its default VoxelMorphUNet backbone), both VoxelMorph-sized
 NET = "unet step"
+#: timed repeats of a network's forward and step (each repeat times both sides in turn)
+NET_REPEATS = 3
 #: squarings of integrate, MONAI's DVF2DDF and voxelmorph's VecInt default
 STEPS = 7
 _WHAT = {
@@ -266,8 +269,10 @@ def _net_row(
 
         return call
 
-    t = compare({"ours": fwd(ours), "theirs": fwd(theirs)}, settings)
-    tb = compare({"ours": step(ours), "theirs": step(theirs)}, settings)
+    # a step takes seconds on a CPU: fewer repeats than the layers' (the median of 3)
+    few = settings if settings.quick else replace(settings, repeats=NET_REPEATS, warmup=1)
+    t = compare({"ours": fwd(ours), "theirs": fwd(theirs)}, few)
+    tb = compare({"ours": step(ours), "theirs": step(theirs)}, few)
     row: dict[str, Any] = {
         "fwd_ms": t["ours"].ms(),
         "base_fwd_ms": t["theirs"].ms(),
