@@ -397,9 +397,9 @@ def _render_registration(table: Table, record: dict[str, Any]) -> str:
         lines += [
             f"### {column}",
             "",
-            "| model | Dice before (%) | Dice after (%) | folded (%) | Jacobian std | ms/pair | "
-            "params | training |",
-            "|---|---|---|---|---|---|---|---|",
+            "| model | Dice before (%) | Dice after (%) | loss before | loss after | folded (%) | "
+            "Jacobian std | ms/pair | params | training |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for model in table.models:
             rows = [r for r in mine if r["model"] == model]
@@ -414,7 +414,9 @@ def _render_registration(table: Table, record: dict[str, Any]) -> str:
                 train = budgets if "epoch" in budgets else f"{budgets}, {epochs} epochs"
             lines.append(
                 f"| {model} | {_cell([r['dice_before'] for r in rows])} | "
-                f"{_cell([r['dice'] for r in rows])} | {_cell([r['folded'] for r in rows], 3)} | "
+                f"{_cell([r['dice'] for r in rows])} | "
+                f"{_cell([r['similarity_before'] for r in rows], 4)} | "
+                f"{_cell([r['similarity'] for r in rows], 4)} | {_cell([r['folded'] for r in rows], 3)} | "
                 f"{_cell([r['jacobian_std'] for r in rows], 3)} | "
                 f"{_cell([r['ms_per_pair'] for r in rows])} | {rows[0]['params']:,} | {train} |"
             )
