@@ -204,7 +204,10 @@ REGISTRATION = register_table(
             "mean over test pairs; before: without registration. folded: % of pixels (voxels) "
             "whose Jacobian determinant is <= 0. loss: the similarity term of the training "
             "loss on the test pairs (MNIST: MSE; MNI152: 1 - local NCC), lower is better. ms/pair: the forward pass (networks) or the "
-            "whole per-pair optimisation (classical). The paper has no registration table."
+            "whole per-pair optimisation (classical). Seeds change a network's initialisation "
+            "and training pairs; the test pairs are fixed by data.eval_seed, and the classical "
+            "optimisation starts from zero, so its seeds repeat one computation (spread 0). "
+            "The paper has no registration table."
         ),
     )
 )
