@@ -516,7 +516,7 @@ def _section_fields(g: Guide) -> list[str]:
         "is integrated by scaling and squaring (`fields.integrate(v, steps=7)`: `v / 2**7`, then "
         "7 squarings `u <- u + warp(u, u)`, zeros padding, the convention of MONAI's "
         "`DVF2DDF(num_steps=7)` and voxelmorph's `VecInt(nsteps=7)`). `fields.compose(u, w)` "
-        "is the field of \"apply w, then u\" (`warp(warp(x, w), u)` is approximately "
+        'is the field of "apply w, then u" (`warp(warp(x, w), u)` is approximately '
         "`warp(x, compose(u, w))`), in one resampling. MONAI and voxelmorph use index order "
         "(`(y, x)`, `(z, y, x)`), scipy.ndimage indices, kornia forward pixel matrices: the "
         "converters of `torchstn.fields.convert` (`to_monai_ddf`/`from_monai_ddf`, "
