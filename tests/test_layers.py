@@ -21,6 +21,7 @@ PACKAGE = Path(torchstn.__file__).parent
 CORE = (
     "torchstn.functional",
     "torchstn.fields",
+    "torchstn.native",
     "torchstn.transforms",
     "torchstn.module",
     "torchstn.composite",

@@ -8,12 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchstn import SpatialTransformer, transforms
+from torchstn import SpatialTransformer, native, transforms
 from torchstn.functional import MODES, PADDING_MODES, base_grid, sample
 from torchstn.transforms import Projective
 from torchstn.transforms.base import coordinate_limit
 
 NAMES = transforms.names(ndim=2)
+#: the families the fused CPU kernel warps (2-D, affine matrices)
+FUSED_NAMES = ("affine", "attention", "rotation", "similarity", "translation")
 REDUCED = [torch.float16, torch.bfloat16]
 DTYPES = [*REDUCED, torch.float32, torch.float64]
 #: large but finite param magnitudes per dtype (float16's largest value is 65504)
@@ -215,15 +217,23 @@ class TestConvertedTransformers:
 
 class TestAutocast:
     @pytest.mark.parametrize("name", NAMES)
-    def test_bfloat16_forward_backward_finite_with_a_float32_grid(self, name: str) -> None:
+    @pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+    def test_bfloat16_forward_backward_finite_with_a_float32_grid(
+        self, name: str, fused: bool
+    ) -> None:
         st = _perturbed(name, 0.2)
         seen: list[torch.Tensor] = []
         st.transform.register_forward_hook(lambda m, args, grid: seen.append(grid))
         x = torch.rand(3, 2, 16, 12, requires_grad=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        native.path_counts(reset=True)
+        with native.use_fused(fused), torch.autocast("cpu", dtype=torch.bfloat16):
             y, params = st(x, return_params=True)
+        took_fused = native.path_counts(reset=True) == {"fused": 1}
+        assert took_fused == (fused and native.kernels() is not None and name in FUSED_NAMES)
         assert params.dtype == torch.bfloat16  # the localisation net ran in bfloat16
-        assert seen[0].dtype == torch.float32 and y.dtype == torch.float32
+        # the fused kernel makes no grid (no hook call); it samples in float32 all the same
+        assert [g.dtype for g in seen] == ([] if took_fused else [torch.float32])
+        assert y.dtype == torch.float32
         assert bool(y.isfinite().all())
         y.sum().backward()
         assert x.grad is not None and bool(x.grad.isfinite().all())

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from .._checks import check_positive, check_tensor
+from .. import native
+from .._checks import check_positive, check_tensor, is_scripting_or_tracing
 from ..errors import InvalidInputError
-from ..functional.coords import normalized_to_pixel
+from ..functional.coords import grid_axes, normalized_to_pixel
 from ..functional.resample import SAMPLER_MODES, check_sampler, resample
 from ..functional.sample import Fill
+from ..native.sample import affine2d_sample, can_fuse
 from . import get
-from .base import Transform
+from .base import MatrixTransform, Transform
 
 __all__ = ["SAMPLER_MODES", "check_input_dims", "output_frame", "resample", "warp"]
 
@@ -99,8 +101,34 @@ def warp_with(
         dtype = torch.promote_types(dtype, torch.float32)
     with _autocast_off(x.device.type):
         x = x.to(dtype)
-        grid = transform(params.to(dtype), out_size, align_corners)
+        params = params.to(dtype)
+        if params.shape[0] == x.shape[0] and _fusable(x, transform, mode, padding_mode):
+            ext = native.kernels()
+            if ext is not None:
+                native.record_path("fused")
+                matrix = cast(MatrixTransform, transform)
+                matrix.check_params(params)
+                theta = matrix._to_matrix(params)[:, :2, :]
+                xs, ys = grid_axes(out_size, align_corners, dtype=dtype, device=x.device)
+                return affine2d_sample(x, theta, xs, ys, mode, padding_mode, align_corners, fill)
+        native.record_path("unfused")
+        grid = transform(params, out_size, align_corners)
         return resample(x, grid, mode, padding_mode, align_corners, fill, sigma)
+
+
+def _fusable(x: torch.Tensor, transform: Transform, mode: str, padding_mode: str) -> bool:
+    """Whether the fused kernel (:mod:`torchstn.native`) warps ``x`` with ``transform``: a 2-D
+    affine family (the matrix families without perspective division), a fused sampler setting
+    and a CPU float tensor, outside tracing and compiling (exports and compiled graphs hold the
+    standard operators)."""
+    return (
+        native.fused_enabled()
+        and isinstance(transform, MatrixTransform)
+        and transform.is_affine
+        and transform.ndim == 2
+        and can_fuse(x, mode, padding_mode)
+        and not is_scripting_or_tracing()
+    )
 
 
 def warp(

@@ -1,0 +1,105 @@
+"""The fused affine warp of images on the CPU, as an autograd function (see :mod:`torchstn.native`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..functional.sample import Fill
+from . import kernels
+
+__all__ = ["MODES", "PADDINGS", "affine2d_sample", "can_fuse"]
+
+#: the sampler modes the fused kernel has (the others take the unfused path).
+MODES = {"bilinear": 0, "nearest": 1}
+#: the padding modes, in the kernel's numbering ("fill" is zeros padding of ``x - fill``).
+PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
+
+
+def can_fuse(x: torch.Tensor, mode: str, padding_mode: str) -> bool:
+    """Whether the fused kernel samples ``x`` (before it is built: its settings only)."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    return (
+        type(x) is torch.Tensor  # not a fake, functional or other subclass (exports, tracing)
+        and not exporting
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.layout == torch.strided
+        and mode in MODES
+        and padding_mode in (*PADDINGS, "fill")
+    )
+
+
+class _FusedAffine2d(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        theta: torch.Tensor,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        mode: int,
+        pad: int,
+        align_corners: bool,
+    ) -> torch.Tensor:
+        ext = kernels()
+        assert ext is not None
+        ctx.save_for_backward(x, theta, xs, ys)
+        ctx.settings = (mode, pad, align_corners)
+        return ext.affine2d_forward(x, theta, xs, ys, mode, pad, align_corners)  # type: ignore[no-any-return]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, theta, xs, ys = ctx.saved_tensors
+        mode, pad, align_corners = ctx.settings
+        need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ext = kernels()
+        assert ext is not None
+        gx, gtheta = ext.affine2d_backward(
+            grad, x, theta, xs, ys, mode, pad, align_corners, need_x, need_theta
+        )
+        return (
+            (gx if need_x else None),
+            (gtheta if need_theta else None),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def affine2d_sample(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    mode: str,
+    padding_mode: str,
+    align_corners: bool,
+    fill: Fill = 0.0,
+) -> torch.Tensor:
+    """``grid_sample(x, grid)`` with ``grid[b, i, j] = theta[b] @ (xs[j], ys[i], 1)``, fused.
+
+    Args:
+        x: ``(B, C, H, W)`` float32 or float64 images on the CPU.
+        theta: ``(B, 2, 3)`` normalised matrices, the dtype of ``x``.
+        xs, ys: the output's normalised column and row coordinates ``(Wo,)``, ``(Ho,)``
+            (:func:`torchstn.functional.grid_axes`).
+        mode, padding_mode, align_corners, fill: as :func:`torchstn.functional.sample`
+            (``can_fuse`` tells which are fused).
+
+    Returns:
+        ``(B, C, Ho, Wo)``; call it only where :func:`kernels` is not ``None``.
+    """
+    pad = "zeros" if padding_mode == "fill" else padding_mode
+    if padding_mode == "fill":
+        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
+        out = _FusedAffine2d.apply(
+            x - shift, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners
+        )
+        return out + shift  # type: ignore[no-any-return]
+    return _FusedAffine2d.apply(x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
