@@ -112,6 +112,20 @@ def test_only_merges_into_an_existing_results_file(quick_run, tmp_path) -> None:
     assert merged["groups"]["bandwidth"]["command"] == "torchstn bench --quick --only bandwidth"
 
 
+def test_sampler_rows_say_which_path_ran(quick_run) -> None:
+    from torchstn import native
+
+    _, doc = quick_run
+    group = doc["groups"]["sampler"]
+    assert group["env"]["fused"]["cpu"] == (native.kernels() is not None)
+    rows = [r for r in group["rows"] if r["baseline"] == "pytorch"]
+    for family in ("affine", "rotation", "translation"):
+        paths = sorted(r["path"] for r in rows if r["family"] == family)
+        want = "fused" if native.kernels() is not None else "unfused"
+        assert paths == sorted(["unfused", want]), (family, paths)
+    assert any("affine grid + sampling, fused" in h for h in group["headline"])
+
+
 def test_kornia_rows_are_skipped_without_kornia(monkeypatch) -> None:
     from torchstn.bench import sampler
     from torchstn.bench.timing import Settings

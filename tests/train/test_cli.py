@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from torchstn import native
 from torchstn.cli import main
 from torchstn.train import Trainer, TrainingInterrupted, config_from_dict, load_checkpoint
 
@@ -50,6 +51,11 @@ class TestTrainEvalVisualize:
         for key in ("test_error", "val_error", "epochs", "train_seconds", "params"):
             assert key in result
         assert result["epochs"] == 2 and 0 <= result["test_error"] <= 100
+        # which sampling path the run's transformer took (the fused CPU kernel where it built)
+        path = result["sampling_path"]
+        assert path["fused_cpu"] == (native.kernels() is not None)
+        taken = "fused" if path["fused_cpu"] else "unfused"
+        assert path["warps"].get(taken, 0) > 0, path
         assert json.loads((run / "result.json").read_text()) == result
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1, 2]

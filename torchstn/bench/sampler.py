@@ -26,9 +26,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import native
 from ..functional import normalized_matrix_to_pixel, sample
 from ..transforms import TPS, MatrixTransform
 from ..transforms import get as get_transform
+from ..transforms.warping import warp
 from .timing import Settings, compare, ratio_headline
 
 __all__ = ["COLUMNS", "DESCRIPTION", "SHAPES", "TITLE", "family_params", "kornia_or_none", "run"]
@@ -43,13 +45,18 @@ convention). Params are a moderate random warp per image; kornia's pixel matrice
 from ours outside the clock. `fwd+bwd` back-propagates a fixed gradient to the images and the
 params (or matrices). `max diff`: largest difference between our output and the baseline's.
 kornia's `warp_image_tps` has no output size, so its rows sample at the input's size.
-Targets: ratio at most 1.0 against PyTorch, at most 0.5 against kornia (TPS: 0.02).
+`path`: `unfused` is the grid then the sampler as above; `fused` is `torchstn.warp` (what the
+module calls), which for the 2-D affine families takes the fused CPU kernel of
+`torchstn.native` (grid and sampling in one pass; the row says `unfused` where it fell back).
+Targets: ratio at most 1.0 against PyTorch, at most 0.5 against kornia (TPS: 0.02); the fused
+affine forward+backward at most 0.5 against PyTorch.
 """
 COLUMNS = (
     ("shape", "case", ""),
     ("input", "input", ""),
     ("output", "output", ""),
     ("family", "family", ""),
+    ("path", "path", ""),
     ("baseline", "baseline", ""),
     ("fwd_ms", "ours fwd ms", ".2f"),
     ("base_fwd_ms", "baseline fwd ms", ".2f"),
@@ -152,6 +159,21 @@ def _ours(name: str, size: tuple[int, int], align_corners: bool) -> Callable[...
     return call
 
 
+def _warp(name: str, size: tuple[int, int], align_corners: bool) -> Callable[..., torch.Tensor]:
+    """``torchstn.warp``: the fused kernel where it runs (:mod:`torchstn.native`)."""
+
+    def call(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return warp(x, params, name, size, align_corners=align_corners)
+
+    return call
+
+
+def _path_taken() -> str:
+    """The path the warps since the last call took: ``fused``, ``unfused`` or ``mixed``."""
+    counts = native.path_counts(reset=True)
+    return "mixed" if len(counts) > 1 else next(iter(counts), "none")
+
+
 def _pytorch(size: tuple[int, int], channels: int) -> Callable[..., torch.Tensor]:
     def call(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         grid = F.affine_grid(theta, [x.shape[0], channels, *size], align_corners=False)
@@ -207,7 +229,15 @@ def run(settings: Settings) -> dict[str, Any]:
                 row = _timed_pair(
                     _ours(name, (ho, wo), False), _pytorch((ho, wo), c), x, params, theta, settings
                 )
-                rows.append({**base, "family": name, "baseline": "pytorch", **row})
+                rows.append(
+                    {**base, "family": name, "path": "unfused", "baseline": "pytorch", **row}
+                )
+                native.path_counts(reset=True)
+                row = _timed_pair(
+                    _warp(name, (ho, wo), False), _pytorch((ho, wo), c), x, params, theta, settings
+                )
+                path = _path_taken()
+                rows.append({**base, "family": name, "path": path, "baseline": "pytorch", **row})
             if name in ("affine", "projective", "tps"):
                 if kornia is None:
                     rows.append(
@@ -218,9 +248,11 @@ def run(settings: Settings) -> dict[str, Any]:
                 size = (h, w) if name == "tps" else (ho, wo)
                 theirs = _kornia(kornia, name, size)
                 arg = _kornia_arg(name, params, (h, w), size)
-                row = _timed_pair(_ours(name, size, True), theirs, x, params, arg, settings)
+                native.path_counts(reset=True)
+                row = _timed_pair(_warp(name, size, True), theirs, x, params, arg, settings)
                 base["output"] = f"{size[0]}x{size[1]}"
-                rows.append({**base, "family": name, "baseline": "kornia", **row})
+                path = _path_taken()
+                rows.append({**base, "family": name, "path": path, "baseline": "kornia", **row})
     notes = []
     if kornia is not None:
         notes.append(_tps_note(kornia))
@@ -228,9 +260,13 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def _headline(rows: list[dict[str, Any]]) -> list[str]:
-    cases = [("affine", "pytorch")] + [(f, "kornia") for f in ("affine", "projective", "tps")]
-    names = {"pytorch": "PyTorch", "kornia": "kornia"}
-    lines = (ratio_headline(rows, f, baseline, names[baseline]) for f, baseline in cases)
+    lines = []
+    for path in ("unfused", "fused"):
+        sel = [r for r in rows if r.get("path") == path]
+        what = f"affine grid + sampling, {path}"
+        lines.append(ratio_headline(sel, "affine", "pytorch", "PyTorch", what))
+    for f in ("affine", "projective", "tps"):
+        lines.append(ratio_headline(rows, f, "kornia", "kornia"))
     return [line for line in lines if line is not None]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .. import native
 from .._version import __version__
 from ..hardware import cpu_flags, cpu_name
 
@@ -152,6 +153,8 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         pass
     if torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    native.kernels()  # built (or found wanting) before the first timed call
+    env["fused"] = native.status()
     return env
 
 

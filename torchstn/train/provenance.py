@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .. import native
 from .._version import __version__
 from ..hardware import describe
 
@@ -89,4 +90,19 @@ def provenance(config: dict[str, Any], device: torch.device, commit: str | None)
         },
         "git_commit": commit,
         "config_sha256": config_hash(config),
+        "sampling_path": sampling_path(),
+    }
+
+
+def sampling_path() -> dict[str, Any]:
+    """Which sampling path the run's warps took: ``fused_cpu`` (whether the fused CPU kernel of
+    :mod:`torchstn.native` was available, and ``detail``: where it came from or why not),
+    ``enabled`` (:class:`torchstn.native.use_fused`) and ``warps`` (how many warps took each
+    path since the run started)."""
+    status = native.status()
+    return {
+        "fused_cpu": status["cpu"],
+        "detail": status["cpu_detail"],
+        "enabled": status["enabled"],
+        "warps": native.path_counts(),
     }

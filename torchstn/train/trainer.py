@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .. import native
 from .._atomic import atomic_write_text, write_error
 from .._version import __version__
 from ..errors import ConfigError, DataError, TorchSTNError
@@ -358,6 +359,7 @@ class Trainer:
                 self._lock = None
 
     def _fit(self) -> dict[str, Any]:
+        native.path_counts(reset=True)  # result.json says which sampling path this run took
         if self.rank == 0:
             atomic_write_text(
                 self.run_dir / "config.json",
