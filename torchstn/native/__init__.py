@@ -8,7 +8,8 @@ pixel's source point where it samples it, and the matrix's gradient where it has
 What runs where:
 
 * **CPU**: a C++ extension (``fused_cpu.cpp``, shipped as source) compiled on first use with
-  :mod:`torch.utils.cpp_extension` (a C++ compiler and ninja are needed; about 40 seconds, once)
+  :mod:`torch.utils.cpp_extension` (a C++ compiler and ninja are needed, ``pip install
+  torchstn[fast]`` brings ninja; about 40 seconds, once)
   and cached in ``$TORCHSTN_NATIVE_DIR`` (default ``~/.cache/torchstn/native``), per source,
   torch version, Python and CPU (it is compiled for the CPU it runs on). A plain
   ``pip install torchstn`` needs no compiler: without one (or with ``TORCHSTN_NATIVE=0``) every
@@ -48,6 +49,20 @@ import torch
 __all__ = ["fused_enabled", "kernels", "path_counts", "record_path", "status", "use_fused"]
 
 _SOURCE = Path(__file__).with_name("fused_cpu.cpp")
+#: compiler flags, tried in order: for the CPU it runs on, rounding step by step (no contracted
+#: multiply-adds), loops vectorised (no trapping-math semantics; GCC's gather loads on); then
+#: without the GCC-only tuning flag
+_FLAGS = (
+    (
+        "-O3",
+        "-march=native",
+        "-ffp-contract=off",
+        "-fno-trapping-math",
+        "-fopenmp",
+        "-mtune-ctrl=use_gather",
+    ),
+    ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"),
+)
 _LOCK = threading.Lock()
 _state: dict[str, Any] = {"module": None, "tried": False, "reason": "not built yet"}
 _enabled = os.environ.get("TORCHSTN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -104,7 +119,7 @@ def _cpu_flags() -> str:
 def build_key() -> str:
     """What the cached build depends on: the source, torch, Python, the machine and its CPU."""
     h = hashlib.sha256(_SOURCE.read_bytes())
-    for part in (torch.__version__, sys.version, platform.machine(), _cpu_flags()):
+    for part in (torch.__version__, sys.version, platform.machine(), _cpu_flags(), repr(_FLAGS)):
         h.update(b"\0" + part.encode())
     return h.hexdigest()[:16]
 
@@ -138,23 +153,35 @@ def _build(name: str, final: Path) -> ModuleType:
         for stale in final.parent.glob(f"{name}.build-*"):  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f"{name}.build-", dir=final.parent))
+        path = os.environ.get("PATH", "")
         try:
             print(
                 f"torchstn: compiling the fused CPU kernels into {final.parent} "
                 "(once per machine and torch version, about a minute)",
                 file=sys.stderr,
             )
-            cpp_extension.load(
-                name,
-                [str(_SOURCE)],
-                build_directory=str(work),
-                extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
+            # ninja from the ``fast`` extra lives beside this Python, maybe not on PATH
+            os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + path
+            errors = []
+            for flags in _FLAGS:  # GCC's tuning flag first; a compiler without it, the rest
+                try:
+                    cpp_extension.load(
+                        name,
+                        [str(_SOURCE)],
+                        build_directory=str(work),
+                        extra_cflags=list(flags),
+                        extra_ldflags=["-fopenmp"],
+                        verbose=False,
+                    )
+                    break
+                except Exception as e:
+                    errors.append(e)
+            else:
+                raise errors[-1]
             built = next(work.glob(f"{name}*.so"))
             os.replace(built, final)
         finally:
+            os.environ["PATH"] = path
             shutil.rmtree(work, ignore_errors=True)
     return _import(name, final)
 

@@ -50,23 +50,23 @@ struct Axis {
     return res;
   }
 
-  T reflect(T x) const {
-    if (AC && empty) return T(0);
+  T reflect(T x) const {  // branch-free, so that the row loops vectorise
     T a = std::abs(x - low);
-    T extra = a - std::trunc(a / twice_span) * twice_span;
-    return std::min(extra, twice_span - extra) + low;
+    T extra = a - std::floor(a / twice_span) * twice_span;
+    T r = std::min(extra, twice_span - extra) + low;
+    return (AC && empty) ? T(0) : r;
   }
 
   T reflect_grad(T x, T* d) const {
-    if (AC && empty) { *d = T(0); return T(0); }
     T shifted = x - low;
     bool neg = shifted < T(0);
     T a = std::abs(shifted);
-    T extra = a - std::trunc(a / twice_span) * twice_span;
+    T extra = a - std::floor(a / twice_span) * twice_span;
     T other = twice_span - extra;
     bool flip = extra > other;
-    *d = (flip != neg) ? T(-1) : T(1);
-    return (flip ? other : extra) + low;
+    const bool none = AC && empty;
+    *d = none ? T(0) : ((flip != neg) ? T(-1) : T(1));
+    return none ? T(0) : (flip ? other : extra) + low;
   }
 
   template <int PAD>
@@ -132,6 +132,182 @@ inline void taps(T x, T y, const Axis<T, AC>& ax, const Axis<T, AC>& ay, int64_t
   }
 }
 
+// The bilinear taps of one output row, structure of arrays, computed in plain loops that the
+// compiler vectorises: clamped int32 offsets, weights zeroed outside the input (NaN for a point
+// that is not finite), the fractions and the padding's slope for the backward pass.
+template <typename T>
+struct RowTaps {
+  std::vector<T> w[4], fx, fy, dx, dy;
+  std::vector<int32_t> o[4];
+  std::vector<T> in[4];  // 1 where the tap lies inside the input, else 0
+  static constexpr int64_t kBlock = 16;  // rows are padded to whole blocks: no scalar tail
+  std::vector<T> xs;
+  RowTaps(int64_t n, const T* xs_in)
+      : fx(pad(n)), fy(pad(n)), dx(pad(n)), dy(pad(n)), xs(pad(n), T(0)) {
+    std::copy(xs_in, xs_in + n, xs.begin());
+    n = pad(n);
+    for (int k = 0; k < 4; ++k) {
+      w[k].resize(n);
+      o[k].resize(n);
+      in[k].resize(n);
+    }
+  }
+  static int64_t pad(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
+};
+
+template <typename T, int PAD, bool AC, bool GRAD>
+void row_taps(const T* t, T yv, const T* __restrict xs, int64_t Wo, const Axis<T, AC>& ax,
+              const Axis<T, AC>& ay, RowTaps<T>& r) {
+  // the matrix and the axes' constants in locals: no load in the loop that a store may alias
+  const T t0 = t[0], t2 = t[2], t3 = t[3], t5 = t[5];
+  const T yr0 = t[1] * yv, yr1 = t[4] * yv;
+  const Axis<T, AC> axl = ax, ayl = ay;
+  const int32_t W = static_cast<int32_t>(ax.n), H = static_cast<int32_t>(ay.n);
+  const T big = std::numeric_limits<T>::max();
+  T* __restrict w0 = r.w[0].data(); T* __restrict w1 = r.w[1].data();
+  T* __restrict w2 = r.w[2].data(); T* __restrict w3 = r.w[3].data();
+  int32_t* __restrict o0 = r.o[0].data(); int32_t* __restrict o1 = r.o[1].data();
+  int32_t* __restrict o2 = r.o[2].data(); int32_t* __restrict o3 = r.o[3].data();
+  T* __restrict m0 = r.in[0].data(); T* __restrict m1 = r.in[1].data();
+  T* __restrict m2 = r.in[2].data(); T* __restrict m3 = r.in[3].data();
+  T* __restrict fxs = r.fx.data(); T* __restrict fys = r.fy.data();
+  T* __restrict dxs = r.dx.data(); T* __restrict dys = r.dy.data();
+  const int64_t Wp = RowTaps<T>::pad(Wo);
+  for (int64_t jb = 0; jb < Wp; jb += RowTaps<T>::kBlock) {
+#pragma omp simd
+  for (int64_t j = jb; j < jb + RowTaps<T>::kBlock; ++j) {
+    const T gx = (t0 * xs[j] + t2) + yr0;
+    const T gy = (t3 * xs[j] + t5) + yr1;
+    T x, y, sx = T(1), sy = T(1);
+    if (GRAD) {
+      x = axl.template apply_grad<PAD>(gx, &sx);
+      y = ayl.template apply_grad<PAD>(gy, &sy);
+    } else {
+      x = axl.template apply<PAD>(gx);
+      y = ayl.template apply<PAD>(gy);
+    }
+    const bool finite = (std::abs(x) <= big) & (std::abs(y) <= big);
+    x = finite ? axl.bounded(x) : T(0);
+    y = finite ? ayl.bounded(y) : T(0);
+    const T flx = std::floor(x), fly = std::floor(y);
+    const int32_t ix = static_cast<int32_t>(flx), iy = static_cast<int32_t>(fly);
+    const T e = x - flx, n = y - fly, we = T(1) - e, s = T(1) - n;
+    const bool inx0 = static_cast<uint32_t>(ix) < static_cast<uint32_t>(W);
+    const bool inx1 = static_cast<uint32_t>(ix + 1) < static_cast<uint32_t>(W);
+    const bool iny0 = static_cast<uint32_t>(iy) < static_cast<uint32_t>(H);
+    const bool iny1 = static_cast<uint32_t>(iy + 1) < static_cast<uint32_t>(H);
+    const int32_t cx0 = std::min(std::max(ix, 0), W - 1), cx1 = std::min(std::max(ix + 1, 0), W - 1);
+    const int32_t cy0 = std::min(std::max(iy, 0), H - 1), cy1 = std::min(std::max(iy + 1, 0), H - 1);
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    const bool a0 = finite & inx0 & iny0, a1 = finite & inx1 & iny0;
+    const bool a2 = finite & inx0 & iny1, a3 = finite & inx1 & iny1;
+    w0[j] = finite ? (a0 ? s * we : T(0)) : nan;
+    w1[j] = finite ? (a1 ? s * e : T(0)) : nan;
+    w2[j] = finite ? (a2 ? n * we : T(0)) : nan;
+    w3[j] = finite ? (a3 ? n * e : T(0)) : nan;
+    o0[j] = cy0 * W + cx0; o1[j] = cy0 * W + cx1; o2[j] = cy1 * W + cx0; o3[j] = cy1 * W + cx1;
+    if (GRAD) {  // what only the backward pass reads
+      m0[j] = a0 ? T(1) : T(0); m1[j] = a1 ? T(1) : T(0);
+      m2[j] = a2 ? T(1) : T(0); m3[j] = a3 ? T(1) : T(0);
+      fxs[j] = e; fys[j] = n;
+      dxs[j] = finite ? sx : nan; dys[j] = finite ? sy : nan;
+    }
+  }
+  }
+}
+
+template <typename T, int PAD, bool AC>
+void forward_bilinear(const T* in, const T* theta, const T* xs, const T* ys, T* out, int64_t B,
+                      int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+  const Axis<T, AC> ax(W), ay(H);
+  at::parallel_for(0, B * Ho, 4, [&](int64_t begin, int64_t end) {
+    RowTaps<T> r(Wo, xs);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / Ho, i = row % Ho;
+      row_taps<T, PAD, AC, false>(theta + b * 6, ys[i], r.xs.data(), Wo, ax, ay, r);
+      const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
+      const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
+      const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
+      const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
+      for (int64_t c = 0; c < C; ++c) {
+        const T* __restrict p = in + (b * C + c) * H * W;
+        T* __restrict dst = out + (b * C + c) * Ho * Wo + i * Wo;
+#pragma omp simd
+        for (int64_t j = 0; j < Wo; ++j)
+          dst[j] = p[o0[j]] * w0[j] + p[o1[j]] * w1[j] + p[o2[j]] * w2[j] + p[o3[j]] * w3[j];
+      }
+    }
+  });
+}
+
+// backward of the bilinear kernel: one task per batch item, which owns its slice of the input
+// gradient and its six matrix gradients; per row, the taps once (vectorised), then per channel
+// the point gradients and the scatter to the input gradient, in one fixed order (no atomics,
+// the same bits at any thread count)
+template <typename T, int PAD, bool AC>
+void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, const T* ys, T* gin,
+                       T* gtheta, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho,
+                       int64_t Wo) {
+  const Axis<T, AC> ax(W), ay(H);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    RowTaps<T> r(Wo, xs);
+    std::vector<T> gxv(Wo), gyv(Wo);
+    for (int64_t b = begin; b < end; ++b) {
+      const T* t = theta + b * 6;
+      T acc[6] = {0, 0, 0, 0, 0, 0};
+      for (int64_t i = 0; i < Ho; ++i) {
+        row_taps<T, PAD, AC, true>(t, ys[i], r.xs.data(), Wo, ax, ay, r);
+        const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
+        const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
+        const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
+        const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
+        const T *__restrict m0 = r.in[0].data(), *__restrict m1 = r.in[1].data();
+        const T *__restrict m2 = r.in[2].data(), *__restrict m3 = r.in[3].data();
+        const T *__restrict e = r.fx.data(), *__restrict n = r.fy.data();
+        T* __restrict gx = gxv.data();
+        T* __restrict gy = gyv.data();
+        std::fill(gxv.begin(), gxv.end(), T(0));
+        std::fill(gyv.begin(), gyv.end(), T(0));
+        for (int64_t c = 0; c < C; ++c) {
+          const T* __restrict p = in + (b * C + c) * H * W;
+          const T* __restrict g = go + (b * C + c) * Ho * Wo + i * Wo;
+          if (gtheta) {
+#pragma omp simd
+            for (int64_t j = 0; j < Wo; ++j) {
+              const T v0 = m0[j] != T(0) ? p[o0[j]] : T(0), v1 = m1[j] != T(0) ? p[o1[j]] : T(0);
+              const T v2 = m2[j] != T(0) ? p[o2[j]] : T(0), v3 = m3[j] != T(0) ? p[o3[j]] : T(0);
+              gx[j] += g[j] * ((v1 - v0) * (T(1) - n[j]) + (v3 - v2) * n[j]);
+              gy[j] += g[j] * ((v2 - v0) * (T(1) - e[j]) + (v3 - v1) * e[j]);
+            }
+          }
+          if (gin) {  // a scatter: serial, in pixel order
+            T* q = gin + (b * C + c) * H * W;
+            for (int64_t j = 0; j < Wo; ++j) {
+              // taps outside (and points that are not finite) add nothing
+              q[o0[j]] += m0[j] != T(0) ? w0[j] * g[j] : T(0);
+              q[o1[j]] += m1[j] != T(0) ? w1[j] * g[j] : T(0);
+              q[o2[j]] += m2[j] != T(0) ? w2[j] * g[j] : T(0);
+              q[o3[j]] += m3[j] != T(0) ? w3[j] * g[j] : T(0);
+            }
+          }
+        }
+        if (!gtheta) continue;
+        const T *__restrict dx = r.dx.data(), *__restrict dy = r.dy.data();
+        const T* __restrict xv = r.xs.data();
+        T sx_x = 0, sx = 0, sy_x = 0, sy = 0;  // the row's sums, in pixel order
+        for (int64_t j = 0; j < Wo; ++j) {
+          const T a = gx[j] * dx[j], c2 = gy[j] * dy[j];
+          sx_x += a * xv[j]; sx += a; sy_x += c2 * xv[j]; sy += c2;
+        }
+        acc[0] += sx_x; acc[1] += sx * ys[i]; acc[2] += sx;
+        acc[3] += sy_x; acc[4] += sy * ys[i]; acc[5] += sy;
+      }
+      if (gtheta)
+        for (int q = 0; q < 6; ++q) gtheta[b * 6 + q] = acc[q];
+    }
+  });
+}
+
 // forward: rows of output pixels in parallel; per row, the taps of every pixel first, then
 // every channel reads them
 template <typename T, int PAD, bool AC, bool NEAREST>
@@ -174,6 +350,7 @@ void forward_kernel(const T* in, const T* theta, const T* xs, const T* ys, T* ou
         }
         const T *w0 = wbuf.data(), *w1 = w0 + Wo, *w2 = w1 + Wo, *w3 = w2 + Wo;
         const int64_t *o0 = obuf.data(), *o1 = o0 + Wo, *o2 = o1 + Wo, *o3 = o2 + Wo;
+#pragma omp simd
         for (int64_t j = 0; j < Wo; ++j)
           dst[j] = p[o0[j]] * w0[j] + p[o1[j]] * w1[j] + p[o2[j]] * w2[j] + p[o3[j]] * w3[j];
       }
@@ -261,6 +438,8 @@ F pick(int64_t mode, int64_t pad, bool ac, F z0, F z1, F b0, F b1, F r0, F r1) {
 void check_args(const torch::Tensor& input, const torch::Tensor& theta, const torch::Tensor& xs,
                 const torch::Tensor& ys, int64_t mode, int64_t pad) {
   TORCH_CHECK(input.device().is_cpu() && input.dim() == 4, "torchstn fused affine2d: input must be a (B, C, H, W) CPU tensor");
+  TORCH_CHECK(input.size(2) * input.size(3) < (int64_t(1) << 31) - 2,
+              "torchstn fused affine2d: an image plane must have fewer than 2^31 pixels");
   TORCH_CHECK(theta.dim() == 3 && theta.size(0) == input.size(0) && theta.size(1) == 2 && theta.size(2) == 3,
               "torchstn fused affine2d: theta must be (B, 2, 3)");
   TORCH_CHECK(xs.dim() == 1 && ys.dim() == 1, "torchstn fused affine2d: xs and ys must be 1-D");
@@ -287,7 +466,12 @@ torch::Tensor affine2d_forward(torch::Tensor input, torch::Tensor theta, torch::
     using F = void (*)(const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,
                        scalar_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
     F f = mode == 1 ? TORCHSTN_TABLE(forward_kernel, scalar_t, true)
-                    : TORCHSTN_TABLE(forward_kernel, scalar_t, false);
+                    : pick<scalar_t>(mode, pad, ac, forward_bilinear<scalar_t, ZEROS, false>,
+                                     forward_bilinear<scalar_t, ZEROS, true>,
+                                     forward_bilinear<scalar_t, BORDER, false>,
+                                     forward_bilinear<scalar_t, BORDER, true>,
+                                     forward_bilinear<scalar_t, REFLECTION, false>,
+                                     forward_bilinear<scalar_t, REFLECTION, true>);
     f(in.data_ptr<scalar_t>(), th.data_ptr<scalar_t>(), cx.data_ptr<scalar_t>(),
       cy.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, C, H, W, Ho, Wo);
   });
@@ -318,7 +502,12 @@ std::vector<torch::Tensor> affine2d_backward(torch::Tensor grad, torch::Tensor i
                        const scalar_t*, scalar_t*, scalar_t*, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t);
     F f = mode == 1 ? TORCHSTN_TABLE(backward_kernel, scalar_t, true)
-                    : TORCHSTN_TABLE(backward_kernel, scalar_t, false);
+                    : pick<scalar_t>(mode, pad, ac, backward_bilinear<scalar_t, ZEROS, false>,
+                                     backward_bilinear<scalar_t, ZEROS, true>,
+                                     backward_bilinear<scalar_t, BORDER, false>,
+                                     backward_bilinear<scalar_t, BORDER, true>,
+                                     backward_bilinear<scalar_t, REFLECTION, false>,
+                                     backward_bilinear<scalar_t, REFLECTION, true>);
     f(go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), th.data_ptr<scalar_t>(),
       cx.data_ptr<scalar_t>(), cy.data_ptr<scalar_t>(),
       need_input ? gin.data_ptr<scalar_t>() : nullptr,

@@ -27,6 +27,8 @@ def can_fuse(x: torch.Tensor, mode: str, padding_mode: str) -> bool:
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.layout == torch.strided
+        and x.dim() == 4
+        and x.shape[-2] * x.shape[-1] < 2**31 - 2  # the kernel's offsets are 32-bit
         and mode in MODES
         and padding_mode in (*PADDINGS, "fill")
     )
