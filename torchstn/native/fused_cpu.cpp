@@ -201,10 +201,13 @@ void row_taps(const T* t, T yv, const T* __restrict xs, int64_t Wo, const Axis<T
     const T nan = std::numeric_limits<T>::quiet_NaN();
     const bool a0 = finite & inx0 & iny0, a1 = finite & inx1 & iny0;
     const bool a2 = finite & inx0 & iny1, a3 = finite & inx1 & iny1;
-    w0[j] = finite ? (a0 ? s * we : T(0)) : nan;
-    w1[j] = finite ? (a1 ? s * e : T(0)) : nan;
-    w2[j] = finite ? (a2 ? n * we : T(0)) : nan;
-    w3[j] = finite ? (a3 ? n * e : T(0)) : nan;
+    // forward: NaN weights for a point that is not finite (grid_sample's 0 * NaN); backward:
+    // zero weights there (the scatter adds nothing), its NaN travels in the slopes dx, dy
+    const T bad = GRAD ? T(0) : nan;
+    w0[j] = finite ? (a0 ? s * we : T(0)) : bad;
+    w1[j] = finite ? (a1 ? s * e : T(0)) : bad;
+    w2[j] = finite ? (a2 ? n * we : T(0)) : bad;
+    w3[j] = finite ? (a3 ? n * e : T(0)) : bad;
     o0[j] = cy0 * W + cx0; o1[j] = cy0 * W + cx1; o2[j] = cy1 * W + cx0; o3[j] = cy1 * W + cx1;
     if (GRAD) {  // what only the backward pass reads
       m0[j] = a0 ? T(1) : T(0); m1[j] = a1 ? T(1) : T(0);
@@ -251,7 +254,7 @@ void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, co
   const Axis<T, AC> ax(W), ay(H);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     RowTaps<T> r(Wo, xs);
-    std::vector<T> gxv(Wo), gyv(Wo);
+    std::vector<T> gxv(RowTaps<T>::pad(Wo)), gyv(RowTaps<T>::pad(Wo));  // padding lanes stay 0
     for (int64_t b = begin; b < end; ++b) {
       const T* t = theta + b * 6;
       T acc[6] = {0, 0, 0, 0, 0, 0};
@@ -274,30 +277,43 @@ void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, co
           if (gtheta) {
 #pragma omp simd
             for (int64_t j = 0; j < Wo; ++j) {
-              const T v0 = m0[j] != T(0) ? p[o0[j]] : T(0), v1 = m1[j] != T(0) ? p[o1[j]] : T(0);
-              const T v2 = m2[j] != T(0) ? p[o2[j]] : T(0), v3 = m3[j] != T(0) ? p[o3[j]] : T(0);
+              // every offset is clamped inside the input: load, then zero the taps outside
+              const T l0 = p[o0[j]], l1 = p[o1[j]], l2 = p[o2[j]], l3 = p[o3[j]];
+              const T v0 = m0[j] != T(0) ? l0 : T(0), v1 = m1[j] != T(0) ? l1 : T(0);
+              const T v2 = m2[j] != T(0) ? l2 : T(0), v3 = m3[j] != T(0) ? l3 : T(0);
               gx[j] += g[j] * ((v1 - v0) * (T(1) - n[j]) + (v3 - v2) * n[j]);
               gy[j] += g[j] * ((v2 - v0) * (T(1) - e[j]) + (v3 - v1) * e[j]);
             }
           }
-          if (gin) {  // a scatter: serial, in pixel order
+          if (gin) {  // a scatter: serial, in pixel order; taps outside have zero weight
             T* q = gin + (b * C + c) * H * W;
             for (int64_t j = 0; j < Wo; ++j) {
-              // taps outside (and points that are not finite) add nothing
-              q[o0[j]] += m0[j] != T(0) ? w0[j] * g[j] : T(0);
-              q[o1[j]] += m1[j] != T(0) ? w1[j] * g[j] : T(0);
-              q[o2[j]] += m2[j] != T(0) ? w2[j] * g[j] : T(0);
-              q[o3[j]] += m3[j] != T(0) ? w3[j] * g[j] : T(0);
+              const T gj = g[j];
+              q[o0[j]] += w0[j] * gj;
+              q[o1[j]] += w1[j] * gj;
+              q[o2[j]] += w2[j] * gj;
+              q[o3[j]] += w3[j] * gj;
             }
           }
         }
         if (!gtheta) continue;
         const T *__restrict dx = r.dx.data(), *__restrict dy = r.dy.data();
         const T* __restrict xv = r.xs.data();
-        T sx_x = 0, sx = 0, sy_x = 0, sy = 0;  // the row's sums, in pixel order
-        for (int64_t j = 0; j < Wo; ++j) {
-          const T a = gx[j] * dx[j], c2 = gy[j] * dy[j];
-          sx_x += a * xv[j]; sx += a; sy_x += c2 * xv[j]; sy += c2;
+        // the row's sums in 16 lanes (pixel j in lane j % 16; the padding lanes hold zeros),
+        // then the lanes in order: a fixed order that vectorises
+        constexpr int64_t L = RowTaps<T>::kBlock;
+        T lx_x[L] = {}, lx[L] = {}, ly_x[L] = {}, ly[L] = {};
+        for (int64_t jb = 0; jb < RowTaps<T>::pad(Wo); jb += L) {
+#pragma omp simd
+          for (int64_t k = 0; k < L; ++k) {
+            const int64_t j = jb + k;
+            const T a = gx[j] * dx[j], c2 = gy[j] * dy[j];
+            lx_x[k] += a * xv[j]; lx[k] += a; ly_x[k] += c2 * xv[j]; ly[k] += c2;
+          }
+        }
+        T sx_x = 0, sx = 0, sy_x = 0, sy = 0;
+        for (int64_t k = 0; k < L; ++k) {
+          sx_x += lx_x[k]; sx += lx[k]; sy_x += ly_x[k]; sy += ly[k];
         }
         acc[0] += sx_x; acc[1] += sx * ys[i]; acc[2] += sx;
         acc[3] += sy_x; acc[4] += sy * ys[i]; acc[5] += sy;
