@@ -93,45 +93,6 @@ struct Axis {
   T bounded(T x) const { return std::min(std::max(x, T(-2)), T(n + 1)); }
 };
 
-// the bilinear taps of a point: the weights (zero for a tap outside) and clamped offsets
-template <typename T>
-struct Taps {
-  T w[4];
-  int64_t o[4];
-  T tx, ty;
-  bool in[4];
-  bool finite;
-};
-
-template <typename T, bool AC>
-inline void taps(T x, T y, const Axis<T, AC>& ax, const Axis<T, AC>& ay, int64_t W, Taps<T>* t) {
-  // a point that is not finite reads NaN weights at pixel 0, as grid_sample's 0 * NaN does
-  const bool finite = std::isfinite(x) && std::isfinite(y);
-  x = finite ? ax.bounded(x) : T(0);
-  y = finite ? ay.bounded(y) : T(0);
-  T fx = std::floor(x), fy = std::floor(y);
-  int64_t x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy);
-  T e = x - fx, n = y - fy;  // distances to the west and north taps
-  T we = T(1) - e, s = T(1) - n;
-  t->tx = e;
-  t->ty = n;
-  bool inx0 = x0 >= 0 && x0 < ax.n, inx1 = x0 + 1 >= 0 && x0 + 1 < ax.n;
-  bool iny0 = y0 >= 0 && y0 < ay.n, iny1 = y0 + 1 >= 0 && y0 + 1 < ay.n;
-  t->finite = finite;
-  t->in[0] = finite && inx0 && iny0; t->in[1] = finite && inx1 && iny0;
-  t->in[2] = finite && inx0 && iny1; t->in[3] = finite && inx1 && iny1;
-  T wt[4] = {s * we, s * e, n * we, n * e};
-  int64_t cx0 = std::min(std::max<int64_t>(x0, 0), ax.n - 1);
-  int64_t cx1 = std::min(std::max<int64_t>(x0 + 1, 0), ax.n - 1);
-  int64_t cy0 = std::min(std::max<int64_t>(y0, 0), ay.n - 1);
-  int64_t cy1 = std::min(std::max<int64_t>(y0 + 1, 0), ay.n - 1);
-  int64_t off[4] = {cy0 * W + cx0, cy0 * W + cx1, cy1 * W + cx0, cy1 * W + cx1};
-  for (int k = 0; k < 4; ++k) {
-    t->w[k] = !finite ? std::numeric_limits<T>::quiet_NaN() : (t->in[k] ? wt[k] : T(0));
-    t->o[k] = off[k];
-  }
-}
-
 // The bilinear taps of one output row, structure of arrays, computed in plain loops that the
 // compiler vectorises: clamped int32 offsets, weights zeroed outside the input (NaN for a point
 // that is not finite), the fractions and the padding's slope for the backward pass.
@@ -324,116 +285,61 @@ void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, co
   });
 }
 
-// forward: rows of output pixels in parallel; per row, the taps of every pixel first, then
-// every channel reads them
-template <typename T, int PAD, bool AC, bool NEAREST>
-void forward_kernel(const T* in, const T* theta, const T* xs, const T* ys, T* out, int64_t B,
-                    int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+// nearest: the tap of a point, or -1 where it reads nothing (outside, or not finite)
+template <typename T, int PAD, bool AC>
+inline int64_t nearest_offset(T gx, T gy, const Axis<T, AC>& ax, const Axis<T, AC>& ay) {
+  const T x = ax.template apply<PAD>(gx), y = ay.template apply<PAD>(gy);
+  const T rx = std::nearbyint(ax.bounded(x)), ry = std::nearbyint(ay.bounded(y));
+  if (!(std::isfinite(rx) && std::isfinite(ry))) return -1;
+  const int64_t xi = static_cast<int64_t>(rx), yi = static_cast<int64_t>(ry);
+  return (xi >= 0 && xi < ax.n && yi >= 0 && yi < ay.n) ? yi * ax.n + xi : -1;
+}
+
+template <typename T, int PAD, bool AC>
+void forward_nearest(const T* in, const T* theta, const T* xs, const T* ys, T* out, int64_t B,
+                     int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
   const Axis<T, AC> ax(W), ay(H);
   at::parallel_for(0, B * Ho, 4, [&](int64_t begin, int64_t end) {
-    std::vector<T> wbuf(4 * Wo);
-    std::vector<int64_t> obuf(4 * Wo);
+    std::vector<int64_t> obuf(Wo);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / Ho, i = r % Ho;
       const T* t = theta + b * 6;
       const T yr0 = t[1] * ys[i], yr1 = t[4] * ys[i];
-      for (int64_t j = 0; j < Wo; ++j) {
-        const T gx = (t[0] * xs[j] + t[2]) + yr0;
-        const T gy = (t[3] * xs[j] + t[5]) + yr1;
-        const T x = ax.template apply<PAD>(gx), y = ay.template apply<PAD>(gy);
-        if (NEAREST) {
-          T rx = std::nearbyint(ax.bounded(x)), ry = std::nearbyint(ay.bounded(y));
-          const bool finite = std::isfinite(rx) && std::isfinite(ry);  // NaN reads nothing
-          int64_t xi = finite ? static_cast<int64_t>(rx) : -1, yi = finite ? static_cast<int64_t>(ry) : -1;
-          bool ok = xi >= 0 && xi < W && yi >= 0 && yi < H;
-          wbuf[j] = ok ? T(1) : T(0);
-          obuf[j] = ok ? yi * W + xi : 0;
-          continue;
-        }
-        Taps<T> tp;
-        taps(x, y, ax, ay, W, &tp);
-        for (int k = 0; k < 4; ++k) {
-          wbuf[k * Wo + j] = tp.w[k];
-          obuf[k * Wo + j] = tp.o[k];
-        }
-      }
+      for (int64_t j = 0; j < Wo; ++j)
+        obuf[j] = nearest_offset<T, PAD, AC>((t[0] * xs[j] + t[2]) + yr0,
+                                             (t[3] * xs[j] + t[5]) + yr1, ax, ay);
       for (int64_t c = 0; c < C; ++c) {
         const T* p = in + (b * C + c) * H * W;
         T* dst = out + (b * C + c) * Ho * Wo + i * Wo;
-        if (NEAREST) {
-          for (int64_t j = 0; j < Wo; ++j) dst[j] = wbuf[j] != T(0) ? p[obuf[j]] : T(0);
-          continue;
-        }
-        const T *w0 = wbuf.data(), *w1 = w0 + Wo, *w2 = w1 + Wo, *w3 = w2 + Wo;
-        const int64_t *o0 = obuf.data(), *o1 = o0 + Wo, *o2 = o1 + Wo, *o3 = o2 + Wo;
-#pragma omp simd
-        for (int64_t j = 0; j < Wo; ++j)
-          dst[j] = p[o0[j]] * w0[j] + p[o1[j]] * w1[j] + p[o2[j]] * w2[j] + p[o3[j]] * w3[j];
+        for (int64_t j = 0; j < Wo; ++j) dst[j] = obuf[j] >= 0 ? p[obuf[j]] : T(0);
       }
     }
   });
 }
 
-// backward: one task per batch item, which owns its slice of the input gradient and its six
-// matrix gradients, summed row by row in a fixed order (no atomics, thread-count independent)
-template <typename T, int PAD, bool AC, bool NEAREST>
-void backward_kernel(const T* go, const T* in, const T* theta, const T* xs, const T* ys, T* gin,
-                     T* gtheta, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho,
-                     int64_t Wo) {
+// nearest has no gradient to the matrix (piecewise constant); the input's, one task per batch
+// item, in pixel order
+template <typename T, int PAD, bool AC>
+void backward_nearest(const T* go, const T* in, const T* theta, const T* xs, const T* ys, T* gin,
+                      T* gtheta, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho,
+                      int64_t Wo) {
+  (void)in;
+  (void)gtheta;
+  if (!gin) return;
   const Axis<T, AC> ax(W), ay(H);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const T* t = theta + b * 6;
-      const T* src = in + b * C * H * W;
-      T* gsrc = gin ? gin + b * C * H * W : nullptr;
-      const T* g = go + b * C * Ho * Wo;
-      T acc[6] = {0, 0, 0, 0, 0, 0};
       for (int64_t i = 0; i < Ho; ++i) {
         const T yr0 = t[1] * ys[i], yr1 = t[4] * ys[i];
-        T sx_x = 0, sx = 0, sy_x = 0, sy = 0;  // row sums of the point gradients
         for (int64_t j = 0; j < Wo; ++j) {
-          const int64_t k = i * Wo + j;
-          const T gx = (t[0] * xs[j] + t[2]) + yr0;
-          const T gy = (t[3] * xs[j] + t[5]) + yr1;
-          T dx, dy;
-          const T x = ax.template apply_grad<PAD>(gx, &dx);
-          const T y = ay.template apply_grad<PAD>(gy, &dy);
-          if (NEAREST) {
-            if (!gsrc) continue;
-            T rx = std::nearbyint(ax.bounded(x)), ry = std::nearbyint(ay.bounded(y));
-            const bool finite = std::isfinite(rx) && std::isfinite(ry);
-            int64_t xi = finite ? static_cast<int64_t>(rx) : -1, yi = finite ? static_cast<int64_t>(ry) : -1;
-            if (xi >= 0 && xi < W && yi >= 0 && yi < H)
-              for (int64_t c = 0; c < C; ++c) gsrc[c * H * W + yi * W + xi] += g[c * Ho * Wo + k];
-            continue;
-          }
-          Taps<T> tp;
-          taps(x, y, ax, ay, W, &tp);
-          const T e = tp.tx, n = tp.ty;
-          T gix = 0, giy = 0;
-          for (int64_t c = 0; c < C; ++c) {
-            const T* p = src + c * H * W;
-            const T gv = g[c * Ho * Wo + k];
-            const T v0 = tp.in[0] ? p[tp.o[0]] : T(0), v1 = tp.in[1] ? p[tp.o[1]] : T(0);
-            const T v2 = tp.in[2] ? p[tp.o[2]] : T(0), v3 = tp.in[3] ? p[tp.o[3]] : T(0);
-            gix += gv * ((v1 - v0) * (T(1) - n) + (v3 - v2) * n);
-            giy += gv * ((v2 - v0) * (T(1) - e) + (v3 - v1) * e);
-            if (gsrc) {
-              T* q = gsrc + c * H * W;
-              for (int m = 0; m < 4; ++m)
-                if (tp.in[m]) q[tp.o[m]] += tp.w[m] * gv;
-            }
-          }
-          if (!tp.finite) gix = giy = std::numeric_limits<T>::quiet_NaN();
-          gix *= dx;
-          giy *= dy;
-          sx_x += gix * xs[j]; sx += gix; sy_x += giy * xs[j]; sy += giy;
+          const int64_t o = nearest_offset<T, PAD, AC>((t[0] * xs[j] + t[2]) + yr0,
+                                                       (t[3] * xs[j] + t[5]) + yr1, ax, ay);
+          if (o < 0) continue;
+          for (int64_t c = 0; c < C; ++c)
+            gin[(b * C + c) * H * W + o] += go[(b * C + c) * Ho * Wo + i * Wo + j];
         }
-        acc[0] += sx_x; acc[1] += sx * ys[i]; acc[2] += sx;
-        acc[3] += sy_x; acc[4] += sy * ys[i]; acc[5] += sy;
       }
-      if (gtheta)
-        for (int q = 0; q < 6; ++q) gtheta[b * 6 + q] = acc[q];
     }
   });
 }
@@ -446,10 +352,10 @@ F pick(int64_t mode, int64_t pad, bool ac, F z0, F z1, F b0, F b1, F r0, F r1) {
   return ac ? z1 : z0;
 }
 
-#define TORCHSTN_TABLE(KERNEL, T, NEAREST)                                                 \
-  pick<T>(mode, pad, ac, KERNEL<T, ZEROS, false, NEAREST>, KERNEL<T, ZEROS, true, NEAREST>,   \
-          KERNEL<T, BORDER, false, NEAREST>, KERNEL<T, BORDER, true, NEAREST>,               \
-          KERNEL<T, REFLECTION, false, NEAREST>, KERNEL<T, REFLECTION, true, NEAREST>)
+#define TORCHSTN_TABLE(KERNEL, T)                                                          \
+  pick<T>(mode, pad, ac, KERNEL<T, ZEROS, false>, KERNEL<T, ZEROS, true>,                     \
+          KERNEL<T, BORDER, false>, KERNEL<T, BORDER, true>, KERNEL<T, REFLECTION, false>,    \
+          KERNEL<T, REFLECTION, true>)
 
 void check_args(const torch::Tensor& input, const torch::Tensor& theta, const torch::Tensor& xs,
                 const torch::Tensor& ys, int64_t mode, int64_t pad) {
@@ -481,13 +387,8 @@ torch::Tensor affine2d_forward(torch::Tensor input, torch::Tensor theta, torch::
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "affine2d_forward", [&] {
     using F = void (*)(const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,
                        scalar_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
-    F f = mode == 1 ? TORCHSTN_TABLE(forward_kernel, scalar_t, true)
-                    : pick<scalar_t>(mode, pad, ac, forward_bilinear<scalar_t, ZEROS, false>,
-                                     forward_bilinear<scalar_t, ZEROS, true>,
-                                     forward_bilinear<scalar_t, BORDER, false>,
-                                     forward_bilinear<scalar_t, BORDER, true>,
-                                     forward_bilinear<scalar_t, REFLECTION, false>,
-                                     forward_bilinear<scalar_t, REFLECTION, true>);
+    F f = mode == 1 ? TORCHSTN_TABLE(forward_nearest, scalar_t)
+                    : TORCHSTN_TABLE(forward_bilinear, scalar_t);
     f(in.data_ptr<scalar_t>(), th.data_ptr<scalar_t>(), cx.data_ptr<scalar_t>(),
       cy.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, C, H, W, Ho, Wo);
   });
@@ -517,13 +418,8 @@ std::vector<torch::Tensor> affine2d_backward(torch::Tensor grad, torch::Tensor i
     using F = void (*)(const scalar_t*, const scalar_t*, const scalar_t*, const scalar_t*,
                        const scalar_t*, scalar_t*, scalar_t*, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t);
-    F f = mode == 1 ? TORCHSTN_TABLE(backward_kernel, scalar_t, true)
-                    : pick<scalar_t>(mode, pad, ac, backward_bilinear<scalar_t, ZEROS, false>,
-                                     backward_bilinear<scalar_t, ZEROS, true>,
-                                     backward_bilinear<scalar_t, BORDER, false>,
-                                     backward_bilinear<scalar_t, BORDER, true>,
-                                     backward_bilinear<scalar_t, REFLECTION, false>,
-                                     backward_bilinear<scalar_t, REFLECTION, true>);
+    F f = mode == 1 ? TORCHSTN_TABLE(backward_nearest, scalar_t)
+                    : TORCHSTN_TABLE(backward_bilinear, scalar_t);
     f(go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), th.data_ptr<scalar_t>(),
       cx.data_ptr<scalar_t>(), cy.data_ptr<scalar_t>(),
       need_input ? gin.data_ptr<scalar_t>() : nullptr,
