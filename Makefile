@@ -38,7 +38,7 @@ browser:
 # the sampler and precision tests again under PyTorch's other CPU kernel paths: reduced-precision
 # kernels differ by instruction set, so a machine with AVX-512 also checks what one without sees
 ISA_TESTS := tests/test_precision.py tests/functional tests/transforms tests/test_module.py tests/test_module3d.py \
-	tests/test_composite.py tests/test_fastconv.py
+	tests/test_composite.py tests/test_fastconv.py tests/test_native.py
 test-isa: setup
 	for cap in default avx2; do \
 	  echo "ATEN_CPU_CAPABILITY=$$cap"; \
