@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchstn import SpatialTransformer, native, transforms, warp
 from torchstn.functional.coords import grid_axes
-from torchstn.native.sample import affine2d_sample
+from torchstn.native.sample import affine2d_sample, affine3d_sample
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,6 +98,59 @@ def test_gradcheck_float64(ext, mode, padding, align_corners) -> None:
     assert gradcheck(fn, (x, theta), eps=1e-6, atol=1e-5)
 
 
+CASES3 = [((5, 7, 6), (4, 6, 9), 0.3), ((6, 6, 6), (6, 6, 6), 3.0)]
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection", "fill"])
+@pytest.mark.parametrize("case", CASES3, ids=["odd-mixed", "far"])
+@pytest.mark.parametrize("name", ["affine3d", "rigid3d", "translation3d"])
+def test_fused_equals_unfused_on_volumes(ext, name, case, padding, align_corners) -> None:
+    ins, out_size, spread = case
+    t = transforms.get(name)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{name}{ins}{padding}".encode()))
+    x = torch.rand(2, 2, *ins, generator=gen)
+    params = t.identity_params() + spread * torch.randn(2, t.num_params, generator=gen)
+    fill = (0.25, -1.0) if padding == "fill" else 0.0
+    args = (x, params, name, out_size, "bilinear", padding, align_corners, fill)
+    fused, unfused = _run(*args, fused=True), _run(*args, fused=False)
+    assert fused[3] == {"fused": 1} and unfused[3] == {"unfused": 1}
+    _assert_same(fused, unfused, 1e-5)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_gradcheck_float64_volumes(ext, padding, align_corners) -> None:
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 1, 4, 5, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    eye = torch.eye(4, dtype=torch.float64)[:3]
+    theta = eye + 0.37 * torch.rand(2, 3, 4, dtype=torch.float64, generator=gen)
+    theta.requires_grad_(True)
+    xs, ys, zs = grid_axes((3, 4, 5), align_corners, dtype=torch.float64)
+
+    def fn(x, theta):
+        return affine3d_sample(x, theta, xs, ys, zs, padding, align_corners)
+
+    assert gradcheck(fn, (x, theta), eps=1e-6, atol=1e-5)
+
+
+def test_volume_backward_is_bitwise_thread_count_independent(ext) -> None:
+    t = transforms.get("affine3d")
+    x = torch.rand(4, 1, 9, 10, 11)
+    params = t.identity_params() + 0.3 * torch.randn(4, 12)
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (2, 1, 2):
+            torch.set_num_threads(threads)
+            runs.append(
+                _run(x, params, "affine3d", (8, 8, 8), "bilinear", "zeros", False, 0.0, True)
+            )
+    finally:
+        torch.set_num_threads(before)
+    for again in runs[1:]:
+        for a, b in zip(runs[0][:3], again[:3]):
+            assert torch.equal(a, b)
+
+
 def test_float64_fused_equals_unfused(ext) -> None:
     t = transforms.get("affine")
     x = torch.rand(2, 3, 12, 9, dtype=torch.float64)
@@ -147,12 +200,14 @@ def test_module_takes_the_fused_path_and_counts_it(ext) -> None:
         ("projective", {}, "perspective division"),
         ("tps", {}, "not a matrix family"),
         ("affine", {"dtype": torch.bfloat16}, "reduced precision"),
+        ("affine3d", {"mode": "nearest"}, "volumes are fused trilinear only"),
+        ("projective3d", {}, "perspective division"),
     ],
 )
 def test_what_the_kernel_does_not_cover_takes_the_unfused_path(ext, name, kwargs, why) -> None:
     t = transforms.get(name)
     dtype = kwargs.pop("dtype", torch.float32)
-    x = torch.rand(2, 1, 9, 9, dtype=dtype)
+    x = torch.rand(2, 1, *(9,) * t.ndim, dtype=dtype)
     params = t.identity_params(dtype) + 0.1 * torch.randn(2, t.num_params, dtype=dtype)
     native.path_counts(reset=True)
     warp(x, params, name, **kwargs)

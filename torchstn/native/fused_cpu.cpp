@@ -371,6 +371,210 @@ void check_args(const torch::Tensor& input, const torch::Tensor& theta, const to
   TORCH_CHECK(pad >= 0 && pad <= 2, "torchstn fused affine2d: padding 0, 1 or 2");
 }
 
+// ---- volumes: the trilinear counterpart, a 3x4 matrix per batch item -----------------------
+
+// the eight trilinear taps of one output row (corner k = (kx, ky, kz) = (k & 1, k >> 1 & 1,
+// k >> 2)), structure of arrays, padded to whole blocks like RowTaps
+template <typename T>
+struct RowTaps3 {
+  static constexpr int64_t kBlock = 16;
+  std::vector<T> w[8], in[8], fx, fy, fz, dx, dy, dz, xs;
+  std::vector<int32_t> o[8];
+  RowTaps3(int64_t n, const T* xs_in) : xs(pad(n), T(0)) {
+    std::copy(xs_in, xs_in + n, xs.begin());
+    n = pad(n);
+    for (auto* v : {&fx, &fy, &fz, &dx, &dy, &dz}) v->resize(n);
+    for (int k = 0; k < 8; ++k) {
+      w[k].resize(n);
+      in[k].resize(n);
+      o[k].resize(n);
+    }
+  }
+  static int64_t pad(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
+};
+
+template <typename T, int PAD, bool AC, bool GRAD>
+void row_taps3(const T* t, T yv, T zv, const T* __restrict xs, int64_t Wo, const Axis<T, AC>& ax,
+               const Axis<T, AC>& ay, const Axis<T, AC>& az, RowTaps3<T>& r) {
+  // x' = ((t0 x + t3) + t1 y) + t2 z per row of the matrix: torchstn's grid's rounding order
+  T c[3], yz[3], tx[3];
+  for (int q = 0; q < 3; ++q) {
+    tx[q] = t[4 * q];
+    c[q] = t[4 * q + 3];
+    yz[q] = t[4 * q + 1] * yv;  // added to the column term, then the slice term
+  }
+  const T zt[3] = {t[2] * zv, t[6] * zv, t[10] * zv};
+  const Axis<T, AC> axl = ax, ayl = ay, azl = az;
+  const int32_t W = static_cast<int32_t>(ax.n), H = static_cast<int32_t>(ay.n);
+  const int32_t D = static_cast<int32_t>(az.n);
+  const T big = std::numeric_limits<T>::max(), nan = std::numeric_limits<T>::quiet_NaN();
+  T* __restrict wp[8];
+  T* __restrict mp[8];
+  int32_t* __restrict op[8];
+  for (int k = 0; k < 8; ++k) {
+    wp[k] = r.w[k].data();
+    mp[k] = r.in[k].data();
+    op[k] = r.o[k].data();
+  }
+  T* __restrict fxs = r.fx.data(); T* __restrict fys = r.fy.data(); T* __restrict fzs = r.fz.data();
+  T* __restrict dxs = r.dx.data(); T* __restrict dys = r.dy.data(); T* __restrict dzs = r.dz.data();
+  const int64_t Wp = RowTaps3<T>::pad(Wo);
+  for (int64_t jb = 0; jb < Wp; jb += RowTaps3<T>::kBlock) {
+#pragma omp simd
+    for (int64_t j = jb; j < jb + RowTaps3<T>::kBlock; ++j) {
+      const T gx = ((tx[0] * xs[j] + c[0]) + yz[0]) + zt[0];
+      const T gy = ((tx[1] * xs[j] + c[1]) + yz[1]) + zt[1];
+      const T gz = ((tx[2] * xs[j] + c[2]) + yz[2]) + zt[2];
+      T x, y, z, sx = T(1), sy = T(1), sz = T(1);
+      if (GRAD) {
+        x = axl.template apply_grad<PAD>(gx, &sx);
+        y = ayl.template apply_grad<PAD>(gy, &sy);
+        z = azl.template apply_grad<PAD>(gz, &sz);
+      } else {
+        x = axl.template apply<PAD>(gx);
+        y = ayl.template apply<PAD>(gy);
+        z = azl.template apply<PAD>(gz);
+      }
+      const bool finite = (std::abs(x) <= big) & (std::abs(y) <= big) & (std::abs(z) <= big);
+      x = finite ? axl.bounded(x) : T(0);
+      y = finite ? ayl.bounded(y) : T(0);
+      z = finite ? azl.bounded(z) : T(0);
+      const T flx = std::floor(x), fly = std::floor(y), flz = std::floor(z);
+      const int32_t ix = static_cast<int32_t>(flx), iy = static_cast<int32_t>(fly);
+      const int32_t iz = static_cast<int32_t>(flz);
+      const T e = x - flx, n = y - fly, f = z - flz;
+      const T wx[2] = {T(1) - e, e}, wy[2] = {T(1) - n, n}, wz[2] = {T(1) - f, f};
+      const bool inx[2] = {static_cast<uint32_t>(ix) < static_cast<uint32_t>(W),
+                           static_cast<uint32_t>(ix + 1) < static_cast<uint32_t>(W)};
+      const bool iny[2] = {static_cast<uint32_t>(iy) < static_cast<uint32_t>(H),
+                           static_cast<uint32_t>(iy + 1) < static_cast<uint32_t>(H)};
+      const bool inz[2] = {static_cast<uint32_t>(iz) < static_cast<uint32_t>(D),
+                           static_cast<uint32_t>(iz + 1) < static_cast<uint32_t>(D)};
+      const int32_t cx[2] = {std::min(std::max(ix, 0), W - 1), std::min(std::max(ix + 1, 0), W - 1)};
+      const int32_t cy[2] = {std::min(std::max(iy, 0), H - 1), std::min(std::max(iy + 1, 0), H - 1)};
+      const int32_t cz[2] = {std::min(std::max(iz, 0), D - 1), std::min(std::max(iz + 1, 0), D - 1)};
+      const T bad = GRAD ? T(0) : nan;
+      for (int k = 0; k < 8; ++k) {
+        const int a = k & 1, b = (k >> 1) & 1, cc = k >> 2;
+        const bool inside = finite & inx[a] & iny[b] & inz[cc];
+        wp[k][j] = finite ? (inside ? (wz[cc] * wy[b]) * wx[a] : T(0)) : bad;
+        op[k][j] = (cz[cc] * H + cy[b]) * W + cx[a];
+        if (GRAD) mp[k][j] = inside ? T(1) : T(0);
+      }
+      if (GRAD) {
+        fxs[j] = e; fys[j] = n; fzs[j] = f;
+        dxs[j] = finite ? sx : nan; dys[j] = finite ? sy : nan; dzs[j] = finite ? sz : nan;
+      }
+    }
+  }
+}
+
+template <typename T, int PAD, bool AC>
+void forward_trilinear(const T* in, const T* theta, const T* xs, const T* ys, const T* zs, T* out,
+                       int64_t B, int64_t C, int64_t D, int64_t H, int64_t W, int64_t Do,
+                       int64_t Ho, int64_t Wo) {
+  const Axis<T, AC> ax(W), ay(H), az(D);
+  at::parallel_for(0, B * Do * Ho, 4, [&](int64_t begin, int64_t end) {
+    RowTaps3<T> r(Wo, xs);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / (Do * Ho), kz = (row / Ho) % Do, i = row % Ho;
+      row_taps3<T, PAD, AC, false>(theta + b * 12, ys[i], zs[kz], r.xs.data(), Wo, ax, ay, az, r);
+      for (int64_t c = 0; c < C; ++c) {
+        const T* __restrict p = in + (b * C + c) * D * H * W;
+        T* __restrict dst = out + ((b * C + c) * Do + kz) * Ho * Wo + i * Wo;
+        const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
+        const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
+        const T *__restrict w4 = r.w[4].data(), *__restrict w5 = r.w[5].data();
+        const T *__restrict w6 = r.w[6].data(), *__restrict w7 = r.w[7].data();
+        const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
+        const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
+        const int32_t *__restrict o4 = r.o[4].data(), *__restrict o5 = r.o[5].data();
+        const int32_t *__restrict o6 = r.o[6].data(), *__restrict o7 = r.o[7].data();
+#pragma omp simd
+        for (int64_t j = 0; j < Wo; ++j)
+          dst[j] = ((p[o0[j]] * w0[j] + p[o1[j]] * w1[j]) + (p[o2[j]] * w2[j] + p[o3[j]] * w3[j])) +
+                   ((p[o4[j]] * w4[j] + p[o5[j]] * w5[j]) + (p[o6[j]] * w6[j] + p[o7[j]] * w7[j]));
+      }
+    }
+  });
+}
+
+// backward: one task per batch item (its input-gradient slice and twelve matrix gradients), in
+// one fixed order, as the 2-D kernel
+template <typename T, int PAD, bool AC>
+void backward_trilinear(const T* go, const T* in, const T* theta, const T* xs, const T* ys,
+                        const T* zs, T* gin, T* gtheta, int64_t B, int64_t C, int64_t D, int64_t H,
+                        int64_t W, int64_t Do, int64_t Ho, int64_t Wo) {
+  const Axis<T, AC> ax(W), ay(H), az(D);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    RowTaps3<T> r(Wo, xs);
+    const int64_t Wp = RowTaps3<T>::pad(Wo);
+    std::vector<T> gv[3];
+    for (auto& v : gv) v.resize(Wp);
+    for (int64_t b = begin; b < end; ++b) {
+      const T* t = theta + b * 12;
+      T acc[12] = {};
+      for (int64_t kz = 0; kz < Do; ++kz) {
+        for (int64_t i = 0; i < Ho; ++i) {
+          row_taps3<T, PAD, AC, true>(t, ys[i], zs[kz], r.xs.data(), Wo, ax, ay, az, r);
+          for (auto& v : gv) std::fill(v.begin(), v.end(), T(0));
+          T* __restrict gx = gv[0].data();
+          T* __restrict gy = gv[1].data();
+          T* __restrict gz = gv[2].data();
+          const T *__restrict e = r.fx.data(), *__restrict n = r.fy.data(), *__restrict f = r.fz.data();
+          for (int64_t c = 0; c < C; ++c) {
+            const T* __restrict p = in + (b * C + c) * D * H * W;
+            const T* __restrict g = go + ((b * C + c) * Do + kz) * Ho * Wo + i * Wo;
+            if (gtheta) {
+              for (int64_t j = 0; j < Wo; ++j) {
+                T v[8];
+                for (int k = 0; k < 8; ++k) v[k] = r.in[k][j] != T(0) ? p[r.o[k][j]] : T(0);
+                const T ex = e[j], ny = n[j], fz = f[j];
+                // differences along x, y, z of the corner values, weighted by the other two axes
+                const T dvx = (T(1) - fz) * ((T(1) - ny) * (v[1] - v[0]) + ny * (v[3] - v[2])) +
+                              fz * ((T(1) - ny) * (v[5] - v[4]) + ny * (v[7] - v[6]));
+                const T dvy = (T(1) - fz) * ((T(1) - ex) * (v[2] - v[0]) + ex * (v[3] - v[1])) +
+                              fz * ((T(1) - ex) * (v[6] - v[4]) + ex * (v[7] - v[5]));
+                const T dvz = (T(1) - ny) * ((T(1) - ex) * (v[4] - v[0]) + ex * (v[5] - v[1])) +
+                              ny * ((T(1) - ex) * (v[6] - v[2]) + ex * (v[7] - v[3]));
+                gx[j] += g[j] * dvx;
+                gy[j] += g[j] * dvy;
+                gz[j] += g[j] * dvz;
+              }
+            }
+            if (gin) {  // serial scatter in pixel order; taps outside have zero weight
+              T* q = gin + (b * C + c) * D * H * W;
+              for (int64_t j = 0; j < Wo; ++j) {
+                const T gj = g[j];
+                for (int k = 0; k < 8; ++k) q[r.o[k][j]] += r.w[k][j] * gj;
+              }
+            }
+          }
+          if (!gtheta) continue;
+          const T* __restrict xv = r.xs.data();
+          const T* dv[3] = {r.dx.data(), r.dy.data(), r.dz.data()};
+          for (int q = 0; q < 3; ++q) {
+            const T* __restrict gq = gv[q].data();
+            const T* __restrict dq = dv[q];
+            T sxx = 0, s1 = 0;
+            for (int64_t j = 0; j < Wo; ++j) {
+              const T a = gq[j] * dq[j];
+              sxx += a * xv[j];
+              s1 += a;
+            }
+            acc[4 * q] += sxx;
+            acc[4 * q + 1] += s1 * ys[i];
+            acc[4 * q + 2] += s1 * zs[kz];
+            acc[4 * q + 3] += s1;
+          }
+        }
+      }
+      if (gtheta)
+        for (int q = 0; q < 12; ++q) gtheta[b * 12 + q] = acc[q];
+    }
+  });
+}
+
 }  // namespace
 
 torch::Tensor affine2d_forward(torch::Tensor input, torch::Tensor theta, torch::Tensor xs,
@@ -428,8 +632,85 @@ std::vector<torch::Tensor> affine2d_backward(torch::Tensor grad, torch::Tensor i
   return {gin, gth};
 }
 
+namespace {
+void check_args3(const torch::Tensor& input, const torch::Tensor& theta, const torch::Tensor& xs,
+                 const torch::Tensor& ys, const torch::Tensor& zs, int64_t pad) {
+  TORCH_CHECK(input.device().is_cpu() && input.dim() == 5,
+              "torchstn fused affine3d: input must be a (B, C, D, H, W) CPU tensor");
+  TORCH_CHECK(input.size(2) * input.size(3) * input.size(4) < (int64_t(1) << 31) - 2,
+              "torchstn fused affine3d: a volume must have fewer than 2^31 voxels");
+  TORCH_CHECK(theta.dim() == 3 && theta.size(0) == input.size(0) && theta.size(1) == 3 &&
+              theta.size(2) == 4, "torchstn fused affine3d: theta must be (B, 3, 4)");
+  TORCH_CHECK(xs.dim() == 1 && ys.dim() == 1 && zs.dim() == 1,
+              "torchstn fused affine3d: xs, ys and zs must be 1-D");
+  for (const auto* v : {&theta, &xs, &ys, &zs})
+    TORCH_CHECK(v->scalar_type() == input.scalar_type(), "torchstn fused affine3d: dtypes differ");
+  TORCH_CHECK(pad >= 0 && pad <= 2, "torchstn fused affine3d: padding 0, 1 or 2");
+}
+}  // namespace
+
+torch::Tensor affine3d_forward(torch::Tensor input, torch::Tensor theta, torch::Tensor xs,
+                               torch::Tensor ys, torch::Tensor zs, int64_t pad, bool ac) {
+  check_args3(input, theta, xs, ys, zs, pad);
+  auto in = input.contiguous();
+  auto th = theta.contiguous();
+  auto cx = xs.contiguous(), cy = ys.contiguous(), cz = zs.contiguous();
+  const int64_t B = in.size(0), C = in.size(1), D = in.size(2), H = in.size(3), W = in.size(4);
+  const int64_t Do = cz.size(0), Ho = cy.size(0), Wo = cx.size(0);
+  auto out = torch::empty({B, C, Do, Ho, Wo}, in.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "affine3d_forward", [&] {
+    auto f = pick<scalar_t>(0, pad, ac, forward_trilinear<scalar_t, ZEROS, false>,
+                            forward_trilinear<scalar_t, ZEROS, true>,
+                            forward_trilinear<scalar_t, BORDER, false>,
+                            forward_trilinear<scalar_t, BORDER, true>,
+                            forward_trilinear<scalar_t, REFLECTION, false>,
+                            forward_trilinear<scalar_t, REFLECTION, true>);
+    f(in.data_ptr<scalar_t>(), th.data_ptr<scalar_t>(), cx.data_ptr<scalar_t>(),
+      cy.data_ptr<scalar_t>(), cz.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, C, D, H, W,
+      Do, Ho, Wo);
+  });
+  return out;
+}
+
+std::vector<torch::Tensor> affine3d_backward(torch::Tensor grad, torch::Tensor input,
+                                             torch::Tensor theta, torch::Tensor xs,
+                                             torch::Tensor ys, torch::Tensor zs, int64_t pad,
+                                             bool ac, bool need_input, bool need_theta) {
+  check_args3(input, theta, xs, ys, zs, pad);
+  TORCH_CHECK(grad.dim() == 5 && grad.size(0) == input.size(0) && grad.size(1) == input.size(1) &&
+              grad.size(2) == zs.size(0) && grad.size(3) == ys.size(0) &&
+              grad.size(4) == xs.size(0) && grad.scalar_type() == input.scalar_type(),
+              "torchstn fused affine3d: bad gradient");
+  auto in = input.contiguous();
+  auto th = theta.contiguous();
+  auto go = grad.contiguous();
+  auto cx = xs.contiguous(), cy = ys.contiguous(), cz = zs.contiguous();
+  const int64_t B = in.size(0), C = in.size(1), D = in.size(2), H = in.size(3), W = in.size(4);
+  const int64_t Do = cz.size(0), Ho = cy.size(0), Wo = cx.size(0);
+  auto gin = need_input ? torch::zeros_like(in) : torch::Tensor();
+  auto gth = need_theta ? torch::zeros({B, 3, 4}, th.options()) : torch::Tensor();
+  if (go.numel() == 0 || (!need_input && !need_theta)) return {gin, gth};
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "affine3d_backward", [&] {
+    auto f = pick<scalar_t>(0, pad, ac, backward_trilinear<scalar_t, ZEROS, false>,
+                            backward_trilinear<scalar_t, ZEROS, true>,
+                            backward_trilinear<scalar_t, BORDER, false>,
+                            backward_trilinear<scalar_t, BORDER, true>,
+                            backward_trilinear<scalar_t, REFLECTION, false>,
+                            backward_trilinear<scalar_t, REFLECTION, true>);
+    f(go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), th.data_ptr<scalar_t>(),
+      cx.data_ptr<scalar_t>(), cy.data_ptr<scalar_t>(), cz.data_ptr<scalar_t>(),
+      need_input ? gin.data_ptr<scalar_t>() : nullptr,
+      need_theta ? gth.data_ptr<scalar_t>() : nullptr, B, C, D, H, W, Do, Ho, Wo);
+  });
+  return {gin, gth};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("affine2d_forward", &affine2d_forward, "fused affine grid + sampling, forward");
   m.def("affine2d_backward", &affine2d_backward,
         "fused affine grid + sampling, gradients to the input and to theta");
+  m.def("affine3d_forward", &affine3d_forward, "fused 3-D affine grid + trilinear sampling");
+  m.def("affine3d_backward", &affine3d_backward,
+        "fused 3-D affine grid + trilinear sampling, gradients to the input and to theta");
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch.autograd.function import once_differentiable
 from ..functional.sample import Fill
 from . import kernels
 
-__all__ = ["MODES", "PADDINGS", "affine2d_sample", "can_fuse"]
+__all__ = ["MODES", "PADDINGS", "affine2d_sample", "affine3d_sample", "can_fuse"]
 
 #: the sampler modes the fused kernel has (the others take the unfused path).
 MODES = {"bilinear": 0, "nearest": 1}
@@ -27,9 +28,9 @@ def can_fuse(x: torch.Tensor, mode: str, padding_mode: str) -> bool:
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.layout == torch.strided
-        and x.dim() == 4
-        and x.shape[-2] * x.shape[-1] < 2**31 - 2  # the kernel's offsets are 32-bit
-        and mode in MODES
+        and x.dim() in (4, 5)
+        and math.prod(x.shape[2:]) < 2**31 - 2  # the kernel's offsets are 32-bit
+        and (mode in MODES if x.dim() == 4 else mode == "bilinear")  # volumes: trilinear only
         and padding_mode in (*PADDINGS, "fill")
     )
 
@@ -105,3 +106,64 @@ def affine2d_sample(
         )
         return out + shift  # type: ignore[no-any-return]
     return _FusedAffine2d.apply(x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
+
+
+class _FusedAffine3d(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        theta: torch.Tensor,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        zs: torch.Tensor,
+        pad: int,
+        align_corners: bool,
+    ) -> torch.Tensor:
+        ext = kernels()
+        assert ext is not None
+        ctx.save_for_backward(x, theta, xs, ys, zs)
+        ctx.settings = (pad, align_corners)
+        return ext.affine3d_forward(x, theta, xs, ys, zs, pad, align_corners)  # type: ignore[no-any-return]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, theta, xs, ys, zs = ctx.saved_tensors
+        pad, align_corners = ctx.settings
+        need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ext = kernels()
+        assert ext is not None
+        gx, gtheta = ext.affine3d_backward(
+            grad, x, theta, xs, ys, zs, pad, align_corners, need_x, need_theta
+        )
+        return (
+            (gx if need_x else None),
+            (gtheta if need_theta else None),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def affine3d_sample(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    zs: torch.Tensor,
+    padding_mode: str,
+    align_corners: bool,
+    fill: Fill = 0.0,
+) -> torch.Tensor:
+    """Trilinear ``grid_sample(x, grid)`` with ``grid[b, k, i, j] = theta[b] @ (xs[j], ys[i],
+    zs[k], 1)``, fused: :func:`affine2d_sample` for ``(B, C, D, H, W)`` volumes and ``(B, 3, 4)``
+    matrices."""
+    pad = "zeros" if padding_mode == "fill" else padding_mode
+    if padding_mode == "fill":
+        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1, 1)
+        out = _FusedAffine3d.apply(x - shift, theta, xs, ys, zs, PADDINGS[pad], align_corners)
+        return out + shift  # type: ignore[no-any-return]
+    return _FusedAffine3d.apply(x, theta, xs, ys, zs, PADDINGS[pad], align_corners)  # type: ignore[no-any-return]

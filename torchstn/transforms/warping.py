@@ -37,7 +37,7 @@ from ..errors import InvalidInputError
 from ..functional.coords import grid_axes, normalized_to_pixel
 from ..functional.resample import SAMPLER_MODES, check_sampler, resample
 from ..functional.sample import Fill
-from ..native.sample import affine2d_sample, can_fuse
+from ..native.sample import affine2d_sample, affine3d_sample, can_fuse
 from . import get
 from .base import MatrixTransform, Transform
 
@@ -108,8 +108,13 @@ def warp_with(
                 native.record_path("fused")
                 matrix = cast(MatrixTransform, transform)
                 matrix.check_params(params)
-                theta = matrix._to_matrix(params)[:, :2, :]
-                xs, ys = grid_axes(out_size, align_corners, dtype=dtype, device=x.device)
+                n = matrix.ndim
+                theta = matrix._to_matrix(params)[:, :n, :]
+                axes = grid_axes(out_size, align_corners, dtype=dtype, device=x.device)
+                if n == 3:
+                    xs, ys, zs = axes
+                    return affine3d_sample(x, theta, xs, ys, zs, padding_mode, align_corners, fill)
+                xs, ys = axes
                 return affine2d_sample(x, theta, xs, ys, mode, padding_mode, align_corners, fill)
         native.record_path("unfused")
         grid = transform(params, out_size, align_corners)
@@ -117,15 +122,15 @@ def warp_with(
 
 
 def _fusable(x: torch.Tensor, transform: Transform, mode: str, padding_mode: str) -> bool:
-    """Whether the fused kernel (:mod:`torchstn.native`) warps ``x`` with ``transform``: a 2-D
-    affine family (the matrix families without perspective division), a fused sampler setting
+    """Whether the fused kernel (:mod:`torchstn.native`) warps ``x`` with ``transform``: an
+    affine family, 2-D or 3-D (the matrix families without perspective division), a fused sampler setting
     and a CPU float tensor, outside tracing and compiling (exports and compiled graphs hold the
     standard operators)."""
     return (
         native.fused_enabled()
         and isinstance(transform, MatrixTransform)
         and transform.is_affine
-        and transform.ndim == 2
+        and x.dim() == transform.ndim + 2
         and can_fuse(x, mode, padding_mode)
         and not is_scripting_or_tracing()
     )
