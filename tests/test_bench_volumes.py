@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from torchstn import native
 from torchstn.bench import GROUPS, group_module, volumes
 from torchstn.bench.markdown import render
 from torchstn.bench.timing import Settings
@@ -58,7 +59,11 @@ def test_every_row_runs_on_a_tiny_volume(quick) -> None:
         for key in ("fwd_ms", "base_fwd_ms", "fwd_bwd_ms", "base_fwd_bwd_ms", "max_abs_diff"):
             assert math.isfinite(row[key]) and row[key] >= 0, (key, row)
         assert row["input"] == "2x2x6x7x8" and row["output"] == "6x7x8"
-    assert _rows(quick, "affine3d", "pytorch")[0]["max_abs_diff"] < 1e-5
+    pytorch = _rows(quick, "affine3d", "pytorch")
+    assert all(r["max_abs_diff"] < 1e-5 for r in pytorch)
+    # the fused kernel's row beside the unfused one, saying which path ran
+    want = "fused" if native.kernels() is not None else "unfused"
+    assert sorted(r["path"] for r in pytorch) == sorted(["unfused", want])
 
 
 @needs_kornia
@@ -87,7 +92,8 @@ def test_rows_are_skipped_without_kornia_and_monai(monkeypatch) -> None:
         ("projective3d", "kornia"): "no kornia",
     }
     assert any("pip install monai" in note for note in result["notes"])
-    assert len(result["headline"]) == 1 and "PyTorch" in result["headline"][0]
+    # PyTorch's rows only: one headline per path (unfused, fused)
+    assert len(result["headline"]) == 2 and all("PyTorch" in h for h in result["headline"])
 
 
 @needs_kornia
@@ -138,4 +144,4 @@ def test_the_cli_runs_only_volumes(tmp_path) -> None:
     assert group["command"] == "torchstn bench --quick --only volumes"
     text = render({"cpu-quick": doc})
     assert f"## {volumes.TITLE}" in text and "| case | input | output | family |" in text
-    assert "| quick | 2x2x6x7x8 | 6x7x8 | affine3d | pytorch |" in text
+    assert "| quick | 2x2x6x7x8 | 6x7x8 | affine3d | unfused | pytorch |" in text
