@@ -18,6 +18,7 @@ from torchstn import (
     TorchSTNError,
     UnknownNameError,
     functional,
+    native,
     transforms,
 )
 
@@ -270,8 +271,14 @@ class TestFiniteChecks:
         st = SpatialTransformer((1, 6, 6), name, out_size=(4, 5))
         x = torch.rand(3, 1, 6, 6)
         calls = self._count_isfinite(monkeypatch)
-        st(x)
+        with native.use_fused(False):
+            st(x)
         assert calls == [3 * st.transform.num_params]  # the (B, P) params, once
+        calls.clear()
+        native.path_counts(reset=True)
+        st(x)
+        if native.path_counts(reset=True) == {"fused": 1}:
+            assert calls == []  # the fused kernel checks the matrix where it reads it
         calls.clear()
         with torchstn.set_finite_checks(False):
             st(x)

@@ -16,7 +16,8 @@ import torch
 from torch.autograd import gradcheck
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchstn import SpatialTransformer, native, transforms, warp
+import torchstn
+from torchstn import NonFiniteError, SpatialTransformer, native, transforms, warp
 from torchstn.functional.coords import grid_axes
 from torchstn.native.sample import affine2d_sample, affine3d_sample
 
@@ -253,9 +254,27 @@ def test_dispatched_ops_and_host_syncs_of_a_module_step(ext) -> None:
     assert "grid_sampler_2d" in unfused and "grid_sampler_2d" not in fused
     assert "grid_sampler_2d_backward" not in fused
     assert sum(fused.values()) < sum(unfused.values())
-    # the finite check reads one flag back per forward (issue 25 wants none); it must not grow
-    assert fused["_local_scalar_dense"] <= 1 and unfused["_local_scalar_dense"] <= 1
+    # host syncs: the unfused finite check reads one flag back per forward; the fused kernel
+    # checks the matrix where it reads it and reads nothing back
+    assert fused["_local_scalar_dense"] == 0 and unfused["_local_scalar_dense"] <= 1
     assert sum(fused.values()) <= 100, fused
+
+
+@pytest.mark.parametrize("name", ["affine", "affine3d"])
+def test_the_fused_finite_check_keeps_its_guarantee_and_message(ext, name) -> None:
+    t = transforms.get(name)
+    x = torch.rand(2, 1, *(6,) * t.ndim)
+    params = t.identity_params().repeat(2, 1)
+    params[1, 0] = float("nan")
+    messages = []
+    for fused in (True, False):
+        with native.use_fused(fused), pytest.raises(NonFiniteError) as info:
+            warp(x, params, name)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] == "params: contains 1 NaN or Inf value(s)"
+    with torchstn.set_finite_checks(False):  # switched off: NaN flows through, as unfused
+        out = warp(x, params, name)
+    assert bool(out[1].isnan().all()) and bool(out[0].isfinite().all())
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -575,13 +575,26 @@ void backward_trilinear(const T* go, const T* in, const T* theta, const T* xs, c
   });
 }
 
+// the finite check, where the kernel reads the matrix (on the CPU, with no flag read back
+// through the dispatcher): torchstn.native turns this error into NonFiniteError
+void check_finite_matrix(const torch::Tensor& theta) {
+  AT_DISPATCH_FLOATING_TYPES(theta.scalar_type(), "check_finite_matrix", [&] {
+    const scalar_t* p = theta.data_ptr<scalar_t>();
+    bool ok = true;
+    for (int64_t k = 0; k < theta.numel(); ++k) ok &= std::isfinite(p[k]);
+    TORCH_CHECK(ok, "torchstn-nonfinite-matrix");
+  });
+}
+
 }  // namespace
 
 torch::Tensor affine2d_forward(torch::Tensor input, torch::Tensor theta, torch::Tensor xs,
-                               torch::Tensor ys, int64_t mode, int64_t pad, bool ac) {
+                               torch::Tensor ys, int64_t mode, int64_t pad, bool ac,
+                               bool check_finite) {
   check_args(input, theta, xs, ys, mode, pad);
   auto in = input.contiguous();
   auto th = theta.contiguous();
+  if (check_finite) check_finite_matrix(th);
   auto cx = xs.contiguous();
   auto cy = ys.contiguous();
   const int64_t B = in.size(0), C = in.size(1), H = in.size(2), W = in.size(3);
@@ -650,10 +663,12 @@ void check_args3(const torch::Tensor& input, const torch::Tensor& theta, const t
 }  // namespace
 
 torch::Tensor affine3d_forward(torch::Tensor input, torch::Tensor theta, torch::Tensor xs,
-                               torch::Tensor ys, torch::Tensor zs, int64_t pad, bool ac) {
+                               torch::Tensor ys, torch::Tensor zs, int64_t pad, bool ac,
+                               bool check_finite) {
   check_args3(input, theta, xs, ys, zs, pad);
   auto in = input.contiguous();
   auto th = theta.contiguous();
+  if (check_finite) check_finite_matrix(th);
   auto cx = xs.contiguous(), cy = ys.contiguous(), cz = zs.contiguous();
   const int64_t B = in.size(0), C = in.size(1), D = in.size(2), H = in.size(3), W = in.size(4);
   const int64_t Do = cz.size(0), Ho = cy.size(0), Wo = cx.size(0);

@@ -46,12 +46,13 @@ class _FusedAffine2d(torch.autograd.Function):
         mode: int,
         pad: int,
         align_corners: bool,
+        check_finite: bool,
     ) -> torch.Tensor:
         ext = kernels()
         assert ext is not None
         ctx.save_for_backward(x, theta, xs, ys)
         ctx.settings = (mode, pad, align_corners)
-        return ext.affine2d_forward(x, theta, xs, ys, mode, pad, align_corners)  # type: ignore[no-any-return]
+        return ext.affine2d_forward(x, theta, xs, ys, mode, pad, align_corners, check_finite)  # type: ignore[no-any-return]
 
     @staticmethod
     @once_differentiable
@@ -67,11 +68,7 @@ class _FusedAffine2d(torch.autograd.Function):
         return (
             (gx if need_x else None),
             (gtheta if need_theta else None),
-            None,
-            None,
-            None,
-            None,
-            None,
+            *(None,) * 6,  # the axes and the settings
         )
 
 
@@ -84,6 +81,7 @@ def affine2d_sample(
     padding_mode: str,
     align_corners: bool,
     fill: Fill = 0.0,
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """``grid_sample(x, grid)`` with ``grid[b, i, j] = theta[b] @ (xs[j], ys[i], 1)``, fused.
 
@@ -94,6 +92,8 @@ def affine2d_sample(
             (:func:`torchstn.functional.grid_axes`).
         mode, padding_mode, align_corners, fill: as :func:`torchstn.functional.sample`
             (``can_fuse`` tells which are fused).
+        check_finite: raise ``RuntimeError("torchstn-nonfinite-matrix")`` where ``theta``
+            holds NaN or Inf (checked in the kernel: no value read back through the dispatcher).
 
     Returns:
         ``(B, C, Ho, Wo)``; call it only where :func:`kernels` is not ``None``.
@@ -102,10 +102,12 @@ def affine2d_sample(
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
         out = _FusedAffine2d.apply(
-            x - shift, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners
+            x - shift, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite
         )
         return out + shift  # type: ignore[no-any-return]
-    return _FusedAffine2d.apply(x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
+    return _FusedAffine2d.apply(
+        x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite
+    )  # type: ignore[no-any-return]
 
 
 class _FusedAffine3d(torch.autograd.Function):
@@ -119,12 +121,13 @@ class _FusedAffine3d(torch.autograd.Function):
         zs: torch.Tensor,
         pad: int,
         align_corners: bool,
+        check_finite: bool,
     ) -> torch.Tensor:
         ext = kernels()
         assert ext is not None
         ctx.save_for_backward(x, theta, xs, ys, zs)
         ctx.settings = (pad, align_corners)
-        return ext.affine3d_forward(x, theta, xs, ys, zs, pad, align_corners)  # type: ignore[no-any-return]
+        return ext.affine3d_forward(x, theta, xs, ys, zs, pad, align_corners, check_finite)  # type: ignore[no-any-return]
 
     @staticmethod
     @once_differentiable
@@ -140,11 +143,7 @@ class _FusedAffine3d(torch.autograd.Function):
         return (
             (gx if need_x else None),
             (gtheta if need_theta else None),
-            None,
-            None,
-            None,
-            None,
-            None,
+            *(None,) * 6,  # the axes and the settings
         )
 
 
@@ -157,6 +156,7 @@ def affine3d_sample(
     padding_mode: str,
     align_corners: bool,
     fill: Fill = 0.0,
+    check_finite: bool = False,
 ) -> torch.Tensor:
     """Trilinear ``grid_sample(x, grid)`` with ``grid[b, k, i, j] = theta[b] @ (xs[j], ys[i],
     zs[k], 1)``, fused: :func:`affine2d_sample` for ``(B, C, D, H, W)`` volumes and ``(B, 3, 4)``
@@ -164,6 +164,8 @@ def affine3d_sample(
     pad = "zeros" if padding_mode == "fill" else padding_mode
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1, 1)
-        out = _FusedAffine3d.apply(x - shift, theta, xs, ys, zs, PADDINGS[pad], align_corners)
+        out = _FusedAffine3d.apply(
+            x - shift, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite
+        )
         return out + shift  # type: ignore[no-any-return]
-    return _FusedAffine3d.apply(x, theta, xs, ys, zs, PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
+    return _FusedAffine3d.apply(x, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]

@@ -204,14 +204,19 @@ class Transform(nn.Module):
     def check_params(self, params: torch.Tensor, name: str = "params") -> torch.Tensor:
         """Validate a ``(B, P)`` batch of params (shape, dtype and, unless switched off with
         :class:`torchstn.set_finite_checks`, finiteness)."""
+        self._check_param_shape(params, name)
+        check_finite(params, name)
+        return params
+
+    def _check_param_shape(self, params: torch.Tensor, name: str = "params") -> None:
+        """:meth:`check_params` without the finiteness check (which reads a flag back from the
+        device; the fused kernels check the matrix where they read it)."""
         check_tensor(params, name, ndim=2)
         if params.shape[1] != self.num_params:
             raise InvalidInputError(
                 f"{name}: the {self.name!r} transform takes {self.num_params} params, "
                 f"got shape {tuple(params.shape)}"
             )
-        check_finite(params, name)
-        return params
 
     # ----------------------------------------------------------------- geometry
     def map_points(self, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

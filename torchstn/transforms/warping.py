@@ -32,8 +32,14 @@ from typing import Any, cast
 import torch
 
 from .. import native
-from .._checks import check_positive, check_tensor, is_scripting_or_tracing
-from ..errors import InvalidInputError
+from .._checks import (
+    check_finite,
+    check_positive,
+    check_tensor,
+    finite_checks_enabled,
+    is_scripting_or_tracing,
+)
+from ..errors import InvalidInputError, NonFiniteError
 from ..functional.coords import grid_axes, normalized_to_pixel
 from ..functional.resample import SAMPLER_MODES, check_sampler, resample
 from ..functional.sample import Fill
@@ -106,19 +112,48 @@ def warp_with(
             ext = native.kernels()
             if ext is not None:
                 native.record_path("fused")
-                matrix = cast(MatrixTransform, transform)
-                matrix.check_params(params)
-                n = matrix.ndim
-                theta = matrix._to_matrix(params)[:, :n, :]
-                axes = grid_axes(out_size, align_corners, dtype=dtype, device=x.device)
-                if n == 3:
-                    xs, ys, zs = axes
-                    return affine3d_sample(x, theta, xs, ys, zs, padding_mode, align_corners, fill)
-                xs, ys = axes
-                return affine2d_sample(x, theta, xs, ys, mode, padding_mode, align_corners, fill)
+                return _fused_warp(
+                    x, params, cast(MatrixTransform, transform), out_size, mode, padding_mode,
+                    align_corners, fill,
+                )  # fmt: skip
         native.record_path("unfused")
         grid = transform(params, out_size, align_corners)
         return resample(x, grid, mode, padding_mode, align_corners, fill, sigma)
+
+
+def _fused_warp(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    matrix: MatrixTransform,
+    out_size: tuple[int, ...],
+    mode: str,
+    padding_mode: str,
+    align_corners: bool,
+    fill: Fill,
+) -> torch.Tensor:
+    """The fused kernel's warp. The finite check runs in the kernel, where it reads the matrix:
+    no flag is read back through the dispatcher (on a GPU that read would stall the stream);
+    params with NaN or Inf raise the same :class:`NonFiniteError` as the unfused path."""
+    matrix._check_param_shape(params)
+    checking = finite_checks_enabled()
+    n = matrix.ndim
+    theta = matrix._to_matrix(params)[:, :n, :]
+    axes = grid_axes(out_size, align_corners, dtype=x.dtype, device=x.device)
+    try:
+        if n == 3:
+            xs, ys, zs = axes
+            return affine3d_sample(
+                x, theta, xs, ys, zs, padding_mode, align_corners, fill, checking
+            )
+        xs, ys = axes
+        return affine2d_sample(x, theta, xs, ys, mode, padding_mode, align_corners, fill, checking)
+    except RuntimeError as e:
+        if "torchstn-nonfinite-matrix" not in str(e):
+            raise
+    check_finite(params, "params")  # the message of the unfused path, with the count
+    raise NonFiniteError(
+        f"params: finite, but the {matrix.name!r} matrix they give holds NaN or Inf"
+    )
 
 
 def _fusable(x: torch.Tensor, transform: Transform, mode: str, padding_mode: str) -> bool:
