@@ -330,3 +330,33 @@ def test_a_corrupt_cached_library_falls_back_with_a_reason(tmp_path) -> None:
     status, counts, same = run.stdout.splitlines()[-3:]
     assert "'cpu': False" in status and "unavailable" in status
     assert counts == "{'unfused': 2}" and same == "True"
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_two_processes_building_at_once_build_once(tmp_path) -> None:
+    """Two processes on one empty cache folder: one compiles, the other waits on the lock and
+    loads the same library; no build folder or half library is left behind."""
+    code = """
+        import torchstn.native as native
+        assert native.kernels() is not None, native.status()
+        print(native.status()["cpu_detail"])
+    """
+    env = {**os.environ, "TORCHSTN_NATIVE_DIR": str(tmp_path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    details = sorted(out.strip().split(":", 1)[0] for out, _ in outs)
+    assert details == ["built", "cached"]  # the second found the first's library
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert [n for n in names if n.endswith(".so")] == [f"torchstn_fused_{native.build_key()}.so"]
+    assert not [n for n in names if ".build-" in n]

@@ -133,7 +133,7 @@ def _import(name: str, path: Path) -> ModuleType:
     return module
 
 
-def _build(name: str, final: Path) -> ModuleType:
+def _build(name: str, final: Path) -> tuple[ModuleType, str]:
     """Compile into a private folder and move the library into place in one rename, under a
     lock that dies with its process: a build killed halfway leaves no half library and no lock
     behind, and two processes build once."""
@@ -149,7 +149,7 @@ def _build(name: str, final: Path) -> ModuleType:
         except ImportError:  # no fcntl (Windows): two builds may race, the rename is atomic
             pass
         if final.exists():  # built by another process while this one waited
-            return _import(name, final)
+            return _import(name, final), "cached"
         for stale in final.parent.glob(f"{name}.build-*"):  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f"{name}.build-", dir=final.parent))
@@ -183,7 +183,7 @@ def _build(name: str, final: Path) -> ModuleType:
         finally:
             os.environ["PATH"] = path
             shutil.rmtree(work, ignore_errors=True)
-    return _import(name, final)
+    return _import(name, final), "built"
 
 
 def kernels() -> ModuleType | None:
@@ -203,7 +203,7 @@ def kernels() -> ModuleType | None:
             if final.exists():
                 module, how = _import(name, final), "cached"
             else:
-                module, how = _build(name, final), "built"
+                module, how = _build(name, final)
             _state.update(module=module, reason=f"{how}: {final}")
         except Exception as e:  # no compiler, no ninja, a read-only cache: the unfused path
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
