@@ -360,3 +360,53 @@ def test_two_processes_building_at_once_build_once(tmp_path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert [n for n in names if n.endswith(".so")] == [f"torchstn_fused_{native.build_key()}.so"]
     assert not [n for n in names if ".build-" in n]
+
+
+def _run_field(x, u, padding, ac, fill, fused):
+    from torchstn import fields
+
+    x = x.detach().clone().requires_grad_(True)
+    u = u.detach().clone().requires_grad_(True)
+    native.path_counts(reset=True)
+    with native.use_fused(fused):
+        out = fields.warp(x, u, "bilinear", padding, ac, fill)
+    counts = native.path_counts(reset=True)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype)
+    (out * weights).sum().backward()
+    return out.detach(), x.grad, u.grad, counts
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection", "fill"])
+@pytest.mark.parametrize(("h", "w", "amp"), [(9, 11, 2.0), (16, 16, 12.0), (2, 7, 1.5)])
+def test_fused_field_warp_equals_unfused(ext, padding, h, w, amp, align_corners) -> None:
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{padding}{h}{w}".encode()))
+    x = torch.rand(2, 3, h, w, generator=gen)
+    u = amp * torch.randn(2, 2, h, w, generator=gen)
+    fill = (0.25, -1.0, 0.5) if padding == "fill" else 0.0
+    fused = _run_field(x, u, padding, align_corners, fill, True)
+    unfused = _run_field(x, u, padding, align_corners, fill, False)
+    assert fused[3] == {"fused": 1} and unfused[3] == {"unfused": 1}
+    for got, want in zip(fused[:3], unfused[:3]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_field_warp_of_a_one_pixel_side_keeps_the_unfused_behaviour(ext) -> None:
+    # align_corners=True: a side of one pixel has no extent, grid_sample reads pixel 0 there
+    x, u = torch.rand(1, 1, 1, 7), torch.full((1, 2, 1, 7), 1.5)
+    assert _run_field(x, u, "zeros", True, 0.0, True)[3] == {"unfused": 1}
+    assert _run_field(x, u, "zeros", False, 0.0, True)[3] == {"fused": 1}
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_gradcheck_float64_field(ext, padding) -> None:
+    from torchstn.native.sample import field2d_sample
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 2, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    # off-integer points (bilinear is smooth there), some outside
+    u = (2.3 * torch.rand(2, 2, 5, 6, dtype=torch.float64, generator=gen) - 1.1).requires_grad_()
+
+    def fn(x, u):
+        return field2d_sample(x, u, padding, False)
+
+    assert gradcheck(fn, (x, u), eps=1e-6, atol=1e-5)

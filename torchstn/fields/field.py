@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .. import native
 from .._checks import (
     check_choice,
     check_finite,
@@ -51,6 +52,7 @@ from ..errors import InvalidInputError
 from ..functional.coords import base_grid, normalized_matrix_to_pixel
 from ..functional.resample import check_sampler, resample
 from ..functional.sample import PADDING_MODES, Fill
+from ..native.sample import can_fuse, field2d_sample
 
 __all__ = [
     "Inverse",
@@ -292,8 +294,28 @@ def warp(
     value = check_sampler(mode, padding_mode, fill, x.shape[1], n)
     sigma = check_positive(sigma, "sigma")
     x, u = _batched(x, u)
+    if _fusable(x, n, mode, padding_mode, align_corners):  # the fused kernel: no grid
+        native.record_path("fused")
+        return field2d_sample(x, u.to(x.dtype), padding_mode, align_corners, value)
+    native.record_path("unfused")
     grid = _to_grid(u.to(x.dtype), align_corners)
     return resample(x, grid, mode, padding_mode, align_corners, value, sigma)
+
+
+def _fusable(x: torch.Tensor, n: int, mode: str, padding_mode: str, align_corners: bool) -> bool:
+    """Whether :func:`warp` takes the fused kernel of :mod:`torchstn.native` (2-D, bilinear,
+    CPU float, outside tracing and compiling; the rest takes the grid and the sampler). With
+    ``align_corners`` a side of one pixel has no normalised extent (grid_sample reads pixel 0
+    wherever the field points): those keep the unfused path's behaviour."""
+    return (
+        n == 2
+        and not (align_corners and min(x.shape[2:]) == 1)
+        and mode == "bilinear"
+        and native.fused_enabled()
+        and can_fuse(x, mode, padding_mode)
+        and not is_scripting_or_tracing()
+        and native.kernels() is not None
+    )
 
 
 def warp_labels(

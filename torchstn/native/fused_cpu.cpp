@@ -89,6 +89,26 @@ struct Axis {
     return x;
   }
 
+  // the padding of a point already in pixels (dense fields): apply / apply_grad without the
+  // unnormalisation and its scale
+  template <int PAD>
+  T pad_px(T x) const {
+    if (PAD == BORDER) return clip(x);
+    if (PAD == REFLECTION) return clip(reflect(x));
+    return x;
+  }
+
+  template <int PAD>
+  T pad_px_grad(T x, T* d) const {
+    if (PAD == ZEROS) { *d = T(1); return x; }
+    if (PAD == BORDER) { T c; x = clip_grad(x, &c); *d = c; return x; }
+    T r, c;
+    x = reflect_grad(x, &r);
+    x = clip_grad(x, &c);
+    *d = c * r;
+    return x;
+  }
+
   // a coordinate kept finite and outside every tap when it is far outside (no int overflow)
   T bounded(T x) const { return std::min(std::max(x, T(-2)), T(n + 1)); }
 };
@@ -102,10 +122,11 @@ struct RowTaps {
   std::vector<int32_t> o[4];
   std::vector<T> in[4];  // 1 where the tap lies inside the input, else 0
   static constexpr int64_t kBlock = 16;  // rows are padded to whole blocks: no scalar tail
-  std::vector<T> xs;
+  std::vector<T> xs, ux, uy;  // ux, uy: a row of a dense field, copied into padded buffers
   RowTaps(int64_t n, const T* xs_in)
-      : fx(pad(n)), fy(pad(n)), dx(pad(n)), dy(pad(n)), xs(pad(n), T(0)) {
-    std::copy(xs_in, xs_in + n, xs.begin());
+      : fx(pad(n)), fy(pad(n)), dx(pad(n)), dy(pad(n)), xs(pad(n), T(0)), ux(pad(n), T(0)),
+        uy(pad(n), T(0)) {
+    if (xs_in) std::copy(xs_in, xs_in + n, xs.begin());
     n = pad(n);
     for (int k = 0; k < 4; ++k) {
       w[k].resize(n);
@@ -116,12 +137,17 @@ struct RowTaps {
   static int64_t pad(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
 };
 
-template <typename T, int PAD, bool AC, bool GRAD>
+// FIELD: the points are the row's pixels moved by a dense field (r.ux, r.uy, in pixels; yv is
+// the row's index and t is unused); otherwise the matrix t applied to (xs[j], yv)
+template <typename T, int PAD, bool AC, bool GRAD, bool FIELD = false>
 void row_taps(const T* t, T yv, const T* __restrict xs, int64_t Wo, const Axis<T, AC>& ax,
               const Axis<T, AC>& ay, RowTaps<T>& r) {
   // the matrix and the axes' constants in locals: no load in the loop that a store may alias
-  const T t0 = t[0], t2 = t[2], t3 = t[3], t5 = t[5];
-  const T yr0 = t[1] * yv, yr1 = t[4] * yv;
+  const T t0 = FIELD ? T(0) : t[0], t2 = FIELD ? T(0) : t[2];
+  const T t3 = FIELD ? T(0) : t[3], t5 = FIELD ? T(0) : t[5];
+  const T yr0 = FIELD ? T(0) : t[1] * yv, yr1 = FIELD ? T(0) : t[4] * yv;
+  const T* __restrict ux = r.ux.data();
+  const T* __restrict uy = r.uy.data();
   const Axis<T, AC> axl = ax, ayl = ay;
   const int32_t W = static_cast<int32_t>(ax.n), H = static_cast<int32_t>(ay.n);
   const T big = std::numeric_limits<T>::max();
@@ -137,15 +163,26 @@ void row_taps(const T* t, T yv, const T* __restrict xs, int64_t Wo, const Axis<T
   for (int64_t jb = 0; jb < Wp; jb += RowTaps<T>::kBlock) {
 #pragma omp simd
   for (int64_t j = jb; j < jb + RowTaps<T>::kBlock; ++j) {
-    const T gx = (t0 * xs[j] + t2) + yr0;
-    const T gy = (t3 * xs[j] + t5) + yr1;
     T x, y, sx = T(1), sy = T(1);
-    if (GRAD) {
-      x = axl.template apply_grad<PAD>(gx, &sx);
-      y = ayl.template apply_grad<PAD>(gy, &sy);
+    if (FIELD) {
+      const T px = static_cast<T>(j) + ux[j], py = yv + uy[j];
+      if (GRAD) {
+        x = axl.template pad_px_grad<PAD>(px, &sx);
+        y = ayl.template pad_px_grad<PAD>(py, &sy);
+      } else {
+        x = axl.template pad_px<PAD>(px);
+        y = ayl.template pad_px<PAD>(py);
+      }
     } else {
-      x = axl.template apply<PAD>(gx);
-      y = ayl.template apply<PAD>(gy);
+      const T gx = (t0 * xs[j] + t2) + yr0;
+      const T gy = (t3 * xs[j] + t5) + yr1;
+      if (GRAD) {
+        x = axl.template apply_grad<PAD>(gx, &sx);
+        y = ayl.template apply_grad<PAD>(gy, &sy);
+      } else {
+        x = axl.template apply<PAD>(gx);
+        y = ayl.template apply<PAD>(gy);
+      }
     }
     const bool finite = (std::abs(x) <= big) & (std::abs(y) <= big);
     x = finite ? axl.bounded(x) : T(0);
@@ -281,6 +318,91 @@ void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, co
       }
       if (gtheta)
         for (int q = 0; q < 6; ++q) gtheta[b * 6 + q] = acc[q];
+    }
+  });
+}
+
+// ---- dense fields, 2-D: output(p) = input(p + u(p)), u in pixels, (B, 2, H, W) ------------
+
+template <typename T, int PAD, bool AC>
+void forward_field2d(const T* in, const T* u, T* out, int64_t B, int64_t C, int64_t H, int64_t W) {
+  const Axis<T, AC> ax(W), ay(H);
+  at::parallel_for(0, B * H, 4, [&](int64_t begin, int64_t end) {
+    RowTaps<T> r(W, nullptr);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / H, i = row % H;
+      std::copy(u + (b * 2 * H + i) * W, u + (b * 2 * H + i) * W + W, r.ux.begin());
+      std::copy(u + ((b * 2 + 1) * H + i) * W, u + ((b * 2 + 1) * H + i) * W + W, r.uy.begin());
+      row_taps<T, PAD, AC, false, true>(nullptr, static_cast<T>(i), r.xs.data(), W, ax, ay, r);
+      const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
+      const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
+      const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
+      const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
+      for (int64_t c = 0; c < C; ++c) {
+        const T* __restrict p = in + (b * C + c) * H * W;
+        T* __restrict dst = out + (b * C + c) * H * W + i * W;
+#pragma omp simd
+        for (int64_t j = 0; j < W; ++j)
+          dst[j] = p[o0[j]] * w0[j] + p[o1[j]] * w1[j] + p[o2[j]] * w2[j] + p[o3[j]] * w3[j];
+      }
+    }
+  });
+}
+
+// backward: one task per batch item (its input-gradient slice; the field's gradient is per pixel)
+template <typename T, int PAD, bool AC>
+void backward_field2d(const T* go, const T* in, const T* u, T* gin, T* gu, int64_t B, int64_t C,
+                      int64_t H, int64_t W) {
+  const Axis<T, AC> ax(W), ay(H);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    RowTaps<T> r(W, nullptr);
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t i = 0; i < H; ++i) {
+        std::copy(u + (b * 2 * H + i) * W, u + (b * 2 * H + i) * W + W, r.ux.begin());
+        std::copy(u + ((b * 2 + 1) * H + i) * W, u + ((b * 2 + 1) * H + i) * W + W, r.uy.begin());
+        row_taps<T, PAD, AC, true, true>(nullptr, static_cast<T>(i), r.xs.data(), W, ax, ay, r);
+        const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
+        const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
+        const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
+        const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
+        const T *__restrict m0 = r.in[0].data(), *__restrict m1 = r.in[1].data();
+        const T *__restrict m2 = r.in[2].data(), *__restrict m3 = r.in[3].data();
+        const T *__restrict e = r.fx.data(), *__restrict n = r.fy.data();
+        T* __restrict gx = gu ? gu + (b * 2 * H + i) * W : nullptr;
+        T* __restrict gy = gu ? gu + ((b * 2 + 1) * H + i) * W : nullptr;
+        for (int64_t c = 0; c < C; ++c) {
+          const T* __restrict p = in + (b * C + c) * H * W;
+          const T* __restrict g = go + (b * C + c) * H * W + i * W;
+          if (gu) {
+#pragma omp simd
+            for (int64_t j = 0; j < W; ++j) {
+              const T l0 = p[o0[j]], l1 = p[o1[j]], l2 = p[o2[j]], l3 = p[o3[j]];
+              const T v0 = m0[j] != T(0) ? l0 : T(0), v1 = m1[j] != T(0) ? l1 : T(0);
+              const T v2 = m2[j] != T(0) ? l2 : T(0), v3 = m3[j] != T(0) ? l3 : T(0);
+              gx[j] += g[j] * ((v1 - v0) * (T(1) - n[j]) + (v3 - v2) * n[j]);
+              gy[j] += g[j] * ((v2 - v0) * (T(1) - e[j]) + (v3 - v1) * e[j]);
+            }
+          }
+          if (gin) {
+            T* q = gin + (b * C + c) * H * W;
+            for (int64_t j = 0; j < W; ++j) {
+              const T gj = g[j];
+              q[o0[j]] += w0[j] * gj;
+              q[o1[j]] += w1[j] * gj;
+              q[o2[j]] += w2[j] * gj;
+              q[o3[j]] += w3[j] * gj;
+            }
+          }
+        }
+        if (gu) {
+          const T *__restrict dx = r.dx.data(), *__restrict dy = r.dy.data();
+#pragma omp simd
+          for (int64_t j = 0; j < W; ++j) {
+            gx[j] *= dx[j];
+            gy[j] *= dy[j];
+          }
+        }
+      }
     }
   });
 }
@@ -721,10 +843,66 @@ std::vector<torch::Tensor> affine3d_backward(torch::Tensor grad, torch::Tensor i
   return {gin, gth};
 }
 
+torch::Tensor field2d_forward(torch::Tensor input, torch::Tensor field, int64_t pad, bool ac) {
+  TORCH_CHECK(input.device().is_cpu() && input.dim() == 4 && field.dim() == 4 &&
+              field.size(0) == input.size(0) && field.size(1) == 2 &&
+              field.size(2) == input.size(2) && field.size(3) == input.size(3) &&
+              field.scalar_type() == input.scalar_type(),
+              "torchstn fused field2d: input (B, C, H, W) and field (B, 2, H, W), one dtype");
+  TORCH_CHECK(input.size(2) * input.size(3) < (int64_t(1) << 31) - 2 && pad >= 0 && pad <= 2,
+              "torchstn fused field2d: too large an image, or a bad padding");
+  auto in = input.contiguous();
+  auto u = field.contiguous();
+  const int64_t B = in.size(0), C = in.size(1), H = in.size(2), W = in.size(3);
+  auto out = torch::empty_like(in);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "field2d_forward", [&] {
+    auto f = pick<scalar_t>(0, pad, ac, forward_field2d<scalar_t, ZEROS, false>,
+                            forward_field2d<scalar_t, ZEROS, true>,
+                            forward_field2d<scalar_t, BORDER, false>,
+                            forward_field2d<scalar_t, BORDER, true>,
+                            forward_field2d<scalar_t, REFLECTION, false>,
+                            forward_field2d<scalar_t, REFLECTION, true>);
+    f(in.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, C, H, W);
+  });
+  return out;
+}
+
+std::vector<torch::Tensor> field2d_backward(torch::Tensor grad, torch::Tensor input,
+                                            torch::Tensor field, int64_t pad, bool ac,
+                                            bool need_input, bool need_field) {
+  TORCH_CHECK(grad.sizes() == input.sizes() && grad.scalar_type() == input.scalar_type() &&
+              field.dim() == 4 && field.size(0) == input.size(0) && field.size(1) == 2 &&
+              field.size(2) == input.size(2) && field.size(3) == input.size(3) &&
+              pad >= 0 && pad <= 2, "torchstn fused field2d: bad arguments");
+  auto in = input.contiguous();
+  auto u = field.contiguous();
+  auto go = grad.contiguous();
+  const int64_t B = in.size(0), C = in.size(1), H = in.size(2), W = in.size(3);
+  auto gin = need_input ? torch::zeros_like(in) : torch::Tensor();
+  auto gu = need_field ? torch::zeros_like(u) : torch::Tensor();
+  if (go.numel() == 0 || (!need_input && !need_field)) return {gin, gu};
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "field2d_backward", [&] {
+    auto f = pick<scalar_t>(0, pad, ac, backward_field2d<scalar_t, ZEROS, false>,
+                            backward_field2d<scalar_t, ZEROS, true>,
+                            backward_field2d<scalar_t, BORDER, false>,
+                            backward_field2d<scalar_t, BORDER, true>,
+                            backward_field2d<scalar_t, REFLECTION, false>,
+                            backward_field2d<scalar_t, REFLECTION, true>);
+    f(go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+      need_input ? gin.data_ptr<scalar_t>() : nullptr,
+      need_field ? gu.data_ptr<scalar_t>() : nullptr, B, C, H, W);
+  });
+  return {gin, gu};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("affine2d_forward", &affine2d_forward, "fused affine grid + sampling, forward");
   m.def("affine2d_backward", &affine2d_backward,
         "fused affine grid + sampling, gradients to the input and to theta");
+  m.def("field2d_forward", &field2d_forward, "fused dense-field warp of images, forward");
+  m.def("field2d_backward", &field2d_backward,
+        "fused dense-field warp of images, gradients to the input and to the field");
   m.def("affine3d_forward", &affine3d_forward, "fused 3-D affine grid + trilinear sampling");
   m.def("affine3d_backward", &affine3d_backward,
         "fused 3-D affine grid + trilinear sampling, gradients to the input and to theta");

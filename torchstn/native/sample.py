@@ -11,7 +11,7 @@ from torch.autograd.function import once_differentiable
 from ..functional.sample import Fill
 from . import kernels
 
-__all__ = ["MODES", "PADDINGS", "affine2d_sample", "affine3d_sample", "can_fuse"]
+__all__ = ["MODES", "PADDINGS", "affine2d_sample", "affine3d_sample", "can_fuse", "field2d_sample"]
 
 #: the sampler modes the fused kernel has (the others take the unfused path).
 MODES = {"bilinear": 0, "nearest": 1}
@@ -169,3 +169,39 @@ def affine3d_sample(
         )
         return out + shift  # type: ignore[no-any-return]
     return _FusedAffine3d.apply(x, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
+
+
+class _FusedField2d(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool
+    ) -> torch.Tensor:
+        ext = kernels()
+        assert ext is not None
+        ctx.save_for_backward(x, u)
+        ctx.settings = (pad, align_corners)
+        return ext.field2d_forward(x, u, pad, align_corners)  # type: ignore[no-any-return]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, u = ctx.saved_tensors
+        pad, align_corners = ctx.settings
+        need_x, need_u = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ext = kernels()
+        assert ext is not None
+        gx, gu = ext.field2d_backward(grad, x, u, pad, align_corners, need_x, need_u)
+        return (gx if need_x else None), (gu if need_u else None), None, None
+
+
+def field2d_sample(
+    x: torch.Tensor, u: torch.Tensor, padding_mode: str, align_corners: bool, fill: Fill = 0.0
+) -> torch.Tensor:
+    """Bilinear ``output(p) = x(p + u(p))`` for ``(B, C, H, W)`` images and a ``(B, 2, H, W)``
+    field in pixels, ``(x, y)`` channels, fused (no grid is made): what
+    :func:`torchstn.fields.warp` computes through a grid and the sampler."""
+    pad = "zeros" if padding_mode == "fill" else padding_mode
+    if padding_mode == "fill":
+        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
+        return _FusedField2d.apply(x - shift, u, PADDINGS[pad], align_corners) + shift  # type: ignore[no-any-return]
+    return _FusedField2d.apply(x, u, PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
