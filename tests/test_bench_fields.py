@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from torchstn import fields as torchstn_fields
+from torchstn import native
 from torchstn.bench import GROUPS, fields, group_module
 from torchstn.bench.markdown import render
 from torchstn.bench.timing import Settings
@@ -103,5 +104,8 @@ def test_the_cli_runs_only_fields(tmp_path) -> None:
     assert list(doc["groups"]) == ["fields"]
     assert doc["groups"]["fields"]["command"] == "torchstn bench --quick --only fields"
     text = render({"cpu-quick": doc})
-    assert f"## {fields.TITLE}" in text and "| case | input | op | baseline |" in text
-    assert "| quick 3-D | 2x5x6x7 | integrate | monai |" in text
+    assert f"## {fields.TITLE}" in text and "| case | input | op | path | baseline |" in text
+    assert "| quick 3-D | 2x5x6x7 | integrate | unfused | monai |" in text
+    # 2-D images take the fused kernel where it builds, and the row says so
+    path = "fused" if native.kernels() is not None else "unfused"
+    assert f"| warp | {path} | monai |" in text

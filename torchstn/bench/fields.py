@@ -22,9 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .. import fields
+from .. import fields, native
 from ..models import count_params, create_model
-from .sampler import _timed_pair
+from .sampler import _path_taken, _timed_pair
 from .timing import Settings, compare, ratio_headline, synchronize
 from .training import saved_bytes
 from .volumes import monai_or_none
@@ -52,7 +52,8 @@ MONAI's fields are ours with the channels in index order (`(z, y, x)` instead of
 `(x, y, z)`), converted outside the clock, and ours is called with MONAI's settings
 (`align_corners=True`, `"border"` padding for `warp`, `"zeros"` for `integrate`). `fwd+bwd`
 back-propagates a fixed gradient to the image and the field (`warp`) or the velocity
-(`integrate`). `saved MB`: what autograd keeps for the backward pass; `CUDA peak MB`: the
+(`integrate`). `path`: `fused` where the fused CPU kernel of `torchstn.native` ran (2-D
+images: `fields.warp` and the squarings of `integrate`), else `unfused`. `saved MB`: what autograd keeps for the backward pass; `CUDA peak MB`: the
 allocator's peak during forward+backward above what was allocated before. `max diff`: largest
 difference between our output and MONAI's (in pixels for `integrate`). `unet step`: a whole
 registration network on a (moving, fixed) pair, ours (`reg_unet`: the VoxelMorph U-Net,
@@ -65,6 +66,7 @@ COLUMNS = (
     ("shape", "case", ""),
     ("input", "input", ""),
     ("family", "op", ""),
+    ("path", "path", ""),
     ("baseline", "baseline", ""),
     ("fwd_ms", "ours fwd ms", ".2f"),
     ("base_fwd_ms", "MONAI fwd ms", ".2f"),
@@ -202,7 +204,9 @@ def run(settings: Settings) -> dict[str, Any]:
             ours, theirs = _ours(op), _monai(monai, op)
             gap = _gap(op, ours, theirs, x, u)
             ddf = fields.to_monai_ddf(u)
+            native.path_counts(reset=True)
             row = _timed_pair(ours, theirs, x, u, ddf, settings)
+            row["path"] = _path_taken()  # fused where fields.warp took the fused kernel
             row["max_abs_diff"] = gap  # the pair's own check compares unconverted outputs
             mine, base = _memory(ours, x, u, device), _memory(theirs, x, ddf, device)
             row["saved_mb"], row["base_saved_mb"] = mine["saved"], base["saved"]
