@@ -135,6 +135,13 @@ struct RowTaps {
     }
   }
   static int64_t pad(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
+  // row i of item b of a (B, 2, H, W) field into ux, uy (their padding lanes stay 0)
+  void load_field_row(const T* u, int64_t b, int64_t i, int64_t H, int64_t W) {
+    const T* x = u + (b * 2 * H + i) * W;
+    const T* y = u + ((b * 2 + 1) * H + i) * W;
+    std::copy(x, x + W, ux.begin());
+    std::copy(y, y + W, uy.begin());
+  }
 };
 
 // FIELD: the points are the row's pixels moved by a dense field (r.ux, r.uy, in pixels; yv is
@@ -217,6 +224,65 @@ void row_taps(const T* t, T yv, const T* __restrict xs, int64_t Wo, const Axis<T
   }
 }
 
+// One output row read through its taps, for every channel: out(c)[j] = sum_k in(c)[o_k[j]] w_k[j]
+// (planes of in_plane and out_plane values apart); the matrix and the field kernels share it.
+template <typename T>
+inline void gather_row(const RowTaps<T>& r, const T* in, int64_t in_plane, T* out,
+                       int64_t out_plane, int64_t C, int64_t n) {
+  const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
+  const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
+  const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
+  const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
+  for (int64_t c = 0; c < C; ++c) {
+    const T* __restrict p = in + c * in_plane;
+    T* __restrict dst = out + c * out_plane;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j)
+      dst[j] = p[o0[j]] * w0[j] + p[o1[j]] * w1[j] + p[o2[j]] * w2[j] + p[o3[j]] * w3[j];
+  }
+}
+
+// The backward of gather_row for one row, channel by channel: the gradient at each point, summed
+// over channels into gx, gy (where given), and the scatter of the output gradient to gin (where
+// given: serial, in pixel order; taps outside have zero weight).
+template <typename T>
+inline void scatter_row(const RowTaps<T>& r, const T* in, int64_t in_plane, const T* go,
+                        int64_t go_plane, T* gin, T* __restrict gx, T* __restrict gy, int64_t C,
+                        int64_t n) {
+  const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
+  const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
+  const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
+  const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
+  const T *__restrict m0 = r.in[0].data(), *__restrict m1 = r.in[1].data();
+  const T *__restrict m2 = r.in[2].data(), *__restrict m3 = r.in[3].data();
+  const T *__restrict e = r.fx.data(), *__restrict nf = r.fy.data();
+  for (int64_t c = 0; c < C; ++c) {
+    const T* __restrict p = in + c * in_plane;
+    const T* __restrict g = go + c * go_plane;
+    if (gx) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        // every offset is clamped inside the input: load, then zero the taps outside
+        const T l0 = p[o0[j]], l1 = p[o1[j]], l2 = p[o2[j]], l3 = p[o3[j]];
+        const T v0 = m0[j] != T(0) ? l0 : T(0), v1 = m1[j] != T(0) ? l1 : T(0);
+        const T v2 = m2[j] != T(0) ? l2 : T(0), v3 = m3[j] != T(0) ? l3 : T(0);
+        gx[j] += g[j] * ((v1 - v0) * (T(1) - nf[j]) + (v3 - v2) * nf[j]);
+        gy[j] += g[j] * ((v2 - v0) * (T(1) - e[j]) + (v3 - v1) * e[j]);
+      }
+    }
+    if (gin) {
+      T* q = gin + c * in_plane;
+      for (int64_t j = 0; j < n; ++j) {
+        const T gj = g[j];
+        q[o0[j]] += w0[j] * gj;
+        q[o1[j]] += w1[j] * gj;
+        q[o2[j]] += w2[j] * gj;
+        q[o3[j]] += w3[j] * gj;
+      }
+    }
+  }
+}
+
 template <typename T, int PAD, bool AC>
 void forward_bilinear(const T* in, const T* theta, const T* xs, const T* ys, T* out, int64_t B,
                       int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
@@ -226,17 +292,7 @@ void forward_bilinear(const T* in, const T* theta, const T* xs, const T* ys, T* 
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / Ho, i = row % Ho;
       row_taps<T, PAD, AC, false>(theta + b * 6, ys[i], r.xs.data(), Wo, ax, ay, r);
-      const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
-      const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
-      const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
-      const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
-      for (int64_t c = 0; c < C; ++c) {
-        const T* __restrict p = in + (b * C + c) * H * W;
-        T* __restrict dst = out + (b * C + c) * Ho * Wo + i * Wo;
-#pragma omp simd
-        for (int64_t j = 0; j < Wo; ++j)
-          dst[j] = p[o0[j]] * w0[j] + p[o1[j]] * w1[j] + p[o2[j]] * w2[j] + p[o3[j]] * w3[j];
-      }
+      gather_row(r, in + b * C * H * W, H * W, out + b * C * Ho * Wo + i * Wo, Ho * Wo, C, Wo);
     }
   });
 }
@@ -258,42 +314,13 @@ void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, co
       T acc[6] = {0, 0, 0, 0, 0, 0};
       for (int64_t i = 0; i < Ho; ++i) {
         row_taps<T, PAD, AC, true>(t, ys[i], r.xs.data(), Wo, ax, ay, r);
-        const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
-        const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
-        const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
-        const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
-        const T *__restrict m0 = r.in[0].data(), *__restrict m1 = r.in[1].data();
-        const T *__restrict m2 = r.in[2].data(), *__restrict m3 = r.in[3].data();
-        const T *__restrict e = r.fx.data(), *__restrict n = r.fy.data();
         T* __restrict gx = gxv.data();
         T* __restrict gy = gyv.data();
         std::fill(gxv.begin(), gxv.end(), T(0));
         std::fill(gyv.begin(), gyv.end(), T(0));
-        for (int64_t c = 0; c < C; ++c) {
-          const T* __restrict p = in + (b * C + c) * H * W;
-          const T* __restrict g = go + (b * C + c) * Ho * Wo + i * Wo;
-          if (gtheta) {
-#pragma omp simd
-            for (int64_t j = 0; j < Wo; ++j) {
-              // every offset is clamped inside the input: load, then zero the taps outside
-              const T l0 = p[o0[j]], l1 = p[o1[j]], l2 = p[o2[j]], l3 = p[o3[j]];
-              const T v0 = m0[j] != T(0) ? l0 : T(0), v1 = m1[j] != T(0) ? l1 : T(0);
-              const T v2 = m2[j] != T(0) ? l2 : T(0), v3 = m3[j] != T(0) ? l3 : T(0);
-              gx[j] += g[j] * ((v1 - v0) * (T(1) - n[j]) + (v3 - v2) * n[j]);
-              gy[j] += g[j] * ((v2 - v0) * (T(1) - e[j]) + (v3 - v1) * e[j]);
-            }
-          }
-          if (gin) {  // a scatter: serial, in pixel order; taps outside have zero weight
-            T* q = gin + (b * C + c) * H * W;
-            for (int64_t j = 0; j < Wo; ++j) {
-              const T gj = g[j];
-              q[o0[j]] += w0[j] * gj;
-              q[o1[j]] += w1[j] * gj;
-              q[o2[j]] += w2[j] * gj;
-              q[o3[j]] += w3[j] * gj;
-            }
-          }
-        }
+        scatter_row(r, in + b * C * H * W, H * W, go + b * C * Ho * Wo + i * Wo, Ho * Wo,
+                    gin ? gin + b * C * H * W : nullptr, gtheta ? gx : nullptr,
+                    gtheta ? gy : nullptr, C, Wo);
         if (!gtheta) continue;
         const T *__restrict dx = r.dx.data(), *__restrict dy = r.dy.data();
         const T* __restrict xv = r.xs.data();
@@ -331,20 +358,9 @@ void forward_field2d(const T* in, const T* u, T* out, int64_t B, int64_t C, int6
     RowTaps<T> r(W, nullptr);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, i = row % H;
-      std::copy(u + (b * 2 * H + i) * W, u + (b * 2 * H + i) * W + W, r.ux.begin());
-      std::copy(u + ((b * 2 + 1) * H + i) * W, u + ((b * 2 + 1) * H + i) * W + W, r.uy.begin());
+      r.load_field_row(u, b, i, H, W);
       row_taps<T, PAD, AC, false, true>(nullptr, static_cast<T>(i), r.xs.data(), W, ax, ay, r);
-      const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
-      const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
-      const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
-      const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
-      for (int64_t c = 0; c < C; ++c) {
-        const T* __restrict p = in + (b * C + c) * H * W;
-        T* __restrict dst = out + (b * C + c) * H * W + i * W;
-#pragma omp simd
-        for (int64_t j = 0; j < W; ++j)
-          dst[j] = p[o0[j]] * w0[j] + p[o1[j]] * w1[j] + p[o2[j]] * w2[j] + p[o3[j]] * w3[j];
-      }
+      gather_row(r, in + b * C * H * W, H * W, out + b * C * H * W + i * W, H * W, C, W);
     }
   });
 }
@@ -358,42 +374,12 @@ void backward_field2d(const T* go, const T* in, const T* u, T* gin, T* gu, int64
     RowTaps<T> r(W, nullptr);
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t i = 0; i < H; ++i) {
-        std::copy(u + (b * 2 * H + i) * W, u + (b * 2 * H + i) * W + W, r.ux.begin());
-        std::copy(u + ((b * 2 + 1) * H + i) * W, u + ((b * 2 + 1) * H + i) * W + W, r.uy.begin());
+        r.load_field_row(u, b, i, H, W);
         row_taps<T, PAD, AC, true, true>(nullptr, static_cast<T>(i), r.xs.data(), W, ax, ay, r);
-        const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
-        const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
-        const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
-        const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
-        const T *__restrict m0 = r.in[0].data(), *__restrict m1 = r.in[1].data();
-        const T *__restrict m2 = r.in[2].data(), *__restrict m3 = r.in[3].data();
-        const T *__restrict e = r.fx.data(), *__restrict n = r.fy.data();
         T* __restrict gx = gu ? gu + (b * 2 * H + i) * W : nullptr;
         T* __restrict gy = gu ? gu + ((b * 2 + 1) * H + i) * W : nullptr;
-        for (int64_t c = 0; c < C; ++c) {
-          const T* __restrict p = in + (b * C + c) * H * W;
-          const T* __restrict g = go + (b * C + c) * H * W + i * W;
-          if (gu) {
-#pragma omp simd
-            for (int64_t j = 0; j < W; ++j) {
-              const T l0 = p[o0[j]], l1 = p[o1[j]], l2 = p[o2[j]], l3 = p[o3[j]];
-              const T v0 = m0[j] != T(0) ? l0 : T(0), v1 = m1[j] != T(0) ? l1 : T(0);
-              const T v2 = m2[j] != T(0) ? l2 : T(0), v3 = m3[j] != T(0) ? l3 : T(0);
-              gx[j] += g[j] * ((v1 - v0) * (T(1) - n[j]) + (v3 - v2) * n[j]);
-              gy[j] += g[j] * ((v2 - v0) * (T(1) - e[j]) + (v3 - v1) * e[j]);
-            }
-          }
-          if (gin) {
-            T* q = gin + (b * C + c) * H * W;
-            for (int64_t j = 0; j < W; ++j) {
-              const T gj = g[j];
-              q[o0[j]] += w0[j] * gj;
-              q[o1[j]] += w1[j] * gj;
-              q[o2[j]] += w2[j] * gj;
-              q[o3[j]] += w3[j] * gj;
-            }
-          }
-        }
+        scatter_row(r, in + b * C * H * W, H * W, go + b * C * H * W + i * W, H * W,
+                    gin ? gin + b * C * H * W : nullptr, gx, gy, C, W);
         if (gu) {
           const T *__restrict dx = r.dx.data(), *__restrict dy = r.dy.data();
 #pragma omp simd
