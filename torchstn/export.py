@@ -83,6 +83,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import native
 from ._atomic import atomic_path
 from ._checks import check_choice
 from .errors import DataError, InvalidInputError, TorchSTNError, first_line
@@ -439,7 +440,15 @@ def _op_types(proto: Any) -> set[str]:
     return {n.op_type for n in nodes}
 
 
-def _serialize(
+def _serialize(*args: Any, **kwargs: Any) -> bytes | memoryview:
+    """:func:`_serialize_standard` with the fused kernels off: every exported file holds the
+    standard operators (``GridSample`` in ONNX, ``grid_sampler`` in programs), so it loads
+    without torchstn (the fused kernel is a runtime choice of :mod:`torchstn.native`)."""
+    with native.use_fused(False):
+        return _serialize_standard(*args, **kwargs)
+
+
+def _serialize_standard(
     module: nn.Module,
     examples: tuple[torch.Tensor, ...],
     fmt: str,

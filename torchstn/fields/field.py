@@ -304,7 +304,7 @@ def warp(
 
 def _fusable(x: torch.Tensor, n: int, mode: str, padding_mode: str, align_corners: bool) -> bool:
     """Whether :func:`warp` takes the fused kernel of :mod:`torchstn.native` (2-D, bilinear,
-    CPU float, outside tracing and compiling; the rest takes the grid and the sampler). With
+    CPU float, outside TorchScript; the rest takes the grid and the sampler). With
     ``align_corners`` a side of one pixel has no normalised extent (grid_sample reads pixel 0
     wherever the field points): those keep the unfused path's behaviour."""
     return (
@@ -313,8 +313,7 @@ def _fusable(x: torch.Tensor, n: int, mode: str, padding_mode: str, align_corner
         and mode == "bilinear"
         and native.fused_enabled()
         and can_fuse(x, mode, padding_mode)
-        and not is_scripting_or_tracing()
-        and native.kernels() is not None
+        and native.available()
     )
 
 

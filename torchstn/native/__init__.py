@@ -15,8 +15,11 @@ What runs where:
   ``pip install torchstn`` needs no compiler: without one (or with ``TORCHSTN_NATIVE=0``) every
   function falls back to the unfused path, which gives the same numbers to float rounding
   (``grid_sample``'s own kernels differ by an ulp or two between instruction sets).
-* Everything else (CUDA, reduced precision, tracing, ``torch.compile``, exports) runs the
-  unfused path: exported files hold the standard operators.
+* ``torch.compile`` and ``torch.export`` see the same kernels as operators,
+  ``torch.ops.torchstn.affine2d_sample`` and the like (:mod:`torchstn.native.ops`), in the
+  forward and the backward graph. TorchScript, ONNX exports and the files ``torchstn export``
+  writes hold the standard operators (``grid_sampler``, ``GridSample``).
+* Everything else (CUDA, reduced precision) runs the unfused path.
 
 :func:`status` says which path is available and :func:`path_counts` which one ran, so that a
 run's ``result.json`` and ``torchstn bench`` can say so. :class:`use_fused` switches the fused
@@ -46,7 +49,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["fused_enabled", "kernels", "path_counts", "record_path", "status", "use_fused"]
+__all__ = [
+    "available",
+    "fused_enabled",
+    "kernels",
+    "path_counts",
+    "record_path",
+    "status",
+    "use_fused",
+]
 
 _SOURCE = Path(__file__).with_name("fused_cpu.cpp")
 #: compiler flags, tried in order: for the CPU it runs on, rounding step by step (no contracted
@@ -210,6 +221,13 @@ def kernels() -> ModuleType | None:
             _state.update(module=None, reason=f"unavailable ({type(e).__name__}: {first[:200]})")
         _state["tried"] = True
     return _state["module"]  # type: ignore[no-any-return]
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the fused CPU kernels are there (built on the first call, see :func:`kernels`);
+    a constant to ``torch.compile``, which does not trace the build."""
+    return kernels() is not None
 
 
 def status() -> dict[str, Any]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from ..functional.sample import Fill
-from . import kernels
+from . import kernels, ops
 
 __all__ = ["MODES", "PADDINGS", "affine2d_sample", "affine3d_sample", "can_fuse", "field2d_sample"]
 
@@ -19,12 +20,27 @@ MODES = {"bilinear": 0, "nearest": 1}
 PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
 
 
+def _tracing_graph() -> bool:
+    """Whether ``torch.compile`` or ``torch.export`` is tracing: the kernels then go into the
+    graph as operators (:mod:`torchstn.native.ops`)."""
+    return torch.compiler.is_compiling()
+
+
+def _exporting_onnx() -> bool:
+    onnx = sys.modules.get("torch.onnx")  # not imported: no ONNX export runs
+    return onnx is not None and bool(onnx.is_in_onnx_export())
+
+
 def can_fuse(x: torch.Tensor, mode: str, padding_mode: str) -> bool:
-    """Whether the fused kernel samples ``x`` (before it is built: its settings only)."""
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    """Whether the fused kernel samples ``x`` (before it is built: its settings only). Eager
+    code needs a plain tensor (the kernel reads its memory); while ``torch.compile`` or
+    ``torch.export`` traces, the inputs are fake tensors and the kernel goes into the graph as an
+    operator. TorchScript (scripting and tracing) and ONNX exports keep the standard operators
+    (ONNX has no fused kernel: the fused path is a runtime choice, not a file format)."""
     return (
-        type(x) is torch.Tensor  # not a fake, functional or other subclass (exports, tracing)
-        and not exporting
+        (type(x) is torch.Tensor or (_tracing_graph() and not _exporting_onnx()))
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.layout == torch.strided
@@ -99,15 +115,14 @@ def affine2d_sample(
         ``(B, C, Ho, Wo)``; call it only where :func:`kernels` is not ``None``.
     """
     pad = "zeros" if padding_mode == "fill" else padding_mode
+    apply = ops.affine2d if _tracing_graph() else _FusedAffine2d.apply
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
-        out = _FusedAffine2d.apply(
+        out = apply(
             x - shift, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite
         )
         return out + shift  # type: ignore[no-any-return]
-    return _FusedAffine2d.apply(
-        x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite
-    )  # type: ignore[no-any-return]
+    return apply(x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
 
 
 class _FusedAffine3d(torch.autograd.Function):
@@ -162,13 +177,12 @@ def affine3d_sample(
     zs[k], 1)``, fused: :func:`affine2d_sample` for ``(B, C, D, H, W)`` volumes and ``(B, 3, 4)``
     matrices."""
     pad = "zeros" if padding_mode == "fill" else padding_mode
+    apply = ops.affine3d if _tracing_graph() else _FusedAffine3d.apply
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1, 1)
-        out = _FusedAffine3d.apply(
-            x - shift, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite
-        )
+        out = apply(x - shift, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)
         return out + shift  # type: ignore[no-any-return]
-    return _FusedAffine3d.apply(x, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
+    return apply(x, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
 
 
 class _FusedField2d(torch.autograd.Function):
@@ -201,7 +215,8 @@ def field2d_sample(
     field in pixels, ``(x, y)`` channels, fused (no grid is made): what
     :func:`torchstn.fields.warp` computes through a grid and the sampler."""
     pad = "zeros" if padding_mode == "fill" else padding_mode
+    apply = ops.field2d if _tracing_graph() else _FusedField2d.apply
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
-        return _FusedField2d.apply(x - shift, u, PADDINGS[pad], align_corners) + shift  # type: ignore[no-any-return]
-    return _FusedField2d.apply(x, u, PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
+        return apply(x - shift, u, PADDINGS[pad], align_corners) + shift  # type: ignore[no-any-return]
+    return apply(x, u, PADDINGS[pad], align_corners)  # type: ignore[no-any-return]

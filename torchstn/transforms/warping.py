@@ -109,8 +109,7 @@ def warp_with(
         x = x.to(dtype)
         params = params.to(dtype)
         if params.shape[0] == x.shape[0] and _fusable(x, transform, mode, padding_mode):
-            ext = native.kernels()
-            if ext is not None:
+            if native.available():
                 native.record_path("fused")
                 return _fused_warp(
                     x, params, cast(MatrixTransform, transform), out_size, mode, padding_mode,
@@ -135,7 +134,7 @@ def _fused_warp(
     no flag is read back through the dispatcher (on a GPU that read would stall the stream);
     params with NaN or Inf raise the same :class:`NonFiniteError` as the unfused path."""
     matrix._check_param_shape(params)
-    checking = finite_checks_enabled()
+    checking = finite_checks_enabled() and not is_scripting_or_tracing()  # as the unfused path
     n = matrix.ndim
     theta = matrix._to_matrix(params)[:, :n, :]
     axes = grid_axes(out_size, align_corners, dtype=x.dtype, device=x.device)
@@ -159,15 +158,14 @@ def _fused_warp(
 def _fusable(x: torch.Tensor, transform: Transform, mode: str, padding_mode: str) -> bool:
     """Whether the fused kernel (:mod:`torchstn.native`) warps ``x`` with ``transform``: an
     affine family, 2-D or 3-D (the matrix families without perspective division), a fused sampler setting
-    and a CPU float tensor, outside tracing and compiling (exports and compiled graphs hold the
-    standard operators)."""
+    and a CPU float tensor, outside TorchScript (``torch.compile`` and ``torch.export`` put the
+    kernel into their graphs as an operator: :mod:`torchstn.native.ops`)."""
     return (
         native.fused_enabled()
         and isinstance(transform, MatrixTransform)
         and transform.is_affine
         and x.dim() == transform.ndim + 2
         and can_fuse(x, mode, padding_mode)
-        and not is_scripting_or_tracing()
     )
 
 

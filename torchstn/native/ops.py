@@ -1,0 +1,270 @@
+"""The fused kernels as PyTorch operators (``torch.ops.torchstn.*``), for ``torch.compile`` and
+``torch.export``.
+
+Eager code calls the kernels through autograd functions (:mod:`torchstn.native.sample`): an
+operator call through :func:`torch.library.custom_op` costs about 45 microseconds more, a
+third of a small warp. A graph cannot call into an opaque extension, so while
+``torch.compile`` or ``torch.export`` traces, the same kernels run as these operators: each has
+a fake implementation (the output's shape, for tracing), and its backward is a second operator,
+so that the compiled or exported graph holds ``torchstn::affine2d_sample`` where eager code runs
+the fused kernel, in the forward and the backward graph.
+
+An exported program that holds them loads where ``torchstn`` is imported (importing it
+registers the operators). Where the compiled kernels are missing there (no compiler on that
+machine, another device), the forward computes the same warp with ``grid_sample``; the backward
+needs the kernels. ``torchstn export`` writes the standard operators instead (ONNX has no
+fused kernel; a file for deployment should not need torchstn).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import kernels
+
+__all__ = ["affine2d", "affine3d", "field2d"]
+
+_PADDING_NAMES = ("zeros", "border", "reflection")
+_MODE_NAMES = ("bilinear", "nearest")
+
+
+def _runs_fused(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(0)
+
+
+def _missing(name: str) -> RuntimeError:
+    return RuntimeError(
+        f"torchstn::{name}: the backward needs the fused CPU kernels, which are not available "
+        "here (see torchstn.native.status()); export or compile with "
+        "torchstn.native.use_fused(False) for a graph of standard operators"
+    )
+
+
+# -- 2-D matrices -----------------------------------------------------------------------------
+
+
+@torch.library.custom_op("torchstn::affine2d_sample", mutates_args=())
+def affine2d(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    mode: int,
+    pad: int,
+    align_corners: bool,
+    check_finite: bool,
+) -> torch.Tensor:
+    """``grid_sample(x, grid)`` with ``grid[b, i, j] = theta[b] @ (xs[j], ys[i], 1)`` (mode and
+    padding in the kernel's numbering: :data:`torchstn.native.sample.MODES`, ``PADDINGS``)."""
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), -1)
+        grid = torch.cat([grid, torch.ones_like(grid[..., :1])], -1)  # (Ho, Wo, 3)
+        grid = torch.einsum("hwk,bjk->bhwj", grid, theta)
+        return F.grid_sample(
+            x, grid, _MODE_NAMES[mode], _PADDING_NAMES[pad], align_corners=align_corners
+        )
+    return ext.affine2d_forward(x, theta, xs, ys, mode, pad, align_corners, check_finite)  # type: ignore[no-any-return]
+
+
+@affine2d.register_fake
+def _(x, theta, xs, ys, mode, pad, align_corners, check_finite):  # type: ignore[no-untyped-def]
+    return x.new_empty((x.shape[0], x.shape[1], ys.shape[0], xs.shape[0]))
+
+
+@torch.library.custom_op("torchstn::affine2d_sample_backward", mutates_args=())
+def _affine2d_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    mode: int,
+    pad: int,
+    align_corners: bool,
+    need_x: bool,
+    need_theta: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        raise _missing("affine2d_sample_backward")
+    gx, gtheta = ext.affine2d_backward(
+        grad, x, theta, xs, ys, mode, pad, align_corners, need_x, need_theta
+    )
+    return (gx if gx is not None else _empty(x)), (gtheta if gtheta is not None else _empty(theta))
+
+
+@_affine2d_backward.register_fake
+def _(grad, x, theta, xs, ys, mode, pad, align_corners, need_x, need_theta):  # type: ignore[no-untyped-def]
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
+        torch.empty_like(theta, memory_format=torch.contiguous_format)
+        if need_theta
+        else _empty(theta),
+    )
+
+
+def _affine2d_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    x, theta, xs, ys, mode, pad, align_corners, _ = inputs
+    ctx.save_for_backward(x, theta, xs, ys)
+    ctx.settings = (mode, pad, align_corners)
+
+
+def _affine2d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    x, theta, xs, ys = ctx.saved_tensors
+    need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    gx, gtheta = _affine2d_backward(grad, x, theta, xs, ys, *ctx.settings, need_x, need_theta)
+    return (gx if need_x else None), (gtheta if need_theta else None), *(None,) * 6
+
+
+affine2d.register_autograd(_affine2d_grad, setup_context=_affine2d_setup)
+
+
+# -- 3-D matrices -----------------------------------------------------------------------------
+
+
+@torch.library.custom_op("torchstn::affine3d_sample", mutates_args=())
+def affine3d(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    zs: torch.Tensor,
+    pad: int,
+    align_corners: bool,
+    check_finite: bool,
+) -> torch.Tensor:
+    """Trilinear :func:`affine2d` for ``(B, C, D, H, W)`` volumes and ``(B, 3, 4)`` matrices."""
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        z, y, xx = torch.meshgrid(zs, ys, xs, indexing="ij")
+        grid = torch.stack([xx, y, z, torch.ones_like(z)], -1)  # (Do, Ho, Wo, 4)
+        grid = torch.einsum("dhwk,bjk->bdhwj", grid, theta)
+        return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
+    return ext.affine3d_forward(x, theta, xs, ys, zs, pad, align_corners, check_finite)  # type: ignore[no-any-return]
+
+
+@affine3d.register_fake
+def _(x, theta, xs, ys, zs, pad, align_corners, check_finite):  # type: ignore[no-untyped-def]
+    return x.new_empty((x.shape[0], x.shape[1], zs.shape[0], ys.shape[0], xs.shape[0]))
+
+
+@torch.library.custom_op("torchstn::affine3d_sample_backward", mutates_args=())
+def _affine3d_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    zs: torch.Tensor,
+    pad: int,
+    align_corners: bool,
+    need_x: bool,
+    need_theta: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        raise _missing("affine3d_sample_backward")
+    gx, gtheta = ext.affine3d_backward(
+        grad, x, theta, xs, ys, zs, pad, align_corners, need_x, need_theta
+    )
+    return (gx if gx is not None else _empty(x)), (gtheta if gtheta is not None else _empty(theta))
+
+
+@_affine3d_backward.register_fake
+def _(grad, x, theta, xs, ys, zs, pad, align_corners, need_x, need_theta):  # type: ignore[no-untyped-def]
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
+        torch.empty_like(theta, memory_format=torch.contiguous_format)
+        if need_theta
+        else _empty(theta),
+    )
+
+
+def _affine3d_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    x, theta, xs, ys, zs, pad, align_corners, _ = inputs
+    ctx.save_for_backward(x, theta, xs, ys, zs)
+    ctx.settings = (pad, align_corners)
+
+
+def _affine3d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    x, theta, xs, ys, zs = ctx.saved_tensors
+    need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    gx, gtheta = _affine3d_backward(grad, x, theta, xs, ys, zs, *ctx.settings, need_x, need_theta)
+    return (gx if need_x else None), (gtheta if need_theta else None), *(None,) * 6
+
+
+affine3d.register_autograd(_affine3d_grad, setup_context=_affine3d_setup)
+
+
+# -- 2-D dense fields -------------------------------------------------------------------------
+
+
+@torch.library.custom_op("torchstn::field2d_sample", mutates_args=())
+def field2d(x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool) -> torch.Tensor:
+    """Bilinear ``output(p) = x(p + u(p))``, ``u`` a ``(B, 2, H, W)`` field in pixels."""
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        h, w = x.shape[2:]
+        rows = torch.arange(h, dtype=u.dtype, device=u.device)[:, None] + u[:, 1]
+        cols = torch.arange(w, dtype=u.dtype, device=u.device) + u[:, 0]
+        if align_corners:
+            gx, gy = 2 * cols / max(w - 1, 1) - 1, 2 * rows / max(h - 1, 1) - 1
+        else:
+            gx, gy = (2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1
+        grid = torch.stack([gx, gy], -1)
+        return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
+    return ext.field2d_forward(x, u, pad, align_corners)  # type: ignore[no-any-return]
+
+
+@field2d.register_fake
+def _(x, u, pad, align_corners):  # type: ignore[no-untyped-def]
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("torchstn::field2d_sample_backward", mutates_args=())
+def _field2d_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    u: torch.Tensor,
+    pad: int,
+    align_corners: bool,
+    need_x: bool,
+    need_u: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        raise _missing("field2d_sample_backward")
+    gx, gu = ext.field2d_backward(grad, x, u, pad, align_corners, need_x, need_u)
+    return (gx if gx is not None else _empty(x)), (gu if gu is not None else _empty(u))
+
+
+@_field2d_backward.register_fake
+def _(grad, x, u, pad, align_corners, need_x, need_u):  # type: ignore[no-untyped-def]
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
+        torch.empty_like(u, memory_format=torch.contiguous_format) if need_u else _empty(u),
+    )
+
+
+def _field2d_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    x, u, pad, align_corners = inputs
+    ctx.save_for_backward(x, u)
+    ctx.settings = (pad, align_corners)
+
+
+def _field2d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    x, u = ctx.saved_tensors
+    need_x, need_u = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    gx, gu = _field2d_backward(grad, x, u, *ctx.settings, need_x, need_u)
+    return (gx if need_x else None), (gu if need_u else None), None, None
+
+
+field2d.register_autograd(_field2d_grad, setup_context=_field2d_setup)
