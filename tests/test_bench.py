@@ -74,6 +74,18 @@ def test_rows_compare_equal_work(quick_run) -> None:
     assert inference and all(r["max_abs_diff"] < 1e-4 for r in inference)
 
 
+def test_data_rows_measure_the_prefetched_epoch(quick_run) -> None:
+    root, doc = quick_run
+    rows = doc["groups"]["data"]["rows"]
+    assert rows
+    for r in rows:
+        assert r["prefetch_steps"] >= 2 and r["prefetch_s"] > 0, r
+        assert 0.0 <= r["prefetch_wait_share"] < 1.0, r
+        # the same work as the serial estimate, so the ratio is near 1, not orders away
+        assert 0.05 < r["prefetch_vs_serial"] < 20, r
+    assert "prefetched / serial" in (root / "BENCHMARKS.md").read_text()
+
+
 def test_markdown_has_every_section_and_no_placeholder(quick_run) -> None:
     root, _ = quick_run
     text = (root / "BENCHMARKS.md").read_text()

@@ -179,3 +179,77 @@ class TestMemoryFormat:
     def test_an_unknown_format_is_refused(self):
         with pytest.raises(ConfigError, match=r"run\.memory_format: expected auto, channels_last"):
             config_from_dict(_values(memory_format="nhwc"))
+
+
+def _prefetch_values(prefetch, epochs=3):
+    values = copy.deepcopy(TINY)
+    values["data"]["prefetch"] = prefetch
+    values["run"]["epochs"] = epochs
+    return values
+
+
+class TestPrefetch:
+    def test_prefetched_data_train_the_same_weights(self, tmp_path, monkeypatch):
+        from torchstn.train.datamodule import DataModule
+
+        started = []
+        original = DataModule.prefetch
+
+        def spy(self, epoch):
+            started.append(epoch)
+            return original(self, epoch)
+
+        monkeypatch.setattr(DataModule, "prefetch", spy)
+        off = Trainer(config_from_dict(_prefetch_values(False)), tmp_path / "off", progress=False)
+        off.fit()
+        assert started == []
+        on = Trainer(config_from_dict(_prefetch_values(True)), tmp_path / "on", progress=False)
+        on.fit()
+        assert started == [1, 2]  # each epoch starts the next one's data; none after the last
+        for k, v in off.model.state_dict().items():
+            assert torch.equal(v, on.model.state_dict()[k]), k
+        for a, b in zip(on.history, off.history, strict=True):
+            assert a["train_loss"] == b["train_loss"]
+        result = json.loads((tmp_path / "on" / "result.json").read_text())
+        assert result["data_prefetch"] is True and result["data_wait_seconds"] >= 0
+        result = json.loads((tmp_path / "off" / "result.json").read_text())
+        assert result["data_prefetch"] is False and result["data_wait_seconds"] > 0
+
+    def test_auto_is_off_on_the_cpu(self, tmp_path):
+        run = Trainer(config_from_dict(_prefetch_values(None, 1)), tmp_path, progress=False)
+        assert run._prefetch is False
+
+    def test_a_failure_while_prefetching_is_raised_by_the_epoch_that_needs_it(self, tmp_path):
+        run = Trainer(config_from_dict(_prefetch_values(True)), tmp_path, progress=False)
+        data = run.data
+        calls = []
+
+        def broken(split, num, seed):
+            calls.append(seed)
+            raise OSError("disk gone")
+
+        data._generate = broken  # type: ignore[method-assign]
+        assert data.prefetch(5) is True
+        with pytest.raises(OSError, match="disk gone"):
+            data.train(5)
+        assert len(calls) == 1  # made once, in the background; the error reached the caller
+
+    def test_a_prefetch_for_another_epoch_is_not_used(self, tmp_path):
+        run = Trainer(config_from_dict(_prefetch_values(True)), tmp_path, progress=False)
+        data = run.data
+        data.prefetch(7)
+        want = data._generate("train", data.cfg.train_size, data._train_seed(4))
+        got = data.train(4)
+        assert torch.equal(got.x, want.x) and torch.equal(got.y, want.y)
+        assert torch.equal(data.train(7).x, data._generate("train", 192, data._train_seed(7)).x)
+
+    def test_fixed_data_are_not_prefetched(self, tmp_path):
+        values = _prefetch_values(True)
+        values["data"]["fresh"] = False
+        run = Trainer(config_from_dict(values), tmp_path, progress=False)
+        assert run.data.prefetch(1) is False
+
+    @pytest.mark.parametrize("value", ["yes", 1])
+    def test_bad_values_are_refused(self, value):
+        with pytest.raises(ConfigError, match="data.prefetch"):
+            config_from_dict(_prefetch_values(value))

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,7 +29,8 @@ import torch
 from ..data import epoch_seed, get_task
 from ..data.tasks import Task
 from ..models import create_model
-from .timing import Settings, Timing, measure
+from ..train.datamodule import Prefetch
+from .timing import Settings, Timing, measure, synchronize
 from .training import make_step
 
 __all__ = ["COLUMNS", "DESCRIPTION", "TASKS", "TITLE", "run"]
@@ -60,6 +63,9 @@ QUICK_GENERATE_IMAGES = 200
 QUICK_TASKS = ("rotated", "cluttered", "addition")
 #: at most this many timed repeats of a generation call (each renders 10,000 images).
 GENERATE_REPEATS = 3
+#: about how long the prefetched epoch runs its steps (at most an epoch's steps, at least 2).
+PREFETCH_SECONDS = 2.0
+QUICK_PREFETCH_SECONDS = 0.1
 
 DESCRIPTION = f"""
 Every generated task of the paper's classification experiments, with its default options:
@@ -67,9 +73,10 @@ Every generated task of the paper's classification experiments, with its default
 of {GENERATE_REPEATS} timed calls after one warm-up, each with another epoch's seed, at torch's
 thread count; **best** is the fastest call), and **generate s** the time of one epoch's training
 split at that rate ({TRAIN_SIZE:,} images, the training size of `configs/table1`,
-`configs/cluttered` and `configs/addition`). The trainer renders each epoch's split in the
-training process before the epoch's first step (`DataModule.train(epoch)` in `_run_epoch`), so
-generation is not overlapped with training.
+`configs/cluttered` and `configs/addition`). By default on the CPU the trainer renders each
+epoch's split in the training process before the epoch's first step (`DataModule.train(epoch)`
+in `_run_epoch`); with `data.prefetch: true` (the default where training runs on a GPU) it
+renders the next epoch's split in a background thread while the epoch trains.
 
 Beside it, for the plain FCN and the transformer model of the task's configs (cluttered: also the
 CNN; with the configs' model options), **step ms** is the median time of one training step at batch {BATCH_SIZE} on
@@ -80,6 +87,12 @@ timed), and **train epoch s** that times the epoch's {TRAIN_SIZE // BATCH_SIZE} 
 s): the part of an epoch's wall time, and of a time budget, spent generating data rather than
 training; **share (best)** is the same from the fastest generation call and the fastest step (less
 sensitive to other load on the machine). Validation is not counted on either side.
+**prefetched: waiting** runs it as `data.prefetch: true` does, scaled down: about
+{PREFETCH_SECONDS:g} s of the model's training steps while a background thread renders one
+image per trained image, then waits for the thread; the column is the share of that wall
+time spent waiting for data, and **prefetched / serial** its wall time over the same work done
+one after the other (generation at the measured rate, then the steps): below 1 the overlap
+pays, above 1 both compete for the same cores and lose.
 Co-localisation is left out (its epochs are triplet-loss steps on 3,200 images).
 """
 
@@ -96,6 +109,8 @@ COLUMNS = (
     ("train_epoch_s", "train epoch s", ".2f"),
     ("generation_share", "generation share", ".0%"),
     ("generation_share_best", "share (best)", ".0%"),
+    ("prefetch_wait_share", "prefetched: waiting", ".0%"),
+    ("prefetch_vs_serial", "prefetched / serial", ".2f"),
 )
 
 
@@ -114,15 +129,49 @@ def _generation(task: Task, num: int, settings: Settings) -> Timing:
     )
 
 
-def _train_step(name: str, options: dict[str, Any], task: Task, settings: Settings) -> Timing:
-    """Seconds of one SGD step of model ``name`` at :data:`BATCH_SIZE` on random inputs."""
+def _step_fn(
+    name: str, options: dict[str, Any], task: Task, settings: Settings
+) -> Callable[[], None]:
+    """One SGD step of model ``name`` at :data:`BATCH_SIZE` on random inputs."""
     device = torch.device(settings.device)
     torch.manual_seed(0)
     model = create_model(name, task.in_shape, task.num_classes, **options).to(device)
     x = torch.rand(BATCH_SIZE, *task.in_shape, device=device)
     y = torch.randint(task.num_classes, (BATCH_SIZE,), device=device)
     model.train()
-    return measure(make_step(model, x, y, LR, MOMENTUM), settings)
+    return make_step(model, x, y, LR, MOMENTUM)
+
+
+def _prefetched(
+    task: Task,
+    step: Callable[[], None],
+    step_s: float,
+    gen_s_per_image: float,
+    settings: Settings,
+) -> dict[str, Any]:
+    """A scaled-down epoch as ``data.prefetch: true`` runs it: the next epoch's data (one
+    image per trained image) made by :class:`~torchstn.train.datamodule.Prefetch` in a
+    background thread while the steps run, then waited for. Returns its wall time, the share of
+    it spent waiting, and the serial estimate of the same work (generation, then the steps)."""
+    device = settings.device
+    seconds = QUICK_PREFETCH_SECONDS if settings.quick else PREFETCH_SECONDS
+    steps = max(2, min(TRAIN_SIZE // BATCH_SIZE, round(seconds / max(step_s, 1e-6))))
+    num = steps * BATCH_SIZE
+    start = time.perf_counter()
+    ahead = Prefetch(0, lambda: task.generate("train", num=num, seed=epoch_seed(0, 99)))
+    for _ in range(steps):
+        step()
+    synchronize(device)  # the steps end when the device has run them
+    trained = time.perf_counter()
+    ahead.result()
+    end = time.perf_counter()
+    serial = num * gen_s_per_image + steps * step_s
+    return {
+        "prefetch_steps": steps,
+        "prefetch_s": end - start,
+        "prefetch_wait_share": (end - trained) / (end - start),
+        "prefetch_vs_serial": (end - start) / serial,
+    }
 
 
 def _notes(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -140,11 +189,11 @@ def _notes(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     fcn = [r for r in timed if r["model"] == "fcn"]
     over_half = [r for r in timed if r["generation_share"] > 0.5]
     notes = [
-        "Accounting: as of this change the trainer starts an epoch's clock before it generates "
-        "the epoch's training data, so a time budget (`run.minutes`) counts generation (before, "
-        "it did not: each epoch's generation share of its wall time ran outside the budget). "
-        "Generation still runs before the epoch's steps, not beside them, so the generation "
-        "share is the fraction of a budget spent generating rather than training.",
+        "Accounting: the trainer starts an epoch's clock before it generates (or waits for) "
+        "the epoch's training data, so a time budget (`run.minutes`) counts generation; "
+        "serially (`data.prefetch: false`, the CPU's default) the generation share is the "
+        "fraction of a budget spent generating rather than training, prefetched the waiting "
+        "share is.",
         f"Largest generation shares: {', '.join(name(r) for r in top)}; smallest: {name(low)}. "
         f"{len(over_half)} of {len(timed)} (task, model) pairs spend more than half of an "
         "epoch generating its data"
@@ -167,6 +216,20 @@ def _notes(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
         f"{best['generate_s']:.2f} s generating, {best['train_epoch_s']:.2f} s training), less "
         "where both compete for the same CPU cores."
     )
+    ahead = [r for r in timed if r.get("prefetch_vs_serial") is not None]
+    if ahead:
+        pays = [r for r in ahead if r["prefetch_vs_serial"] < 1.0]
+        under = [r for r in ahead if r["prefetch_wait_share"] < 0.05]
+        fastest = min(ahead, key=lambda r: r["prefetch_vs_serial"])
+        slowest = max(ahead, key=lambda r: r["prefetch_vs_serial"])
+        notes.append(
+            f"Measured with prefetching: the overlap pays (prefetched / serial below 1) for "
+            f"{len(pays)} of {len(ahead)} pairs, from {fastest['prefetch_vs_serial']:.2f} "
+            f"({fastest['task']} `{fastest['model']}`) to {slowest['prefetch_vs_serial']:.2f} "
+            f"({slowest['task']} `{slowest['model']}`); {len(under)} of {len(ahead)} wait for "
+            f"data less than 5% of the time, at most "
+            f"{max(r['prefetch_wait_share'] for r in ahead):.0%}."
+        )
     headline = [
         f"Data generation: up to {ranked[0]['generation_share']:.0%} of an epoch's wall time "
         f"({ranked[0]['task']}, `{ranked[0]['model']}`); {len(over_half)} of {len(timed)} "
@@ -200,8 +263,10 @@ def run(settings: Settings) -> dict[str, Any]:
         if settings.quick:  # the plain model and the transformer model only
             models = (models[0], models[-1])
         for model, options in models:
-            step = _train_step(model, options, task, settings)
+            step_fn = _step_fn(model, options, task, settings)
+            step = measure(step_fn, settings)
             train_s = step.median * steps
+            ahead = _prefetched(task, step_fn, step.median, gen.median / num, settings)
             rows.append(
                 {
                     **base,
@@ -214,6 +279,7 @@ def run(settings: Settings) -> dict[str, Any]:
                     "train_epoch_s": train_s,
                     "generation_share": generate_s / (generate_s + train_s),
                     "generation_share_best": gen_best_s / (gen_best_s + step.best * steps),
+                    **ahead,
                     "threads": torch.get_num_threads(),
                 }
             )

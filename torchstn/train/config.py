@@ -54,6 +54,11 @@ class DataConfig:
     val_size: int = 10_000
     test_size: int = 10_000
     fresh: bool = True  #: regenerate the training distortions every epoch
+    #: generated tasks with fresh distortions: make the next epoch's training data in a
+    #: background thread while this epoch trains (the same data: one seed per epoch; two epochs
+    #: held in memory); null (auto): on where training runs on a GPU, off on the CPU, where
+    #: generation and training compete for the same cores (``torchstn bench --only data``)
+    prefetch: bool | None = None
     eval_seed: int = 2015  #: seed of the fixed validation and test sets (shared by all runs)
     #: user data: an ``.npz`` file, a class-folder tree (``root/CLASS/IMAGE``) or a CSV manifest
     path: str | None = None
@@ -303,6 +308,8 @@ def _check_user_data(d: DataConfig) -> None:
             raise ConfigError(f"data.{key}: expected true or false, got {getattr(d, key)!r}")
     if d.cache is not None and not isinstance(d.cache, bool):
         raise ConfigError(f"data.cache: expected true, false or null (auto), got {d.cache!r}")
+    if d.prefetch is not None and not isinstance(d.prefetch, bool):
+        raise ConfigError(f"data.prefetch: expected true, false or null (auto), got {d.prefetch!r}")
     if d.volumes is not None and not isinstance(d.volumes, bool):
         raise ConfigError(f"data.volumes: expected true, false or null (auto), got {d.volumes!r}")
     if (d.mean is None) != (d.std is None):

@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -62,7 +64,9 @@ from ..preprocess import Preprocess
 from .config import DataConfig
 from .distributed import launched_world_size
 
-__all__ = ["CACHE_LIMIT_BYTES", "DataModule", "Split", "holds_volumes"]
+__all__ = ["CACHE_LIMIT_BYTES", "DataModule", "Prefetch", "Split", "holds_volumes"]
+
+_T = TypeVar("_T")
 
 #: ``data.cache: null`` caches image files in memory when all splits take at most this many bytes.
 CACHE_LIMIT_BYTES = 1 << 30
@@ -282,6 +286,10 @@ class DataModule:
         #: generated tasks: the last training split made, with its seed (the statistics and
         #: epoch 0 share one; it is dropped before the next one is made)
         self._last_train: tuple[int, TensorSplit] | None = None
+        #: the next epoch's training split, made in a background thread (:meth:`prefetch`)
+        self._next_train: Prefetch[TensorSplit] | None = None
+        #: seconds :meth:`train` spent making or waiting for generated training data
+        self.wait_seconds = 0.0
         if cfg.task is not None and cfg.path is not None:
             raise ConfigError("data: give either 'task' or 'path', not both")
         if cfg.task is not None:
@@ -597,13 +605,37 @@ class DataModule:
         """Training data of ``epoch`` (fresh distortions each epoch for generated tasks)."""
         if self._fixed_train is not None:
             return self._fixed_train
-        seed = data.epoch_seed(self.seed, epoch if self.cfg.fresh else 0)
+        seed = self._train_seed(epoch)
         if self._last_train is not None and self._last_train[0] == seed:
             return self._last_train[1]
         self._last_train = None  # free the last epoch's data before making this one's
-        split = self._generate("train", self.cfg.train_size, seed)
+        start = time.perf_counter()
+        ahead, self._next_train = self._next_train, None
+        if ahead is not None and ahead.seed == seed:
+            split = ahead.result()  # its error, if generating failed, is raised here
+        else:
+            split = self._generate("train", self.cfg.train_size, seed)
+        self.wait_seconds += time.perf_counter() - start
         self._last_train = (seed, split)
         return split
+
+    def _train_seed(self, epoch: int) -> int:
+        return data.epoch_seed(self.seed, epoch if self.cfg.fresh else 0)
+
+    def prefetch(self, epoch: int) -> bool:
+        """Start making the training split of ``epoch`` in a background thread, for
+        :meth:`train` to take when that epoch starts (generated tasks with fresh distortions; a
+        no-op otherwise, returning False). The split is the one :meth:`train` would make: the
+        same seed, the same task, so a run trains on the same data with or without it."""
+        if self._fixed_train is not None or not self.cfg.fresh:
+            return False
+        seed = self._train_seed(epoch)
+        if self._next_train is not None and self._next_train.seed == seed:
+            return True
+        self._next_train = Prefetch(
+            seed, lambda: self._generate("train", self.cfg.train_size, seed)
+        )
+        return True
 
     def eval_split(self, split: str) -> Split:
         if split == "val":
@@ -623,6 +655,32 @@ class DataModule:
             "name": self.name,
             "preprocess": self.preprocess.to_dict(),
         }
+
+
+class Prefetch(Generic[_T]):
+    """One value (a split) made in a daemon thread: a run that stops does not wait for it to
+    finish; :meth:`result` waits for it and raises what making it raised."""
+
+    def __init__(self, seed: int, make: Callable[[], _T]) -> None:
+        self.seed = seed
+        self._make = make
+        self._split: _T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="torchstn-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._split = self._make()
+        except BaseException as e:  # handed to the training thread by result()
+            self._error = e
+
+    def result(self) -> _T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._split is not None
+        return self._split
 
 
 def _held(x: torch.Tensor) -> torch.Tensor:

@@ -218,6 +218,13 @@ class Trainer:
             preprocess=saved_info.get("preprocess"), pin_memory=self.device.type == "cuda"
         )
         # what was read (checked against the run's record when it has one, recorded otherwise)
+        #: make the next epoch's training data while this one trains (data.prefetch; null:
+        #: where training runs on a GPU; data modules without it make theirs as they go)
+        prefetch = cfg.data.prefetch
+        self._prefetch = bool(
+            (self.device.type != "cpu" if prefetch is None else prefetch)
+            and hasattr(self.data, "prefetch")
+        )
         fingerprints = getattr(self.data, "fingerprints", None)
         if fingerprints:
             cfg.data.fingerprints = dict(fingerprints)
@@ -414,6 +421,8 @@ class Trainer:
         # distortions are part of the run's cost, so the time budget counts them
         start = time.perf_counter()
         split = self.data.train(self.epoch)
+        if self._prefetch and self.epoch + 1 < self.cfg.run.epochs:
+            self.data.prefetch(self.epoch + 1)  # made while this epoch trains
         order = self.objective.batch_order(
             len(split),
             self.epoch,
@@ -639,6 +648,9 @@ class Trainer:
             "epochs": self.epoch,
             "steps_in_partial_epoch": self.step,
             "train_seconds": round(self.elapsed, 2),
+            # generated tasks: time spent making (or, prefetched, waiting for) training data
+            "data_wait_seconds": round(float(getattr(self.data, "wait_seconds", 0.0)), 2),
+            "data_prefetch": self._prefetch,
             "params": self.params,
             "model": self.cfg.model.name,
             "objective": self.cfg.objective.name,
