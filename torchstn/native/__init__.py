@@ -56,7 +56,10 @@ __all__ = [
     "path_counts",
     "record_path",
     "status",
+    "triton_available",
+    "triton_enabled",
     "use_fused",
+    "use_triton",
 ]
 
 _SOURCE = Path(__file__).with_name("fused_cpu.cpp")
@@ -78,6 +81,7 @@ _LOCK = threading.Lock()
 _state: dict[str, Any] = {"module": None, "tried": False, "reason": "not built yet"}
 _enabled = os.environ.get("TORCHSTN_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 _counts: Counter[str] = Counter()
+_triton = os.environ.get("TORCHSTN_TRITON", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 class use_fused:
@@ -105,6 +109,38 @@ class use_fused:
 def fused_enabled() -> bool:
     """Whether the fused path is switched on (see :class:`use_fused`)."""
     return _enabled
+
+
+class use_triton:
+    """Warp CUDA tensors with the Triton kernels of :mod:`torchstn.native.triton_affine`
+    (``True``) or not (``False``, the default until they have run on a GPU: they are tested
+    with Triton's interpreter only); as a context manager or called alone. The environment
+    variable ``TORCHSTN_TRITON=1`` sets the default to ``True``."""
+
+    def __init__(self, enabled: bool) -> None:
+        global _triton
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled: expected True or False, got {enabled!r}")
+        self.previous = _triton
+        _triton = enabled
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _triton
+        _triton = self.previous
+
+
+def triton_enabled() -> bool:
+    """Whether CUDA tensors take the Triton kernels (see :class:`use_triton`)."""
+    return _triton
+
+
+@torch.compiler.assume_constant_result
+def triton_available() -> bool:
+    """Whether Triton can be imported (``pip install triton``; CUDA wheels of PyTorch bring it)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def _cache_dir() -> Path:
@@ -231,12 +267,14 @@ def available() -> bool:
 
 
 def status() -> dict[str, Any]:
-    """Which fused paths there are: ``{"cpu": bool, "cpu_detail": str, "enabled": bool}``
-    (``cpu_detail``: where the library came from, or why there is none)."""
+    """Which fused paths there are: ``{"cpu": bool, "cpu_detail": str, "enabled": bool,
+    "triton": bool}`` (``cpu_detail``: where the library came from, or why there is none;
+    ``triton``: whether CUDA tensors take the Triton kernels, :class:`use_triton`)."""
     return {
         "enabled": _enabled,
         "cpu": _state["module"] is not None,
         "cpu_detail": _state["reason"],
+        "triton": _triton,
     }
 
 

@@ -65,13 +65,26 @@ def affine2d(
     padding in the kernel's numbering: :data:`torchstn.native.sample.MODES`, ``PADDINGS``)."""
     ext = kernels()
     if ext is None or not _runs_fused(x):
-        grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), -1)
-        grid = torch.cat([grid, torch.ones_like(grid[..., :1])], -1)  # (Ho, Wo, 3)
-        grid = torch.einsum("hwk,bjk->bhwj", grid, theta)
-        return F.grid_sample(
-            x, grid, _MODE_NAMES[mode], _PADDING_NAMES[pad], align_corners=align_corners
-        )
+        return _affine2d_reference(x, theta, xs, ys, mode, pad, align_corners)
     return ext.affine2d_forward(x, theta, xs, ys, mode, pad, align_corners, check_finite)  # type: ignore[no-any-return]
+
+
+def _affine2d_reference(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    mode: int,
+    pad: int,
+    align_corners: bool,
+) -> torch.Tensor:
+    """:func:`affine2d` through a grid and ``grid_sample``."""
+    grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), -1)
+    grid = torch.cat([grid, torch.ones_like(grid[..., :1])], -1)  # (Ho, Wo, 3)
+    grid = torch.einsum("hwk,bjk->bhwj", grid, theta)
+    return F.grid_sample(
+        x, grid, _MODE_NAMES[mode], _PADDING_NAMES[pad], align_corners=align_corners
+    )
 
 
 @affine2d.register_fake
@@ -125,6 +138,34 @@ def _affine2d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, .
 
 
 affine2d.register_autograd(_affine2d_grad, setup_context=_affine2d_setup)
+
+
+def _triton_module() -> Any:
+    """:mod:`torchstn.native.triton_affine`, or ``None`` without Triton."""
+    try:
+        from . import triton_affine  # needs triton (optional): imported where it runs
+    except ImportError:
+        return None
+    return triton_affine
+
+
+@affine2d.register_kernel("cuda")
+def _(x, theta, xs, ys, mode, pad, align_corners, check_finite):  # type: ignore[no-untyped-def]
+    tri = _triton_module()
+    if tri is None or x.dtype != torch.float32:
+        return _affine2d_reference(x, theta, xs, ys, mode, pad, align_corners)
+    return tri.affine2d_forward(x, theta, xs, ys, mode, pad, align_corners)
+
+
+@_affine2d_backward.register_kernel("cuda")
+def _(grad, x, theta, xs, ys, mode, pad, align_corners, need_x, need_theta):  # type: ignore[no-untyped-def]
+    tri = _triton_module()
+    if tri is None or x.dtype != torch.float32:
+        raise _missing("affine2d_sample_backward")
+    gx, gtheta = tri.affine2d_backward(
+        grad, x, theta, xs, ys, mode, pad, align_corners, need_x, need_theta
+    )
+    return (gx if gx is not None else _empty(x)), (gtheta if gtheta is not None else _empty(theta))
 
 
 # -- 3-D matrices -----------------------------------------------------------------------------

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from ..functional.sample import Fill
-from . import kernels, ops
+from . import kernels, ops, triton_available, triton_enabled
 
-__all__ = ["MODES", "PADDINGS", "affine2d_sample", "affine3d_sample", "can_fuse", "field2d_sample"]
+__all__ = [
+    "MODES",
+    "PADDINGS",
+    "TRITON_DEVICES",
+    "affine2d_sample",
+    "affine3d_sample",
+    "can_fuse",
+    "can_fuse_triton",
+    "field2d_sample",
+]
 
 #: the sampler modes the fused kernel has (the others take the unfused path).
 MODES = {"bilinear": 0, "nearest": 1}
@@ -49,6 +59,61 @@ def can_fuse(x: torch.Tensor, mode: str, padding_mode: str) -> bool:
         and (mode in MODES if x.dim() == 4 else mode == "bilinear")  # volumes: trilinear only
         and padding_mode in (*PADDINGS, "fill")
     )
+
+
+#: the devices whose tensors the Triton kernels warp (with :func:`torchstn.native.use_triton`)
+TRITON_DEVICES: tuple[str, ...] = ("cuda",)
+
+
+def can_fuse_triton(x: torch.Tensor, mode: str, padding_mode: str) -> bool:
+    """Whether the Triton kernels warp ``x`` (2-D, float32, on a device of
+    :data:`TRITON_DEVICES`; switched on by :class:`torchstn.native.use_triton`)."""
+    return (
+        triton_enabled()
+        and x.device.type in TRITON_DEVICES
+        and x.dtype == torch.float32
+        and x.layout == torch.strided
+        and x.dim() == 4
+        and mode in MODES
+        and padding_mode in (*PADDINGS, "fill")
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
+        and not _exporting_onnx()
+        and triton_available()
+    )
+
+
+class _TritonAffine2d(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        theta: torch.Tensor,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        mode: int,
+        pad: int,
+        align_corners: bool,
+        check_finite: bool,
+    ) -> torch.Tensor:
+        from . import triton_affine  # needs triton (optional): imported where it runs
+
+        ctx.save_for_backward(x, theta, xs, ys)
+        ctx.settings = (mode, pad, align_corners)
+        return triton_affine.affine2d_forward(x, theta, xs, ys, mode, pad, align_corners)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        from . import triton_affine  # needs triton (optional): imported where it runs
+
+        x, theta, xs, ys = ctx.saved_tensors
+        mode, pad, align_corners = ctx.settings
+        need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx, gtheta = triton_affine.affine2d_backward(
+            grad, x, theta, xs, ys, mode, pad, align_corners, need_x, need_theta
+        )
+        return gx, gtheta, *(None,) * 6
 
 
 class _FusedAffine2d(torch.autograd.Function):
@@ -115,7 +180,13 @@ def affine2d_sample(
         ``(B, C, Ho, Wo)``; call it only where :func:`kernels` is not ``None``.
     """
     pad = "zeros" if padding_mode == "fill" else padding_mode
-    apply = ops.affine2d if _tracing_graph() else _FusedAffine2d.apply
+    apply: Callable[..., torch.Tensor]
+    if _tracing_graph():
+        apply = ops.affine2d  # CPU: the C++ kernel; CUDA: the Triton kernel (registered)
+    elif x.device.type in TRITON_DEVICES:
+        apply = _TritonAffine2d.apply
+    else:
+        apply = _FusedAffine2d.apply
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
         out = apply(

@@ -43,7 +43,13 @@ from ..errors import InvalidInputError, NonFiniteError
 from ..functional.coords import grid_axes, normalized_to_pixel
 from ..functional.resample import SAMPLER_MODES, check_sampler, resample
 from ..functional.sample import Fill
-from ..native.sample import affine2d_sample, affine3d_sample, can_fuse
+from ..native import sample as native_sample
+from ..native.sample import (
+    affine2d_sample,
+    affine3d_sample,
+    can_fuse,
+    can_fuse_triton,
+)
 from . import get
 from .base import MatrixTransform, Transform
 
@@ -108,13 +114,15 @@ def warp_with(
     with _autocast_off(x.device.type):
         x = x.to(dtype)
         params = params.to(dtype)
-        if params.shape[0] == x.shape[0] and _fusable(x, transform, mode, padding_mode):
-            if native.available():
-                native.record_path("fused")
-                return _fused_warp(
-                    x, params, cast(MatrixTransform, transform), out_size, mode, padding_mode,
-                    align_corners, fill,
-                )  # fmt: skip
+        kind = (
+            _fused_kind(x, transform, mode, padding_mode) if params.shape[0] == x.shape[0] else None
+        )
+        if kind is not None:
+            native.record_path(kind)
+            return _fused_warp(
+                x, params, cast(MatrixTransform, transform), out_size, mode, padding_mode,
+                align_corners, fill,
+            )  # fmt: skip
         native.record_path("unfused")
         grid = transform(params, out_size, align_corners)
         return resample(x, grid, mode, padding_mode, align_corners, fill, sigma)
@@ -135,6 +143,9 @@ def _fused_warp(
     params with NaN or Inf raise the same :class:`NonFiniteError` as the unfused path."""
     matrix._check_param_shape(params)
     checking = finite_checks_enabled() and not is_scripting_or_tracing()  # as the unfused path
+    if checking and x.device.type in native_sample.TRITON_DEVICES:
+        check_finite(params, "params")  # the Triton kernels do not check (a read, as unfused)
+        checking = False
     n = matrix.ndim
     theta = matrix._to_matrix(params)[:, :n, :]
     axes = grid_axes(out_size, align_corners, dtype=x.dtype, device=x.device)
@@ -153,6 +164,24 @@ def _fused_warp(
     raise NonFiniteError(
         f"params: finite, but the {matrix.name!r} matrix they give holds NaN or Inf"
     )
+
+
+def _fused_kind(x: torch.Tensor, transform: Transform, mode: str, padding_mode: str) -> str | None:
+    """Which fused kernel warps ``x``: ``"fused"`` (the C++ CPU kernels), ``"fused-triton"``
+    (the Triton kernels, 2-D, opted in with :class:`torchstn.native.use_triton`) or ``None``
+    (the grid and the sampler)."""
+    if (
+        native.fused_enabled()
+        and isinstance(transform, MatrixTransform)
+        and transform.is_affine
+        and transform.ndim == 2
+        and x.dim() == 4
+        and can_fuse_triton(x, mode, padding_mode)
+    ):
+        return "fused-triton"
+    if _fusable(x, transform, mode, padding_mode) and native.available():
+        return "fused"
+    return None
 
 
 def _fusable(x: torch.Tensor, transform: Transform, mode: str, padding_mode: str) -> bool:
