@@ -155,3 +155,20 @@ def test_triton_is_opt_in_and_float32_only(monkeypatch):
     native.path_counts(reset=True)
     warp(x, torch.tensor([[1.0, 0, 0, 0, 1, 0]]), "affine")
     assert "fused-triton" not in native.path_counts(reset=True)
+
+
+def test_bench_sampler_times_the_triton_kernels_where_they_run(tri, monkeypatch):
+    from torchstn.bench import sampler
+    from torchstn.bench.timing import Settings
+
+    monkeypatch.setattr(sample, "TRITON_DEVICES", ("cuda", DEVICE))
+    monkeypatch.setattr(sampler, "FAMILIES", ("affine",))
+    settings = Settings(device=DEVICE, quick=True, repeats=1, warmup=0, min_seconds=0.0)
+    before = torch.are_deterministic_algorithms_enabled()
+    rows = sampler.run(settings)["rows"]
+    assert torch.are_deterministic_algorithms_enabled() == before
+    paths = [r["path"] for r in rows if r.get("baseline") == "pytorch"]
+    assert "fused-triton" in paths and "fused-triton (deterministic)" in paths
+    for r in rows:
+        if r["path"].startswith("fused-triton"):
+            assert r["max_abs_diff"] < 1e-5, r

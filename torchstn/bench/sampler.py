@@ -19,7 +19,9 @@ happens outside the clock):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 
 from .. import native
 from ..functional import normalized_matrix_to_pixel, sample
+from ..native import sample as native_sample
 from ..transforms import TPS, MatrixTransform
 from ..transforms import get as get_transform
 from ..transforms.warping import warp
@@ -47,7 +50,10 @@ params (or matrices). `max diff`: largest difference between our output and the 
 kornia's `warp_image_tps` has no output size, so its rows sample at the input's size.
 `path`: `unfused` is the grid then the sampler as above; `fused` is `torchstn.warp` (what the
 module calls), which for the 2-D affine families takes the fused CPU kernel of
-`torchstn.native` (grid and sampling in one pass; the row says `unfused` where it fell back).
+`torchstn.native` (grid and sampling in one pass; the row says `unfused` where it fell back);
+on CUDA with Triton, `fused-triton` rows time the Triton kernels (`use_triton(True)`), with the
+input's gradient by atomics and, `(deterministic)`, by the sorted sum that
+`torch.use_deterministic_algorithms(True)` selects.
 Targets: ratio at most 1.0 against PyTorch, at most 0.5 against kornia (TPS: 0.02); the fused
 affine forward+backward at most 0.5 against PyTorch.
 """
@@ -168,6 +174,29 @@ def _warp(name: str, size: tuple[int, int], align_corners: bool) -> Callable[...
     return call
 
 
+def _triton_runs(settings: Settings) -> bool:
+    """Whether the Triton kernels' rows are timed: a device they run on, with Triton."""
+    return (
+        torch.device(settings.device).type in native_sample.TRITON_DEVICES
+        and native.triton_available()
+    )
+
+
+@contextlib.contextmanager
+def _deterministic(on: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(on)`` for a block (warnings only: PyTorch's CUDA
+    ``grid_sample`` backward, the baseline, has no deterministic kernel)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        torch.use_deterministic_algorithms(on, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 def _path_taken() -> str:
     """The path the warps since the last call took: ``fused``, ``unfused`` or ``mixed``."""
     counts = native.path_counts(reset=True)
@@ -238,6 +267,18 @@ def run(settings: Settings) -> dict[str, Any]:
                 )
                 path = _path_taken()
                 rows.append({**base, "family": name, "path": path, "baseline": "pytorch", **row})
+                for ordered in (False, True) if _triton_runs(settings) else ():
+                    # the Triton kernels (CUDA), atomics, then the sorted deterministic sum
+                    with native.use_triton(True), _deterministic(ordered):
+                        native.path_counts(reset=True)
+                        row = _timed_pair(
+                            _warp(name, (ho, wo), False), _pytorch((ho, wo), c), x, params,
+                            theta, settings,
+                        )  # fmt: skip
+                        path = _path_taken() + (" (deterministic)" if ordered else "")
+                    rows.append(
+                        {**base, "family": name, "path": path, "baseline": "pytorch", **row}
+                    )
             if name in ("affine", "projective", "tps"):
                 if kornia is None:
                     rows.append(
@@ -261,7 +302,7 @@ def run(settings: Settings) -> dict[str, Any]:
 
 def _headline(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
-    for path in ("unfused", "fused"):
+    for path in ("unfused", "fused", "fused-triton", "fused-triton (deterministic)"):
         sel = [r for r in rows if r.get("path") == path]
         what = f"affine grid + sampling, {path}"
         lines.append(ratio_headline(sel, "affine", "pytorch", "PyTorch", what))
