@@ -98,3 +98,49 @@ def test_predict_and_export_of_a_gpu_checkpoint_match_the_cpu(tmp_path, capsys):
     assert (
         main(["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
     )
+
+
+def test_a_triton_training_step_never_waits_for_the_host():
+    """Issue 25: with the Triton kernels and the trainer's settings (finite checks off), a
+    forward, backward and SGD step of the ST-CNN reads nothing back from the GPU."""
+    from torchstn import native, set_finite_checks
+    from torchstn.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("st_cnn_affine", (1, 60, 60), 10).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(64, 1, 60, 60, device="cuda")
+    y = torch.randint(10, (64,), device="cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    with native.use_triton(True), set_finite_checks(False):
+        step()  # warm-up: compiles the kernels, builds the caches
+        torch.cuda.synchronize()
+        native.path_counts(reset=True)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert native.path_counts() == {"fused-triton": 1}
+
+
+def test_compile_and_export_on_cuda_run_the_triton_operator():
+    from torchstn import SpatialTransformer, native
+
+    torch.manual_seed(0)
+    st = SpatialTransformer((1, 28, 28), "affine", out_size=(14, 14)).cuda()
+    x = torch.rand(8, 1, 28, 28, device="cuda")
+    with native.use_triton(True):
+        eager = st(x)
+        torch._dynamo.reset()
+        compiled = torch.compile(st, fullgraph=True)(x)
+        program = torch.export.export(st, (x,))
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert "torchstn.affine2d_sample.default" in targets
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(program.module()(x), eager, rtol=1e-5, atol=1e-6)
