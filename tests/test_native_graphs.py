@@ -71,13 +71,13 @@ def _module3d() -> tuple[torch.nn.Module, torch.Tensor]:
 class _FieldWarp(torch.nn.Module):
     """A learnable field warping its input: the field's and the image's gradients flow."""
 
-    def __init__(self, integrate: bool) -> None:
+    def __init__(self, integrate: bool, spatial: tuple[int, ...] = (11, 13)) -> None:
         super().__init__()
-        self.u = torch.nn.Parameter(1.5 * torch.randn(1, 2, 11, 13))
+        self.u = torch.nn.Parameter(1.5 * torch.randn(1, len(spatial), *spatial))
         self.integrate = integrate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = self.u.expand(x.shape[0], -1, -1, -1)
+        u = self.u.expand(x.shape[0], *self.u.shape[1:])
         if self.integrate:
             u = fields.integrate(u, steps=3)
         return fields.warp(x, u, padding_mode="reflection")
@@ -88,6 +88,10 @@ CASES = {
     "affine3d": (_module3d, "affine3d_sample"),
     "field": (lambda: (_FieldWarp(False), torch.rand(2, 3, 11, 13)), "field2d_sample"),
     "integrate": (lambda: (_FieldWarp(True), torch.rand(2, 1, 11, 13)), "field2d_sample"),
+    "field3d": (
+        lambda: (_FieldWarp(False, (5, 6, 7)), torch.rand(2, 2, 5, 6, 7)),
+        "field3d_sample",
+    ),
 }
 
 
@@ -141,7 +145,7 @@ def test_inductor_compiles_a_model_with_the_kernels(ext) -> None:
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("case", ["affine", "affine3d", "field"])
+@pytest.mark.parametrize("case", ["affine", "affine3d", "field", "field3d"])
 def test_torch_export_holds_the_operator_and_reloads(ext, case) -> None:
     make, op = CASES[case]
     module, x = make()
@@ -209,6 +213,9 @@ def test_the_operators_pass_opcheck(ext) -> None:
     x = torch.rand(2, 2, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
     u = (2 * torch.rand(2, 2, 5, 6, dtype=torch.float64, generator=gen) - 1).requires_grad_()
     torch.library.opcheck(ops.field2d, (x, u, 0, False))
+    x = torch.rand(1, 2, 3, 4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    u = (2 * torch.rand(1, 3, 3, 4, 5, dtype=torch.float64, generator=gen) - 1).requires_grad_()
+    torch.library.opcheck(ops.field3d, (x, u, 2, True))
 
 
 def test_without_the_kernels_the_operator_warps_with_grid_sample(ext, monkeypatch) -> None:
@@ -218,7 +225,10 @@ def test_without_the_kernels_the_operator_warps_with_grid_sample(ext, monkeypatc
     want = ops.affine2d(x, theta, xs, ys, *settings)
     field_args = (torch.rand(1, 2, 6, 7), 2 * torch.randn(1, 2, 6, 7), 1, True)
     field_want = ops.field2d(*field_args)
+    volume_args = (torch.rand(1, 2, 4, 5, 6), 2 * torch.randn(1, 3, 4, 5, 6), 2, False)
+    volume_want = ops.field3d(*volume_args)
     monkeypatch.setattr(ops, "kernels", lambda: None)
+    torch.testing.assert_close(ops.field3d(*volume_args), volume_want, rtol=1e-5, atol=1e-6)
     got = ops.affine2d(x, theta, xs, ys, *settings)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ops.field2d(*field_args), field_want, rtol=1e-5, atol=1e-6)

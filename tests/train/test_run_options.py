@@ -251,5 +251,5 @@ class TestPrefetch:
 
     @pytest.mark.parametrize("value", ["yes", 1])
     def test_bad_values_are_refused(self, value):
-        with pytest.raises(ConfigError, match="data.prefetch"):
+        with pytest.raises(ConfigError, match=r"data\.prefetch"):
             config_from_dict(_prefetch_values(value))

@@ -52,8 +52,9 @@ MONAI's fields are ours with the channels in index order (`(z, y, x)` instead of
 `(x, y, z)`), converted outside the clock, and ours is called with MONAI's settings
 (`align_corners=True`, `"border"` padding for `warp`, `"zeros"` for `integrate`). `fwd+bwd`
 back-propagates a fixed gradient to the image and the field (`warp`) or the velocity
-(`integrate`). `path`: `fused` where the fused CPU kernel of `torchstn.native` ran (2-D
-images: `fields.warp` and the squarings of `integrate`), else `unfused`. `saved MB`: what autograd keeps for the backward pass; `CUDA peak MB`: the
+(`integrate`). `path`: `fused` where the fused CPU kernel of `torchstn.native` ran (images
+and volumes: `fields.warp` and the squarings of `integrate`), else `unfused`. `saved MB`: what
+autograd keeps for the backward pass; `CUDA peak MB`: the
 allocator's peak during forward+backward above what was allocated before. `max diff`: largest
 difference between our output and MONAI's (in pixels for `integrate`). `unet step`: a whole
 registration network on a (moving, fixed) pair, ours (`reg_unet`: the VoxelMorph U-Net,

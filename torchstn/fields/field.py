@@ -52,7 +52,7 @@ from ..errors import InvalidInputError
 from ..functional.coords import base_grid, normalized_matrix_to_pixel
 from ..functional.resample import check_sampler, resample
 from ..functional.sample import PADDING_MODES, Fill
-from ..native.sample import can_fuse, field2d_sample
+from ..native.sample import can_fuse, field_sample
 
 __all__ = [
     "Inverse",
@@ -296,19 +296,20 @@ def warp(
     x, u = _batched(x, u)
     if _fusable(x, n, mode, padding_mode, align_corners):  # the fused kernel: no grid
         native.record_path("fused")
-        return field2d_sample(x, u.to(x.dtype), padding_mode, align_corners, value)
+        return field_sample(x, u.to(x.dtype), padding_mode, align_corners, value)
     native.record_path("unfused")
     grid = _to_grid(u.to(x.dtype), align_corners)
     return resample(x, grid, mode, padding_mode, align_corners, value, sigma)
 
 
 def _fusable(x: torch.Tensor, n: int, mode: str, padding_mode: str, align_corners: bool) -> bool:
-    """Whether :func:`warp` takes the fused kernel of :mod:`torchstn.native` (2-D, bilinear,
-    CPU float, outside TorchScript; the rest takes the grid and the sampler). With
+    """Whether :func:`warp` takes the fused kernel of :mod:`torchstn.native` (2-D bilinear or
+    3-D trilinear, CPU float, outside TorchScript; the rest takes the grid and the sampler). With
     ``align_corners`` a side of one pixel has no normalised extent (grid_sample reads pixel 0
     wherever the field points): those keep the unfused path's behaviour."""
     return (
-        n == 2
+        n in (2, 3)
+        and x.dim() == n + 2
         and not (align_corners and min(x.shape[2:]) == 1)
         and mode == "bilinear"
         and native.fused_enabled()
@@ -409,7 +410,7 @@ def integrate(
         native.record_path("fused")
         u = v / 2**steps
         for _ in range(steps):
-            u = u + field2d_sample(u, u, padding_mode, align_corners)
+            u = u + field_sample(u, u, padding_mode, align_corners)
         return u
     native.record_path("unfused")
     spatial = v.shape[2:]

@@ -9,7 +9,7 @@ What runs where:
 
 * **CPU**: a C++ extension (``fused_cpu.cpp``, shipped as source) compiled on first use with
   :mod:`torch.utils.cpp_extension` (a C++ compiler and ninja are needed, ``pip install
-  torchstn[fast]`` brings ninja; about 40 seconds, once)
+  torchstn[fast]`` brings ninja; one to two minutes, once)
   and cached in ``$TORCHSTN_NATIVE_DIR`` (default ``~/.cache/torchstn/native``), per source,
   torch version, Python and CPU (it is compiled for the CPU it runs on). A plain
   ``pip install torchstn`` needs no compiler: without one (or with ``TORCHSTN_NATIVE=0``) every
@@ -204,7 +204,7 @@ def _build(name: str, final: Path) -> tuple[ModuleType, str]:
         try:
             print(
                 f"torchstn: compiling the fused CPU kernels into {final.parent} "
-                "(once per machine and torch version, about a minute)",
+                "(once per machine and torch version, one to two minutes)",
                 file=sys.stderr,
             )
             # ninja from the ``fast`` extra lives beside this Python, maybe not on PATH

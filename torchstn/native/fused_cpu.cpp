@@ -487,9 +487,11 @@ template <typename T>
 struct RowTaps3 {
   static constexpr int64_t kBlock = 16;
   std::vector<T> w[8], in[8], fx, fy, fz, dx, dy, dz, xs;
+  std::vector<T> ux, uy, uz;  // a row of a dense field, copied into padded buffers
   std::vector<int32_t> o[8];
-  RowTaps3(int64_t n, const T* xs_in) : xs(pad(n), T(0)) {
-    std::copy(xs_in, xs_in + n, xs.begin());
+  RowTaps3(int64_t n, const T* xs_in)
+      : xs(pad(n), T(0)), ux(pad(n), T(0)), uy(pad(n), T(0)), uz(pad(n), T(0)) {
+    if (xs_in) std::copy(xs_in, xs_in + n, xs.begin());
     n = pad(n);
     for (auto* v : {&fx, &fy, &fz, &dx, &dy, &dz}) v->resize(n);
     for (int k = 0; k < 8; ++k) {
@@ -499,19 +501,35 @@ struct RowTaps3 {
     }
   }
   static int64_t pad(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
+  // row (k, i) of item b of a (B, 3, D, H, W) field into ux, uy, uz (padding lanes stay 0)
+  void load_field_row(const T* u, int64_t b, int64_t k, int64_t i, int64_t D, int64_t H,
+                      int64_t W) {
+    const int64_t vol = D * H * W, at = (k * H + i) * W;
+    const T* base = u + b * 3 * vol + at;
+    std::copy(base, base + W, ux.begin());
+    std::copy(base + vol, base + vol + W, uy.begin());
+    std::copy(base + 2 * vol, base + 2 * vol + W, uz.begin());
+  }
 };
 
-template <typename T, int PAD, bool AC, bool GRAD>
+// FIELD: the points are the row's voxels moved by a dense field (r.ux, r.uy, r.uz, in voxels;
+// yv, zv are the row's indices and t is unused); otherwise the matrix t applied to
+// (xs[j], yv, zv)
+template <typename T, int PAD, bool AC, bool GRAD, bool FIELD = false>
 void row_taps3(const T* t, T yv, T zv, const T* __restrict xs, int64_t Wo, const Axis<T, AC>& ax,
                const Axis<T, AC>& ay, const Axis<T, AC>& az, RowTaps3<T>& r) {
   // x' = ((t0 x + t3) + t1 y) + t2 z per row of the matrix: torchstn's grid's rounding order
-  T c[3], yz[3], tx[3];
-  for (int q = 0; q < 3; ++q) {
+  T c[3] = {}, yz[3] = {}, tx[3] = {};
+  for (int q = 0; q < 3 && !FIELD; ++q) {
     tx[q] = t[4 * q];
     c[q] = t[4 * q + 3];
     yz[q] = t[4 * q + 1] * yv;  // added to the column term, then the slice term
   }
-  const T zt[3] = {t[2] * zv, t[6] * zv, t[10] * zv};
+  const T zt[3] = {FIELD ? T(0) : t[2] * zv, FIELD ? T(0) : t[6] * zv,
+                   FIELD ? T(0) : t[10] * zv};
+  const T* __restrict ux = r.ux.data();
+  const T* __restrict uy = r.uy.data();
+  const T* __restrict uz = r.uz.data();
   const Axis<T, AC> axl = ax, ayl = ay, azl = az;
   const int32_t W = static_cast<int32_t>(ax.n), H = static_cast<int32_t>(ay.n);
   const int32_t D = static_cast<int32_t>(az.n);
@@ -530,18 +548,31 @@ void row_taps3(const T* t, T yv, T zv, const T* __restrict xs, int64_t Wo, const
   for (int64_t jb = 0; jb < Wp; jb += RowTaps3<T>::kBlock) {
 #pragma omp simd
     for (int64_t j = jb; j < jb + RowTaps3<T>::kBlock; ++j) {
-      const T gx = ((tx[0] * xs[j] + c[0]) + yz[0]) + zt[0];
-      const T gy = ((tx[1] * xs[j] + c[1]) + yz[1]) + zt[1];
-      const T gz = ((tx[2] * xs[j] + c[2]) + yz[2]) + zt[2];
       T x, y, z, sx = T(1), sy = T(1), sz = T(1);
-      if (GRAD) {
-        x = axl.template apply_grad<PAD>(gx, &sx);
-        y = ayl.template apply_grad<PAD>(gy, &sy);
-        z = azl.template apply_grad<PAD>(gz, &sz);
+      if (FIELD) {
+        const T px = static_cast<T>(j) + ux[j], py = yv + uy[j], pz = zv + uz[j];
+        if (GRAD) {
+          x = axl.template pad_px_grad<PAD>(px, &sx);
+          y = ayl.template pad_px_grad<PAD>(py, &sy);
+          z = azl.template pad_px_grad<PAD>(pz, &sz);
+        } else {
+          x = axl.template pad_px<PAD>(px);
+          y = ayl.template pad_px<PAD>(py);
+          z = azl.template pad_px<PAD>(pz);
+        }
       } else {
-        x = axl.template apply<PAD>(gx);
-        y = ayl.template apply<PAD>(gy);
-        z = azl.template apply<PAD>(gz);
+        const T gx = ((tx[0] * xs[j] + c[0]) + yz[0]) + zt[0];
+        const T gy = ((tx[1] * xs[j] + c[1]) + yz[1]) + zt[1];
+        const T gz = ((tx[2] * xs[j] + c[2]) + yz[2]) + zt[2];
+        if (GRAD) {
+          x = axl.template apply_grad<PAD>(gx, &sx);
+          y = ayl.template apply_grad<PAD>(gy, &sy);
+          z = azl.template apply_grad<PAD>(gz, &sz);
+        } else {
+          x = axl.template apply<PAD>(gx);
+          y = ayl.template apply<PAD>(gy);
+          z = azl.template apply<PAD>(gz);
+        }
       }
       const bool finite = (std::abs(x) <= big) & (std::abs(y) <= big) & (std::abs(z) <= big);
       x = finite ? axl.bounded(x) : T(0);
@@ -577,6 +608,67 @@ void row_taps3(const T* t, T yv, T zv, const T* __restrict xs, int64_t Wo, const
   }
 }
 
+// One output row read through its eight taps, for every channel (planes in_plane and
+// out_plane values apart); the matrix and the field kernels share it.
+template <typename T>
+inline void gather_row3(const RowTaps3<T>& r, const T* in, int64_t in_plane, T* out,
+                        int64_t out_plane, int64_t C, int64_t n) {
+  const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
+  const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
+  const T *__restrict w4 = r.w[4].data(), *__restrict w5 = r.w[5].data();
+  const T *__restrict w6 = r.w[6].data(), *__restrict w7 = r.w[7].data();
+  const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
+  const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
+  const int32_t *__restrict o4 = r.o[4].data(), *__restrict o5 = r.o[5].data();
+  const int32_t *__restrict o6 = r.o[6].data(), *__restrict o7 = r.o[7].data();
+  for (int64_t c = 0; c < C; ++c) {
+    const T* __restrict p = in + c * in_plane;
+    T* __restrict dst = out + c * out_plane;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j)
+      dst[j] = ((p[o0[j]] * w0[j] + p[o1[j]] * w1[j]) + (p[o2[j]] * w2[j] + p[o3[j]] * w3[j])) +
+               ((p[o4[j]] * w4[j] + p[o5[j]] * w5[j]) + (p[o6[j]] * w6[j] + p[o7[j]] * w7[j]));
+  }
+}
+
+// The backward of gather_row3 for one row, channel by channel: the gradient at each point,
+// summed over channels into gx, gy, gz (where given), and the serial scatter of the output
+// gradient to gin (where given, in voxel order; taps outside have zero weight).
+template <typename T>
+inline void scatter_row3(const RowTaps3<T>& r, const T* in, int64_t in_plane, const T* go,
+                         int64_t go_plane, T* gin, T* __restrict gx, T* __restrict gy,
+                         T* __restrict gz, int64_t C, int64_t n) {
+  const T *__restrict e = r.fx.data(), *__restrict ny = r.fy.data(), *__restrict f = r.fz.data();
+  for (int64_t c = 0; c < C; ++c) {
+    const T* __restrict p = in + c * in_plane;
+    const T* __restrict g = go + c * go_plane;
+    if (gx) {
+      for (int64_t j = 0; j < n; ++j) {
+        T v[8];
+        for (int k = 0; k < 8; ++k) v[k] = r.in[k][j] != T(0) ? p[r.o[k][j]] : T(0);
+        const T ex = e[j], nj = ny[j], fz = f[j];
+        // differences along x, y, z of the corner values, weighted by the other two axes
+        const T dvx = (T(1) - fz) * ((T(1) - nj) * (v[1] - v[0]) + nj * (v[3] - v[2])) +
+                      fz * ((T(1) - nj) * (v[5] - v[4]) + nj * (v[7] - v[6]));
+        const T dvy = (T(1) - fz) * ((T(1) - ex) * (v[2] - v[0]) + ex * (v[3] - v[1])) +
+                      fz * ((T(1) - ex) * (v[6] - v[4]) + ex * (v[7] - v[5]));
+        const T dvz = (T(1) - nj) * ((T(1) - ex) * (v[4] - v[0]) + ex * (v[5] - v[1])) +
+                      nj * ((T(1) - ex) * (v[6] - v[2]) + ex * (v[7] - v[3]));
+        gx[j] += g[j] * dvx;
+        gy[j] += g[j] * dvy;
+        gz[j] += g[j] * dvz;
+      }
+    }
+    if (gin) {
+      T* q = gin + c * in_plane;
+      for (int64_t j = 0; j < n; ++j) {
+        const T gj = g[j];
+        for (int k = 0; k < 8; ++k) q[r.o[k][j]] += r.w[k][j] * gj;
+      }
+    }
+  }
+}
+
 template <typename T, int PAD, bool AC>
 void forward_trilinear(const T* in, const T* theta, const T* xs, const T* ys, const T* zs, T* out,
                        int64_t B, int64_t C, int64_t D, int64_t H, int64_t W, int64_t Do,
@@ -587,22 +679,8 @@ void forward_trilinear(const T* in, const T* theta, const T* xs, const T* ys, co
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / (Do * Ho), kz = (row / Ho) % Do, i = row % Ho;
       row_taps3<T, PAD, AC, false>(theta + b * 12, ys[i], zs[kz], r.xs.data(), Wo, ax, ay, az, r);
-      for (int64_t c = 0; c < C; ++c) {
-        const T* __restrict p = in + (b * C + c) * D * H * W;
-        T* __restrict dst = out + ((b * C + c) * Do + kz) * Ho * Wo + i * Wo;
-        const T *__restrict w0 = r.w[0].data(), *__restrict w1 = r.w[1].data();
-        const T *__restrict w2 = r.w[2].data(), *__restrict w3 = r.w[3].data();
-        const T *__restrict w4 = r.w[4].data(), *__restrict w5 = r.w[5].data();
-        const T *__restrict w6 = r.w[6].data(), *__restrict w7 = r.w[7].data();
-        const int32_t *__restrict o0 = r.o[0].data(), *__restrict o1 = r.o[1].data();
-        const int32_t *__restrict o2 = r.o[2].data(), *__restrict o3 = r.o[3].data();
-        const int32_t *__restrict o4 = r.o[4].data(), *__restrict o5 = r.o[5].data();
-        const int32_t *__restrict o6 = r.o[6].data(), *__restrict o7 = r.o[7].data();
-#pragma omp simd
-        for (int64_t j = 0; j < Wo; ++j)
-          dst[j] = ((p[o0[j]] * w0[j] + p[o1[j]] * w1[j]) + (p[o2[j]] * w2[j] + p[o3[j]] * w3[j])) +
-                   ((p[o4[j]] * w4[j] + p[o5[j]] * w5[j]) + (p[o6[j]] * w6[j] + p[o7[j]] * w7[j]));
-      }
+      gather_row3(r, in + b * C * D * H * W, D * H * W,
+                  out + (b * C * Do + kz) * Ho * Wo + i * Wo, Do * Ho * Wo, C, Wo);
     }
   });
 }
@@ -629,35 +707,10 @@ void backward_trilinear(const T* go, const T* in, const T* theta, const T* xs, c
           T* __restrict gx = gv[0].data();
           T* __restrict gy = gv[1].data();
           T* __restrict gz = gv[2].data();
-          const T *__restrict e = r.fx.data(), *__restrict n = r.fy.data(), *__restrict f = r.fz.data();
-          for (int64_t c = 0; c < C; ++c) {
-            const T* __restrict p = in + (b * C + c) * D * H * W;
-            const T* __restrict g = go + ((b * C + c) * Do + kz) * Ho * Wo + i * Wo;
-            if (gtheta) {
-              for (int64_t j = 0; j < Wo; ++j) {
-                T v[8];
-                for (int k = 0; k < 8; ++k) v[k] = r.in[k][j] != T(0) ? p[r.o[k][j]] : T(0);
-                const T ex = e[j], ny = n[j], fz = f[j];
-                // differences along x, y, z of the corner values, weighted by the other two axes
-                const T dvx = (T(1) - fz) * ((T(1) - ny) * (v[1] - v[0]) + ny * (v[3] - v[2])) +
-                              fz * ((T(1) - ny) * (v[5] - v[4]) + ny * (v[7] - v[6]));
-                const T dvy = (T(1) - fz) * ((T(1) - ex) * (v[2] - v[0]) + ex * (v[3] - v[1])) +
-                              fz * ((T(1) - ex) * (v[6] - v[4]) + ex * (v[7] - v[5]));
-                const T dvz = (T(1) - ny) * ((T(1) - ex) * (v[4] - v[0]) + ex * (v[5] - v[1])) +
-                              ny * ((T(1) - ex) * (v[6] - v[2]) + ex * (v[7] - v[3]));
-                gx[j] += g[j] * dvx;
-                gy[j] += g[j] * dvy;
-                gz[j] += g[j] * dvz;
-              }
-            }
-            if (gin) {  // serial scatter in pixel order; taps outside have zero weight
-              T* q = gin + (b * C + c) * D * H * W;
-              for (int64_t j = 0; j < Wo; ++j) {
-                const T gj = g[j];
-                for (int k = 0; k < 8; ++k) q[r.o[k][j]] += r.w[k][j] * gj;
-              }
-            }
-          }
+          scatter_row3(r, in + b * C * D * H * W, D * H * W,
+                       go + (b * C * Do + kz) * Ho * Wo + i * Wo, Do * Ho * Wo,
+                       gin ? gin + b * C * D * H * W : nullptr, gtheta ? gx : nullptr,
+                       gtheta ? gy : nullptr, gtheta ? gz : nullptr, C, Wo);
           if (!gtheta) continue;
           const T* __restrict xv = r.xs.data();
           const T* dv[3] = {r.dx.data(), r.dy.data(), r.dz.data()};
@@ -679,6 +732,61 @@ void backward_trilinear(const T* go, const T* in, const T* theta, const T* xs, c
       }
       if (gtheta)
         for (int q = 0; q < 12; ++q) gtheta[b * 12 + q] = acc[q];
+    }
+  });
+}
+
+// ---- dense fields, 3-D: output(p) = input(p + u(p)), u in voxels, (B, 3, D, H, W) ---------
+
+template <typename T, int PAD, bool AC>
+void forward_field3d(const T* in, const T* u, T* out, int64_t B, int64_t C, int64_t D, int64_t H,
+                     int64_t W) {
+  const Axis<T, AC> ax(W), ay(H), az(D);
+  const int64_t vol = D * H * W;
+  at::parallel_for(0, B * D * H, 4, [&](int64_t begin, int64_t end) {
+    RowTaps3<T> r(W, nullptr);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / (D * H), k = (row / H) % D, i = row % H;
+      r.load_field_row(u, b, k, i, D, H, W);
+      row_taps3<T, PAD, AC, false, true>(nullptr, static_cast<T>(i), static_cast<T>(k),
+                                         r.xs.data(), W, ax, ay, az, r);
+      gather_row3(r, in + b * C * vol, vol, out + b * C * vol + (k * H + i) * W, vol, C, W);
+    }
+  });
+}
+
+// backward: one task per batch item (its input-gradient slice; the field's gradient is per voxel)
+template <typename T, int PAD, bool AC>
+void backward_field3d(const T* go, const T* in, const T* u, T* gin, T* gu, int64_t B, int64_t C,
+                      int64_t D, int64_t H, int64_t W) {
+  const Axis<T, AC> ax(W), ay(H), az(D);
+  const int64_t vol = D * H * W;
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    RowTaps3<T> r(W, nullptr);
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t k = 0; k < D; ++k) {
+        for (int64_t i = 0; i < H; ++i) {
+          r.load_field_row(u, b, k, i, D, H, W);
+          row_taps3<T, PAD, AC, true, true>(nullptr, static_cast<T>(i), static_cast<T>(k),
+                                            r.xs.data(), W, ax, ay, az, r);
+          const int64_t at = (k * H + i) * W;
+          T* __restrict gx = gu ? gu + b * 3 * vol + at : nullptr;
+          T* __restrict gy = gu ? gu + (b * 3 + 1) * vol + at : nullptr;
+          T* __restrict gz = gu ? gu + (b * 3 + 2) * vol + at : nullptr;
+          scatter_row3(r, in + b * C * vol, vol, go + b * C * vol + at, vol,
+                       gin ? gin + b * C * vol : nullptr, gx, gy, gz, C, W);
+          if (gu) {
+            const T *__restrict dx = r.dx.data(), *__restrict dy = r.dy.data();
+            const T* __restrict dz = r.dz.data();
+#pragma omp simd
+            for (int64_t j = 0; j < W; ++j) {
+              gx[j] *= dx[j];
+              gy[j] *= dy[j];
+              gz[j] *= dz[j];
+            }
+          }
+        }
+      }
     }
   });
 }
@@ -882,7 +990,68 @@ std::vector<torch::Tensor> field2d_backward(torch::Tensor grad, torch::Tensor in
   return {gin, gu};
 }
 
+namespace {
+void check_field3d(const torch::Tensor& input, const torch::Tensor& field, int64_t pad) {
+  TORCH_CHECK(input.device().is_cpu() && input.dim() == 5 && field.dim() == 5 &&
+              field.size(0) == input.size(0) && field.size(1) == 3 &&
+              field.size(2) == input.size(2) && field.size(3) == input.size(3) &&
+              field.size(4) == input.size(4) && field.scalar_type() == input.scalar_type(),
+              "torchstn fused field3d: input (B, C, D, H, W) and field (B, 3, D, H, W), one dtype");
+  TORCH_CHECK(input.size(2) * input.size(3) * input.size(4) < (int64_t(1) << 31) - 2 &&
+              pad >= 0 && pad <= 2, "torchstn fused field3d: too large a volume, or a bad padding");
+}
+}  // namespace
+
+torch::Tensor field3d_forward(torch::Tensor input, torch::Tensor field, int64_t pad, bool ac) {
+  check_field3d(input, field, pad);
+  auto in = input.contiguous();
+  auto u = field.contiguous();
+  const int64_t B = in.size(0), C = in.size(1), D = in.size(2), H = in.size(3), W = in.size(4);
+  auto out = torch::empty_like(in, at::MemoryFormat::Contiguous);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "field3d_forward", [&] {
+    auto f = pick<scalar_t>(0, pad, ac, forward_field3d<scalar_t, ZEROS, false>,
+                            forward_field3d<scalar_t, ZEROS, true>,
+                            forward_field3d<scalar_t, BORDER, false>,
+                            forward_field3d<scalar_t, BORDER, true>,
+                            forward_field3d<scalar_t, REFLECTION, false>,
+                            forward_field3d<scalar_t, REFLECTION, true>);
+    f(in.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, C, D, H, W);
+  });
+  return out;
+}
+
+std::vector<torch::Tensor> field3d_backward(torch::Tensor grad, torch::Tensor input,
+                                            torch::Tensor field, int64_t pad, bool ac,
+                                            bool need_input, bool need_field) {
+  check_field3d(input, field, pad);
+  TORCH_CHECK(grad.sizes() == input.sizes() && grad.scalar_type() == input.scalar_type(),
+              "torchstn fused field3d: bad gradient");
+  auto in = input.contiguous();
+  auto u = field.contiguous();
+  auto go = grad.contiguous();
+  const int64_t B = in.size(0), C = in.size(1), D = in.size(2), H = in.size(3), W = in.size(4);
+  auto gin = need_input ? torch::zeros_like(in) : torch::Tensor();
+  auto gu = need_field ? torch::zeros_like(u) : torch::Tensor();
+  if (go.numel() == 0 || (!need_input && !need_field)) return {gin, gu};
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "field3d_backward", [&] {
+    auto f = pick<scalar_t>(0, pad, ac, backward_field3d<scalar_t, ZEROS, false>,
+                            backward_field3d<scalar_t, ZEROS, true>,
+                            backward_field3d<scalar_t, BORDER, false>,
+                            backward_field3d<scalar_t, BORDER, true>,
+                            backward_field3d<scalar_t, REFLECTION, false>,
+                            backward_field3d<scalar_t, REFLECTION, true>);
+    f(go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+      need_input ? gin.data_ptr<scalar_t>() : nullptr,
+      need_field ? gu.data_ptr<scalar_t>() : nullptr, B, C, D, H, W);
+  });
+  return {gin, gu};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("field3d_forward", &field3d_forward, "fused dense-field warp of volumes, forward");
+  m.def("field3d_backward", &field3d_backward,
+        "fused dense-field warp of volumes, gradients to the input and to the field");
   m.def("affine2d_forward", &affine2d_forward, "fused affine grid + sampling, forward");
   m.def("affine2d_backward", &affine2d_backward,
         "fused affine grid + sampling, gradients to the input and to theta");

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import kernels
 
-__all__ = ["affine2d", "affine3d", "field2d"]
+__all__ = ["affine2d", "affine3d", "field2d", "field3d"]
 
 _PADDING_NAMES = ("zeros", "border", "reflection")
 _MODE_NAMES = ("bilinear", "nearest")
@@ -309,3 +309,63 @@ def _field2d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ..
 
 
 field2d.register_autograd(_field2d_grad, setup_context=_field2d_setup)
+
+
+# -- 3-D dense fields -------------------------------------------------------------------------
+
+
+@torch.library.custom_op("torchstn::field3d_sample", mutates_args=())
+def field3d(x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool) -> torch.Tensor:
+    """Trilinear ``output(p) = x(p + u(p))``, ``u`` a ``(B, 3, D, H, W)`` field in voxels."""
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        d, h, w = x.shape[2:]
+        cols = torch.arange(w, dtype=u.dtype, device=u.device) + u[:, 0]
+        rows = torch.arange(h, dtype=u.dtype, device=u.device)[:, None] + u[:, 1]
+        slices = torch.arange(d, dtype=u.dtype, device=u.device)[:, None, None] + u[:, 2]
+        axes = []
+        for p, n in ((cols, w), (rows, h), (slices, d)):
+            axes.append(2 * p / max(n - 1, 1) - 1 if align_corners else (2 * p + 1) / n - 1)
+        grid = torch.stack(axes, -1)
+        return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
+    return ext.field3d_forward(x, u, pad, align_corners)  # type: ignore[no-any-return]
+
+
+@field3d.register_fake
+def _(x, u, pad, align_corners):  # type: ignore[no-untyped-def]
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("torchstn::field3d_sample_backward", mutates_args=())
+def _field3d_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    u: torch.Tensor,
+    pad: int,
+    align_corners: bool,
+    need_x: bool,
+    need_u: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        raise _missing("field3d_sample_backward")
+    gx, gu = ext.field3d_backward(grad, x, u, pad, align_corners, need_x, need_u)
+    return (gx if gx is not None else _empty(x)), (gu if gu is not None else _empty(u))
+
+
+@_field3d_backward.register_fake
+def _(grad, x, u, pad, align_corners, need_x, need_u):  # type: ignore[no-untyped-def]
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
+        torch.empty_like(u, memory_format=torch.contiguous_format) if need_u else _empty(u),
+    )
+
+
+def _field3d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    x, u = ctx.saved_tensors
+    need_x, need_u = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    gx, gu = _field3d_backward(grad, x, u, *ctx.settings, need_x, need_u)
+    return (gx if need_x else None), (gu if need_u else None), None, None
+
+
+field3d.register_autograd(_field3d_grad, setup_context=_field2d_setup)

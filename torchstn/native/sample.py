@@ -22,6 +22,8 @@ __all__ = [
     "can_fuse",
     "can_fuse_triton",
     "field2d_sample",
+    "field3d_sample",
+    "field_sample",
 ]
 
 #: the sampler modes the fused kernel has (the others take the unfused path).
@@ -277,6 +279,51 @@ class _FusedField2d(torch.autograd.Function):
         assert ext is not None
         gx, gu = ext.field2d_backward(grad, x, u, pad, align_corners, need_x, need_u)
         return (gx if need_x else None), (gu if need_u else None), None, None
+
+
+class _FusedField3d(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool
+    ) -> torch.Tensor:
+        ext = kernels()
+        assert ext is not None
+        ctx.save_for_backward(x, u)
+        ctx.settings = (pad, align_corners)
+        return ext.field3d_forward(x, u, pad, align_corners)  # type: ignore[no-any-return]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, u = ctx.saved_tensors
+        pad, align_corners = ctx.settings
+        need_x, need_u = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ext = kernels()
+        assert ext is not None
+        gx, gu = ext.field3d_backward(grad, x, u, pad, align_corners, need_x, need_u)
+        return (gx if need_x else None), (gu if need_u else None), None, None
+
+
+def field_sample(
+    x: torch.Tensor, u: torch.Tensor, padding_mode: str, align_corners: bool, fill: Fill = 0.0
+) -> torch.Tensor:
+    """:func:`field2d_sample` for images, :func:`field3d_sample` for volumes."""
+    if x.dim() == 5:
+        return field3d_sample(x, u, padding_mode, align_corners, fill)
+    return field2d_sample(x, u, padding_mode, align_corners, fill)
+
+
+def field3d_sample(
+    x: torch.Tensor, u: torch.Tensor, padding_mode: str, align_corners: bool, fill: Fill = 0.0
+) -> torch.Tensor:
+    """Trilinear ``output(p) = x(p + u(p))`` for ``(B, C, D, H, W)`` volumes and a ``(B, 3, D,
+    H, W)`` field in voxels, ``(x, y, z)`` channels, fused (no grid is made)."""
+    pad = "zeros" if padding_mode == "fill" else padding_mode
+    apply = ops.field3d if _tracing_graph() else _FusedField3d.apply
+    if padding_mode == "fill":
+        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1, 1)
+        return apply(x - shift, u, PADDINGS[pad], align_corners) + shift  # type: ignore[no-any-return]
+    return apply(x, u, PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
 
 
 def field2d_sample(
