@@ -198,11 +198,11 @@ def test_module_takes_the_fused_path_and_counts_it(ext) -> None:
     ("name", "kwargs", "why"),
     [
         ("affine", {"mode": "bicubic"}, "a sampler the kernel does not have"),
-        ("projective", {}, "perspective division"),
+        ("projective", {"mode": "nearest"}, "projective: fused bilinear only"),
         ("tps", {}, "not a matrix family"),
         ("affine", {"dtype": torch.bfloat16}, "reduced precision"),
         ("affine3d", {"mode": "nearest"}, "volumes are fused trilinear only"),
-        ("projective3d", {}, "perspective division"),
+        ("projective3d", {}, "perspective division in 3-D"),
     ],
 )
 def test_what_the_kernel_does_not_cover_takes_the_unfused_path(ext, name, kwargs, why) -> None:
@@ -476,3 +476,45 @@ def test_fused_volume_integrate_equals_unfused(ext) -> None:
     with native.use_fused(False):
         unfused = fields.integrate(v, steps=5, padding_mode="border")
     torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=2e-5)
+
+
+PROJECTIVE_CASES = [
+    # (input size, output size, the spread of the params around the identity)
+    ((9, 11), (6, 7), 0.2),  # odd, smaller output, a mild perspective
+    ((8, 10), (13, 16), 0.4),  # larger output, w changes sign on some rows: the horizon
+    ((7, 7), (7, 7), 2.0),  # strong: points far outside, |w| floored near the horizon
+]
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection", "fill"])
+@pytest.mark.parametrize("case", PROJECTIVE_CASES, ids=["mild", "horizon", "far"])
+def test_fused_projective_equals_unfused(ext, case, padding, align_corners) -> None:
+    (h, w), out_size, spread = case
+    t = transforms.get("projective")
+    gen = torch.Generator().manual_seed(zlib.crc32(f"projective{h}{padding}".encode()))
+    x = torch.rand(3, 2, h, w, generator=gen)
+    params = t.identity_params() + spread * torch.randn(3, 8, generator=gen)
+    fill = (0.25, -1.0) if padding == "fill" else 0.0
+    args = (x, params, "projective", out_size, "bilinear", padding, align_corners, fill)
+    fused = _run(*args, fused=True)
+    unfused = _run(*args, fused=False)
+    assert fused[3] == {"fused": 1} and unfused[3] == {"unfused": 1}
+    _assert_same(fused, unfused, 1e-5)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_gradcheck_float64_projective(ext, padding, align_corners) -> None:
+    from torchstn.native.sample import projective2d_sample
+
+    gen = torch.Generator().manual_seed(8)
+    x = torch.rand(2, 2, 6, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    theta = torch.eye(3, dtype=torch.float64) + 0.15 * torch.randn(
+        2, 3, 3, dtype=torch.float64, generator=gen
+    )
+    theta = theta.requires_grad_()
+    xs, ys = grid_axes((4, 5), align_corners, dtype=torch.float64)
+
+    def fn(x, theta):
+        return projective2d_sample(x, theta, xs, ys, padding, align_corners, 1e-6)
+
+    assert gradcheck(fn, (x, theta), eps=1e-6, atol=1e-5)

@@ -59,6 +59,15 @@ def _module2d() -> tuple[torch.nn.Module, torch.Tensor]:
     return st, torch.rand(3, 1, 20, 20)
 
 
+def _projective() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(2)
+    st = SpatialTransformer((1, 20, 20), "projective", out_size=(12, 10), padding_mode="border")
+    with torch.no_grad():
+        for p in st.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return st, torch.rand(3, 1, 20, 20)
+
+
 def _module3d() -> tuple[torch.nn.Module, torch.Tensor]:
     torch.manual_seed(1)
     st = SpatialTransformer((1, 8, 9, 10), "affine3d", out_size=(5, 6, 7), padding_mode="border")
@@ -86,6 +95,7 @@ class _FieldWarp(torch.nn.Module):
 CASES = {
     "affine": (_module2d, "affine2d_sample"),
     "affine3d": (_module3d, "affine3d_sample"),
+    "projective": (_projective, "projective2d_sample"),
     "field": (lambda: (_FieldWarp(False), torch.rand(2, 3, 11, 13)), "field2d_sample"),
     "integrate": (lambda: (_FieldWarp(True), torch.rand(2, 1, 11, 13)), "field2d_sample"),
     "field3d": (
@@ -145,7 +155,7 @@ def test_inductor_compiles_a_model_with_the_kernels(ext) -> None:
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("case", ["affine", "affine3d", "field", "field3d"])
+@pytest.mark.parametrize("case", ["affine", "affine3d", "projective", "field", "field3d"])
 def test_torch_export_holds_the_operator_and_reloads(ext, case) -> None:
     make, op = CASES[case]
     module, x = make()
@@ -216,6 +226,14 @@ def test_the_operators_pass_opcheck(ext) -> None:
     x = torch.rand(1, 2, 3, 4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
     u = (2 * torch.rand(1, 3, 3, 4, 5, dtype=torch.float64, generator=gen) - 1).requires_grad_()
     torch.library.opcheck(ops.field3d, (x, u, 2, True))
+    x = torch.rand(2, 2, 6, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    theta = torch.eye(3, dtype=torch.float64) + 0.1 * torch.randn(
+        2, 3, 3, dtype=torch.float64, generator=gen
+    )
+    xs, ys = grid_axes((4, 5), False, dtype=torch.float64)
+    torch.library.opcheck(
+        ops.projective2d, (x, theta.requires_grad_(), xs, ys, 1, False, 1e-6, False)
+    )
 
 
 def test_without_the_kernels_the_operator_warps_with_grid_sample(ext, monkeypatch) -> None:

@@ -15,7 +15,7 @@ from torchstn.transforms.base import coordinate_limit
 
 NAMES = transforms.names(ndim=2)
 #: the families the fused CPU kernel warps (2-D, affine matrices)
-FUSED_NAMES = ("affine", "attention", "rotation", "similarity", "translation")
+FUSED_NAMES = ("affine", "attention", "rotation", "similarity", "translation", "projective")
 REDUCED = [torch.float16, torch.bfloat16]
 DTYPES = [*REDUCED, torch.float32, torch.float64]
 #: large but finite param magnitudes per dtype (float16's largest value is 65504)

@@ -123,9 +123,13 @@ struct RowTaps {
   std::vector<T> in[4];  // 1 where the tap lies inside the input, else 0
   static constexpr int64_t kBlock = 16;  // rows are padded to whole blocks: no scalar tail
   std::vector<T> xs, ux, uy;  // ux, uy: a row of a dense field, copied into padded buffers
+  // projective matrices, for the backward pass: 1 / w, the point (u / w, v / w) and 1 where
+  // |w| was not floored (the floor has no slope)
+  std::vector<T> rc, px, py, fl;
   RowTaps(int64_t n, const T* xs_in)
       : fx(pad(n)), fy(pad(n)), dx(pad(n)), dy(pad(n)), xs(pad(n), T(0)), ux(pad(n), T(0)),
-        uy(pad(n), T(0)) {
+        uy(pad(n), T(0)), rc(pad(n), T(0)), px(pad(n), T(0)), py(pad(n), T(0)),
+        fl(pad(n), T(0)) {
     if (xs_in) std::copy(xs_in, xs_in + n, xs.begin());
     n = pad(n);
     for (int k = 0; k < 4; ++k) {
@@ -145,14 +149,19 @@ struct RowTaps {
 };
 
 // FIELD: the points are the row's pixels moved by a dense field (r.ux, r.uy, in pixels; yv is
-// the row's index and t is unused); otherwise the matrix t applied to (xs[j], yv)
-template <typename T, int PAD, bool AC, bool GRAD, bool FIELD = false>
+// the row's index and t is unused); otherwise the matrix t applied to (xs[j], yv): 2x3, or with
+// PROJ 3x3 and the division by w, |w| floored at eps with its sign kept (the arithmetic of
+// torchstn's projective grid, step by step)
+template <typename T, int PAD, bool AC, bool GRAD, bool FIELD = false, bool PROJ = false>
 void row_taps(const T* t, T yv, const T* __restrict xs, int64_t Wo, const Axis<T, AC>& ax,
-              const Axis<T, AC>& ay, RowTaps<T>& r) {
+              const Axis<T, AC>& ay, RowTaps<T>& r, T eps = T(0)) {
   // the matrix and the axes' constants in locals: no load in the loop that a store may alias
   const T t0 = FIELD ? T(0) : t[0], t2 = FIELD ? T(0) : t[2];
   const T t3 = FIELD ? T(0) : t[3], t5 = FIELD ? T(0) : t[5];
   const T yr0 = FIELD ? T(0) : t[1] * yv, yr1 = FIELD ? T(0) : t[4] * yv;
+  const T t6 = PROJ ? t[6] : T(0), t8 = PROJ ? t[8] : T(0), yr2 = PROJ ? t[7] * yv : T(0);
+  T* __restrict rcs = r.rc.data(); T* __restrict pxs = r.px.data();
+  T* __restrict pys = r.py.data(); T* __restrict fls = r.fl.data();
   const T* __restrict ux = r.ux.data();
   const T* __restrict uy = r.uy.data();
   const Axis<T, AC> axl = ax, ayl = ay;
@@ -181,8 +190,18 @@ void row_taps(const T* t, T yv, const T* __restrict xs, int64_t Wo, const Axis<T
         y = ayl.template pad_px<PAD>(py);
       }
     } else {
-      const T gx = (t0 * xs[j] + t2) + yr0;
-      const T gy = (t3 * xs[j] + t5) + yr1;
+      T gx = (t0 * xs[j] + t2) + yr0;
+      T gy = (t3 * xs[j] + t5) + yr1;
+      if (PROJ) {
+        const T w = (t6 * xs[j] + t8) + yr2;
+        const T rcp = T(1) / (w < T(0) ? std::min(w, -eps) : std::max(w, eps));
+        gx = gx * rcp;
+        gy = gy * rcp;
+        if (GRAD) {
+          rcs[j] = rcp; pxs[j] = gx; pys[j] = gy;
+          fls[j] = std::abs(w) < eps ? T(0) : T(1);
+        }
+      }
       if (GRAD) {
         x = axl.template apply_grad<PAD>(gx, &sx);
         y = ayl.template apply_grad<PAD>(gy, &sy);
@@ -283,37 +302,53 @@ inline void scatter_row(const RowTaps<T>& r, const T* in, int64_t in_plane, cons
   }
 }
 
-template <typename T, int PAD, bool AC>
-void forward_bilinear(const T* in, const T* theta, const T* xs, const T* ys, T* out, int64_t B,
-                      int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+template <typename T, int PAD, bool AC, bool PROJ>
+void forward_matrix(const T* in, const T* theta, const T* xs, const T* ys, T* out, int64_t B,
+                    int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, T eps) {
   const Axis<T, AC> ax(W), ay(H);
+  const int64_t stride = PROJ ? 9 : 6;
   at::parallel_for(0, B * Ho, 4, [&](int64_t begin, int64_t end) {
     RowTaps<T> r(Wo, xs);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / Ho, i = row % Ho;
-      row_taps<T, PAD, AC, false>(theta + b * 6, ys[i], r.xs.data(), Wo, ax, ay, r);
+      row_taps<T, PAD, AC, false, false, PROJ>(theta + b * stride, ys[i], r.xs.data(), Wo, ax,
+                                               ay, r, eps);
       gather_row(r, in + b * C * H * W, H * W, out + b * C * Ho * Wo + i * Wo, Ho * Wo, C, Wo);
     }
   });
+}
+
+template <typename T, int PAD, bool AC>
+void forward_bilinear(const T* in, const T* theta, const T* xs, const T* ys, T* out, int64_t B,
+                      int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+  forward_matrix<T, PAD, AC, false>(in, theta, xs, ys, out, B, C, H, W, Ho, Wo, T(0));
+}
+
+template <typename T, int PAD, bool AC>
+void forward_projective(const T* in, const T* theta, const T* xs, const T* ys, T* out,
+                        int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
+                        T eps) {
+  forward_matrix<T, PAD, AC, true>(in, theta, xs, ys, out, B, C, H, W, Ho, Wo, eps);
 }
 
 // backward of the bilinear kernel: one task per batch item, which owns its slice of the input
 // gradient and its six matrix gradients; per row, the taps once (vectorised), then per channel
 // the point gradients and the scatter to the input gradient, in one fixed order (no atomics,
 // the same bits at any thread count)
-template <typename T, int PAD, bool AC>
-void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, const T* ys, T* gin,
-                       T* gtheta, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho,
-                       int64_t Wo) {
+template <typename T, int PAD, bool AC, bool PROJ>
+void backward_matrix(const T* go, const T* in, const T* theta, const T* xs, const T* ys, T* gin,
+                     T* gtheta, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho,
+                     int64_t Wo, T eps) {
   const Axis<T, AC> ax(W), ay(H);
+  constexpr int64_t stride = PROJ ? 9 : 6;
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     RowTaps<T> r(Wo, xs);
     std::vector<T> gxv(RowTaps<T>::pad(Wo)), gyv(RowTaps<T>::pad(Wo));  // padding lanes stay 0
     for (int64_t b = begin; b < end; ++b) {
-      const T* t = theta + b * 6;
-      T acc[6] = {0, 0, 0, 0, 0, 0};
+      const T* t = theta + b * stride;
+      T acc[stride] = {};
       for (int64_t i = 0; i < Ho; ++i) {
-        row_taps<T, PAD, AC, true>(t, ys[i], r.xs.data(), Wo, ax, ay, r);
+        row_taps<T, PAD, AC, true, false, PROJ>(t, ys[i], r.xs.data(), Wo, ax, ay, r, eps);
         T* __restrict gx = gxv.data();
         T* __restrict gy = gyv.data();
         std::fill(gxv.begin(), gxv.end(), T(0));
@@ -327,26 +362,69 @@ void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, co
         // the row's sums in 16 lanes (pixel j in lane j % 16; the padding lanes hold zeros),
         // then the lanes in order: a fixed order that vectorises
         constexpr int64_t L = RowTaps<T>::kBlock;
-        T lx_x[L] = {}, lx[L] = {}, ly_x[L] = {}, ly[L] = {};
-        for (int64_t jb = 0; jb < RowTaps<T>::pad(Wo); jb += L) {
+        if (!PROJ) {
+          T lx_x[L] = {}, lx[L] = {}, ly_x[L] = {}, ly[L] = {};
+          for (int64_t jb = 0; jb < RowTaps<T>::pad(Wo); jb += L) {
 #pragma omp simd
+            for (int64_t k = 0; k < L; ++k) {
+              const int64_t j = jb + k;
+              const T a = gx[j] * dx[j], c2 = gy[j] * dy[j];
+              lx_x[k] += a * xv[j]; lx[k] += a; ly_x[k] += c2 * xv[j]; ly[k] += c2;
+            }
+          }
+          T sx_x = 0, sx = 0, sy_x = 0, sy = 0;
           for (int64_t k = 0; k < L; ++k) {
-            const int64_t j = jb + k;
-            const T a = gx[j] * dx[j], c2 = gy[j] * dy[j];
-            lx_x[k] += a * xv[j]; lx[k] += a; ly_x[k] += c2 * xv[j]; ly[k] += c2;
+            sx_x += lx_x[k]; sx += lx[k]; sy_x += ly_x[k]; sy += ly[k];
+          }
+          acc[0] += sx_x; acc[1] += sx * ys[i]; acc[2] += sx;
+          acc[3] += sy_x; acc[4] += sy * ys[i]; acc[5] += sy;
+        } else {
+          // through the division: dL/du = a / w, dL/dv = c / w, dL/dw = -(a px + c py) / w
+          // (zero where |w| was floored); rows u, v, w of the matrix, columns x, y, 1
+          const T *__restrict rc = r.rc.data(), *__restrict px = r.px.data();
+          const T *__restrict py = r.py.data(), *__restrict fl = r.fl.data();
+          T l[6][L] = {};
+          for (int64_t jb = 0; jb < RowTaps<T>::pad(Wo); jb += L) {
+#pragma omp simd
+            for (int64_t k = 0; k < L; ++k) {
+              const int64_t j = jb + k;
+              const T a = gx[j] * dx[j], c2 = gy[j] * dy[j];
+              const T du = a * rc[j], dv = c2 * rc[j];
+              const T dw = -((a * px[j] + c2 * py[j]) * rc[j]) * fl[j];
+              l[0][k] += du * xv[j]; l[1][k] += du;
+              l[2][k] += dv * xv[j]; l[3][k] += dv;
+              l[4][k] += dw * xv[j]; l[5][k] += dw;
+            }
+          }
+          T sum[6] = {};
+          for (int q = 0; q < 6; ++q)
+            for (int64_t k = 0; k < L; ++k) sum[q] += l[q][k];
+          for (int q = 0; q < 3; ++q) {
+            acc[3 * q] += sum[2 * q];
+            acc[3 * q + 1] += sum[2 * q + 1] * ys[i];
+            acc[3 * q + 2] += sum[2 * q + 1];
           }
         }
-        T sx_x = 0, sx = 0, sy_x = 0, sy = 0;
-        for (int64_t k = 0; k < L; ++k) {
-          sx_x += lx_x[k]; sx += lx[k]; sy_x += ly_x[k]; sy += ly[k];
-        }
-        acc[0] += sx_x; acc[1] += sx * ys[i]; acc[2] += sx;
-        acc[3] += sy_x; acc[4] += sy * ys[i]; acc[5] += sy;
       }
       if (gtheta)
-        for (int q = 0; q < 6; ++q) gtheta[b * 6 + q] = acc[q];
+        for (int q = 0; q < stride; ++q) gtheta[b * stride + q] = acc[q];
     }
   });
+}
+
+template <typename T, int PAD, bool AC>
+void backward_bilinear(const T* go, const T* in, const T* theta, const T* xs, const T* ys, T* gin,
+                       T* gtheta, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho,
+                       int64_t Wo) {
+  backward_matrix<T, PAD, AC, false>(go, in, theta, xs, ys, gin, gtheta, B, C, H, W, Ho, Wo,
+                                     T(0));
+}
+
+template <typename T, int PAD, bool AC>
+void backward_projective(const T* go, const T* in, const T* theta, const T* xs, const T* ys,
+                         T* gin, T* gtheta, int64_t B, int64_t C, int64_t H, int64_t W,
+                         int64_t Ho, int64_t Wo, T eps) {
+  backward_matrix<T, PAD, AC, true>(go, in, theta, xs, ys, gin, gtheta, B, C, H, W, Ho, Wo, eps);
 }
 
 // ---- dense fields, 2-D: output(p) = input(p + u(p)), u in pixels, (B, 2, H, W) ------------
@@ -990,6 +1068,71 @@ std::vector<torch::Tensor> field2d_backward(torch::Tensor grad, torch::Tensor in
   return {gin, gu};
 }
 
+torch::Tensor projective2d_forward(torch::Tensor input, torch::Tensor theta, torch::Tensor xs,
+                                   torch::Tensor ys, int64_t pad, bool ac, double eps,
+                                   bool check_finite) {
+  TORCH_CHECK(theta.dim() == 3 && theta.size(0) == input.size(0) && theta.size(1) == 3 &&
+              theta.size(2) == 3, "torchstn fused projective2d: theta must be (B, 3, 3)");
+  check_args(input, theta.narrow(1, 0, 2).narrow(2, 0, 3), xs, ys, 0, pad);
+  auto in = input.contiguous();
+  auto th = theta.contiguous();
+  if (check_finite) check_finite_matrix(th);
+  auto cx = xs.contiguous();
+  auto cy = ys.contiguous();
+  const int64_t B = in.size(0), C = in.size(1), H = in.size(2), W = in.size(3);
+  const int64_t Ho = cy.size(0), Wo = cx.size(0);
+  auto out = torch::empty({B, C, Ho, Wo}, in.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "projective2d_forward", [&] {
+    auto f = pick<scalar_t>(0, pad, ac, forward_projective<scalar_t, ZEROS, false>,
+                            forward_projective<scalar_t, ZEROS, true>,
+                            forward_projective<scalar_t, BORDER, false>,
+                            forward_projective<scalar_t, BORDER, true>,
+                            forward_projective<scalar_t, REFLECTION, false>,
+                            forward_projective<scalar_t, REFLECTION, true>);
+    f(in.data_ptr<scalar_t>(), th.data_ptr<scalar_t>(), cx.data_ptr<scalar_t>(),
+      cy.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, C, H, W, Ho, Wo,
+      static_cast<scalar_t>(eps));
+  });
+  return out;
+}
+
+std::vector<torch::Tensor> projective2d_backward(torch::Tensor grad, torch::Tensor input,
+                                                 torch::Tensor theta, torch::Tensor xs,
+                                                 torch::Tensor ys, int64_t pad, bool ac,
+                                                 double eps, bool need_input, bool need_theta) {
+  TORCH_CHECK(theta.dim() == 3 && theta.size(0) == input.size(0) && theta.size(1) == 3 &&
+              theta.size(2) == 3, "torchstn fused projective2d: theta must be (B, 3, 3)");
+  check_args(input, theta.narrow(1, 0, 2).narrow(2, 0, 3), xs, ys, 0, pad);
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == input.size(0) && grad.size(1) == input.size(1) &&
+              grad.size(2) == ys.size(0) && grad.size(3) == xs.size(0) &&
+              grad.scalar_type() == input.scalar_type(), "torchstn fused projective2d: bad gradient");
+  auto in = input.contiguous();
+  auto th = theta.contiguous();
+  auto go = grad.contiguous();
+  auto cx = xs.contiguous();
+  auto cy = ys.contiguous();
+  const int64_t B = in.size(0), C = in.size(1), H = in.size(2), W = in.size(3);
+  const int64_t Ho = cy.size(0), Wo = cx.size(0);
+  auto gin = need_input ? torch::zeros_like(in) : torch::Tensor();
+  auto gth = need_theta ? torch::zeros({B, 3, 3}, th.options()) : torch::Tensor();
+  if (go.numel() == 0 || (!need_input && !need_theta)) return {gin, gth};
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "projective2d_backward", [&] {
+    auto f = pick<scalar_t>(0, pad, ac, backward_projective<scalar_t, ZEROS, false>,
+                            backward_projective<scalar_t, ZEROS, true>,
+                            backward_projective<scalar_t, BORDER, false>,
+                            backward_projective<scalar_t, BORDER, true>,
+                            backward_projective<scalar_t, REFLECTION, false>,
+                            backward_projective<scalar_t, REFLECTION, true>);
+    f(go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), th.data_ptr<scalar_t>(),
+      cx.data_ptr<scalar_t>(), cy.data_ptr<scalar_t>(),
+      need_input ? gin.data_ptr<scalar_t>() : nullptr,
+      need_theta ? gth.data_ptr<scalar_t>() : nullptr, B, C, H, W, Ho, Wo,
+      static_cast<scalar_t>(eps));
+  });
+  return {gin, gth};
+}
+
 namespace {
 void check_field3d(const torch::Tensor& input, const torch::Tensor& field, int64_t pad) {
   TORCH_CHECK(input.device().is_cpu() && input.dim() == 5 && field.dim() == 5 &&
@@ -1049,6 +1192,10 @@ std::vector<torch::Tensor> field3d_backward(torch::Tensor grad, torch::Tensor in
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("projective2d_forward", &projective2d_forward,
+        "fused projective grid + bilinear sampling, forward");
+  m.def("projective2d_backward", &projective2d_backward,
+        "fused projective grid + bilinear sampling, gradients to the input and to theta");
   m.def("field3d_forward", &field3d_forward, "fused dense-field warp of volumes, forward");
   m.def("field3d_backward", &field3d_backward,
         "fused dense-field warp of volumes, gradients to the input and to the field");

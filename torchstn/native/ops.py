@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import kernels
 
-__all__ = ["affine2d", "affine3d", "field2d", "field3d"]
+__all__ = ["affine2d", "affine3d", "field2d", "field3d", "projective2d"]
 
 _PADDING_NAMES = ("zeros", "border", "reflection")
 _MODE_NAMES = ("bilinear", "nearest")
@@ -369,3 +369,83 @@ def _field3d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ..
 
 
 field3d.register_autograd(_field3d_grad, setup_context=_field2d_setup)
+
+
+# -- 2-D projective matrices ------------------------------------------------------------------
+
+
+@torch.library.custom_op("torchstn::projective2d_sample", mutates_args=())
+def projective2d(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    pad: int,
+    align_corners: bool,
+    eps: float,
+    check_finite: bool,
+) -> torch.Tensor:
+    """Bilinear sampling at ``(u, v) / w``, ``(u, v, w) = theta[b] @ (xs[j], ys[i], 1)``, ``|w|``
+    floored at ``eps`` with its sign kept."""
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        columns = theta[:, :, 0:1] * xs + theta[:, :, 2:3]  # (B, 3, Wo)
+        planes = columns[:, :, None, :] + (theta[:, :, 1:2] * ys)[:, :, :, None]
+        w = planes[:, 2:]
+        w = torch.where(w < 0, w.clamp_max(-eps), w.clamp_min(eps))
+        grid = (planes[:, :2] * w.reciprocal()).permute(0, 2, 3, 1)
+        return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
+    return ext.projective2d_forward(x, theta, xs, ys, pad, align_corners, eps, check_finite)  # type: ignore[no-any-return]
+
+
+@projective2d.register_fake
+def _(x, theta, xs, ys, pad, align_corners, eps, check_finite):  # type: ignore[no-untyped-def]
+    return x.new_empty((x.shape[0], x.shape[1], ys.shape[0], xs.shape[0]))
+
+
+@torch.library.custom_op("torchstn::projective2d_sample_backward", mutates_args=())
+def _projective2d_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    pad: int,
+    align_corners: bool,
+    eps: float,
+    need_x: bool,
+    need_theta: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ext = kernels()
+    if ext is None or not _runs_fused(x):
+        raise _missing("projective2d_sample_backward")
+    gx, gtheta = ext.projective2d_backward(
+        grad, x, theta, xs, ys, pad, align_corners, eps, need_x, need_theta
+    )
+    return (gx if gx is not None else _empty(x)), (gtheta if gtheta is not None else _empty(theta))
+
+
+@_projective2d_backward.register_fake
+def _(grad, x, theta, xs, ys, pad, align_corners, eps, need_x, need_theta):  # type: ignore[no-untyped-def]
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
+        torch.empty_like(theta, memory_format=torch.contiguous_format)
+        if need_theta
+        else _empty(theta),
+    )
+
+
+def _projective2d_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    x, theta, xs, ys, pad, align_corners, eps, _ = inputs
+    ctx.save_for_backward(x, theta, xs, ys)
+    ctx.settings = (pad, align_corners, eps)
+
+
+def _projective2d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    x, theta, xs, ys = ctx.saved_tensors
+    need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    gx, gtheta = _projective2d_backward(grad, x, theta, xs, ys, *ctx.settings, need_x, need_theta)
+    return (gx if need_x else None), (gtheta if need_theta else None), *(None,) * 6
+
+
+projective2d.register_autograd(_projective2d_grad, setup_context=_projective2d_setup)

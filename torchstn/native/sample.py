@@ -24,6 +24,7 @@ __all__ = [
     "field2d_sample",
     "field3d_sample",
     "field_sample",
+    "projective2d_sample",
 ]
 
 #: the sampler modes the fused kernel has (the others take the unfused path).
@@ -196,6 +197,62 @@ def affine2d_sample(
         )
         return out + shift  # type: ignore[no-any-return]
     return apply(x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
+
+
+class _FusedProjective2d(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        theta: torch.Tensor,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        pad: int,
+        align_corners: bool,
+        eps: float,
+        check_finite: bool,
+    ) -> torch.Tensor:
+        ext = kernels()
+        assert ext is not None
+        ctx.save_for_backward(x, theta, xs, ys)
+        ctx.settings = (pad, align_corners, eps)
+        return ext.projective2d_forward(x, theta, xs, ys, pad, align_corners, eps, check_finite)  # type: ignore[no-any-return]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, theta, xs, ys = ctx.saved_tensors
+        pad, align_corners, eps = ctx.settings
+        need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ext = kernels()
+        assert ext is not None
+        gx, gtheta = ext.projective2d_backward(
+            grad, x, theta, xs, ys, pad, align_corners, eps, need_x, need_theta
+        )
+        return (gx if need_x else None), (gtheta if need_theta else None), *(None,) * 6
+
+
+def projective2d_sample(
+    x: torch.Tensor,
+    theta: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    padding_mode: str,
+    align_corners: bool,
+    eps: float,
+    fill: Fill = 0.0,
+    check_finite: bool = False,
+) -> torch.Tensor:
+    """Bilinear ``grid_sample(x, grid)`` with ``grid[b, i, j] = (u, v) / w``, ``(u, v, w) =
+    theta[b] @ (xs[j], ys[i], 1)`` and ``|w|`` floored at ``eps`` with its sign kept (the
+    projective family's grid), fused, for ``(B, 3, 3)`` matrices."""
+    pad = "zeros" if padding_mode == "fill" else padding_mode
+    apply = ops.projective2d if _tracing_graph() else _FusedProjective2d.apply
+    if padding_mode == "fill":
+        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
+        out = apply(x - shift, theta, xs, ys, PADDINGS[pad], align_corners, eps, check_finite)
+        return out + shift  # type: ignore[no-any-return]
+    return apply(x, theta, xs, ys, PADDINGS[pad], align_corners, eps, check_finite)  # type: ignore[no-any-return]
 
 
 class _FusedAffine3d(torch.autograd.Function):

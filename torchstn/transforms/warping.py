@@ -49,6 +49,7 @@ from ..native.sample import (
     affine3d_sample,
     can_fuse,
     can_fuse_triton,
+    projective2d_sample,
 )
 from . import get
 from .base import MatrixTransform, Transform
@@ -147,9 +148,15 @@ def _fused_warp(
         check_finite(params, "params")  # the Triton kernels do not check (a read, as unfused)
         checking = False
     n = matrix.ndim
-    theta = matrix._to_matrix(params)[:, :n, :]
     axes = grid_axes(out_size, align_corners, dtype=x.dtype, device=x.device)
     try:
+        if not matrix.is_affine:  # 2-D projective (see _fusable): the whole 3x3 matrix
+            xs, ys = axes
+            return projective2d_sample(
+                x, matrix._to_matrix(params), xs, ys, padding_mode, align_corners,
+                float(matrix.eps), fill, checking,
+            )  # fmt: skip
+        theta = matrix._to_matrix(params)[:, :n, :]
         if n == 3:
             xs, ys, zs = axes
             return affine3d_sample(
@@ -192,7 +199,8 @@ def _fusable(x: torch.Tensor, transform: Transform, mode: str, padding_mode: str
     return (
         native.fused_enabled()
         and isinstance(transform, MatrixTransform)
-        and transform.is_affine
+        # the affine families; the projective ones in 2-D, bilinear
+        and (transform.is_affine or (transform.ndim == 2 and mode == "bilinear"))
         and x.dim() == transform.ndim + 2
         and can_fuse(x, mode, padding_mode)
     )
