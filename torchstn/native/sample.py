@@ -119,41 +119,48 @@ class _TritonAffine2d(torch.autograd.Function):
         return gx, gtheta, *(None,) * 6
 
 
-class _FusedAffine2d(torch.autograd.Function):
+class _Fused(torch.autograd.Function):
+    """A fused CPU kernel of :func:`kernels` as an autograd function, for every kernel: its
+    forward takes ``(x, second, *axes, *settings[, check_finite])`` (``second``: the matrices
+    or the field; ``check_finite`` for the matrix kernels) and its backward ``(grad, x, second,
+    *axes, *settings, need_x, need_second)`` and returns both gradients."""
+
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        theta: torch.Tensor,
-        xs: torch.Tensor,
-        ys: torch.Tensor,
-        mode: int,
-        pad: int,
-        align_corners: bool,
-        check_finite: bool,
-    ) -> torch.Tensor:
+        ctx: Any, name: str, n_axes: int, checks: bool, x: torch.Tensor, second: torch.Tensor,
+        *rest: Any,
+    ) -> torch.Tensor:  # fmt: skip
         ext = kernels()
         assert ext is not None
-        ctx.save_for_backward(x, theta, xs, ys)
-        ctx.settings = (mode, pad, align_corners)
-        return ext.affine2d_forward(x, theta, xs, ys, mode, pad, align_corners, check_finite)  # type: ignore[no-any-return]
+        axes, settings = rest[:n_axes], rest[n_axes : len(rest) - 1 if checks else len(rest)]
+        ctx.save_for_backward(x, second, *axes)
+        ctx.setup = (name, settings, 3 + len(rest))
+        return getattr(ext, f"{name}_forward")(x, second, *rest)  # type: ignore[no-any-return]
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, theta, xs, ys = ctx.saved_tensors
-        mode, pad, align_corners = ctx.settings
-        need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        x, second, *axes = ctx.saved_tensors
+        name, settings, n_rest = ctx.setup
+        need_x, need_second = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         ext = kernels()
         assert ext is not None
-        gx, gtheta = ext.affine2d_backward(
-            grad, x, theta, xs, ys, mode, pad, align_corners, need_x, need_theta
+        gx, gs = getattr(ext, f"{name}_backward")(
+            grad, x, second, *axes, *settings, need_x, need_second
         )
         return (
-            (gx if need_x else None),
-            (gtheta if need_theta else None),
-            *(None,) * 6,  # the axes and the settings
-        )
+            None, None, None,
+            gx if need_x else None,
+            gs if need_second else None,
+            *(None,) * (n_rest - 3),
+        )  # fmt: skip
+
+
+def _fused(name: str, n_axes: int, checks: bool) -> Callable[..., torch.Tensor]:
+    def apply(*args: Any) -> torch.Tensor:
+        return _Fused.apply(name, n_axes, checks, *args)  # type: ignore[no-any-return]
+
+    return apply
 
 
 def affine2d_sample(
@@ -189,7 +196,7 @@ def affine2d_sample(
     elif x.device.type in TRITON_DEVICES:
         apply = _TritonAffine2d.apply
     else:
-        apply = _FusedAffine2d.apply
+        apply = _fused("affine2d", 2, True)
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
         out = apply(
@@ -197,39 +204,6 @@ def affine2d_sample(
         )
         return out + shift  # type: ignore[no-any-return]
     return apply(x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
-
-
-class _FusedProjective2d(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        theta: torch.Tensor,
-        xs: torch.Tensor,
-        ys: torch.Tensor,
-        pad: int,
-        align_corners: bool,
-        eps: float,
-        check_finite: bool,
-    ) -> torch.Tensor:
-        ext = kernels()
-        assert ext is not None
-        ctx.save_for_backward(x, theta, xs, ys)
-        ctx.settings = (pad, align_corners, eps)
-        return ext.projective2d_forward(x, theta, xs, ys, pad, align_corners, eps, check_finite)  # type: ignore[no-any-return]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, theta, xs, ys = ctx.saved_tensors
-        pad, align_corners, eps = ctx.settings
-        need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ext = kernels()
-        assert ext is not None
-        gx, gtheta = ext.projective2d_backward(
-            grad, x, theta, xs, ys, pad, align_corners, eps, need_x, need_theta
-        )
-        return (gx if need_x else None), (gtheta if need_theta else None), *(None,) * 6
 
 
 def projective2d_sample(
@@ -247,49 +221,12 @@ def projective2d_sample(
     theta[b] @ (xs[j], ys[i], 1)`` and ``|w|`` floored at ``eps`` with its sign kept (the
     projective family's grid), fused, for ``(B, 3, 3)`` matrices."""
     pad = "zeros" if padding_mode == "fill" else padding_mode
-    apply = ops.projective2d if _tracing_graph() else _FusedProjective2d.apply
+    apply = ops.projective2d if _tracing_graph() else _fused("projective2d", 2, True)
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
         out = apply(x - shift, theta, xs, ys, PADDINGS[pad], align_corners, eps, check_finite)
         return out + shift  # type: ignore[no-any-return]
     return apply(x, theta, xs, ys, PADDINGS[pad], align_corners, eps, check_finite)  # type: ignore[no-any-return]
-
-
-class _FusedAffine3d(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        theta: torch.Tensor,
-        xs: torch.Tensor,
-        ys: torch.Tensor,
-        zs: torch.Tensor,
-        pad: int,
-        align_corners: bool,
-        check_finite: bool,
-    ) -> torch.Tensor:
-        ext = kernels()
-        assert ext is not None
-        ctx.save_for_backward(x, theta, xs, ys, zs)
-        ctx.settings = (pad, align_corners)
-        return ext.affine3d_forward(x, theta, xs, ys, zs, pad, align_corners, check_finite)  # type: ignore[no-any-return]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, theta, xs, ys, zs = ctx.saved_tensors
-        pad, align_corners = ctx.settings
-        need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ext = kernels()
-        assert ext is not None
-        gx, gtheta = ext.affine3d_backward(
-            grad, x, theta, xs, ys, zs, pad, align_corners, need_x, need_theta
-        )
-        return (
-            (gx if need_x else None),
-            (gtheta if need_theta else None),
-            *(None,) * 6,  # the axes and the settings
-        )
 
 
 def affine3d_sample(
@@ -307,58 +244,12 @@ def affine3d_sample(
     zs[k], 1)``, fused: :func:`affine2d_sample` for ``(B, C, D, H, W)`` volumes and ``(B, 3, 4)``
     matrices."""
     pad = "zeros" if padding_mode == "fill" else padding_mode
-    apply = ops.affine3d if _tracing_graph() else _FusedAffine3d.apply
+    apply = ops.affine3d if _tracing_graph() else _fused("affine3d", 3, True)
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1, 1)
         out = apply(x - shift, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)
         return out + shift  # type: ignore[no-any-return]
     return apply(x, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
-
-
-class _FusedField2d(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool
-    ) -> torch.Tensor:
-        ext = kernels()
-        assert ext is not None
-        ctx.save_for_backward(x, u)
-        ctx.settings = (pad, align_corners)
-        return ext.field2d_forward(x, u, pad, align_corners)  # type: ignore[no-any-return]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, u = ctx.saved_tensors
-        pad, align_corners = ctx.settings
-        need_x, need_u = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ext = kernels()
-        assert ext is not None
-        gx, gu = ext.field2d_backward(grad, x, u, pad, align_corners, need_x, need_u)
-        return (gx if need_x else None), (gu if need_u else None), None, None
-
-
-class _FusedField3d(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool
-    ) -> torch.Tensor:
-        ext = kernels()
-        assert ext is not None
-        ctx.save_for_backward(x, u)
-        ctx.settings = (pad, align_corners)
-        return ext.field3d_forward(x, u, pad, align_corners)  # type: ignore[no-any-return]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, u = ctx.saved_tensors
-        pad, align_corners = ctx.settings
-        need_x, need_u = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ext = kernels()
-        assert ext is not None
-        gx, gu = ext.field3d_backward(grad, x, u, pad, align_corners, need_x, need_u)
-        return (gx if need_x else None), (gu if need_u else None), None, None
 
 
 def field_sample(
@@ -376,7 +267,7 @@ def field3d_sample(
     """Trilinear ``output(p) = x(p + u(p))`` for ``(B, C, D, H, W)`` volumes and a ``(B, 3, D,
     H, W)`` field in voxels, ``(x, y, z)`` channels, fused (no grid is made)."""
     pad = "zeros" if padding_mode == "fill" else padding_mode
-    apply = ops.field3d if _tracing_graph() else _FusedField3d.apply
+    apply = ops.field3d if _tracing_graph() else _fused("field3d", 0, False)
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1, 1)
         return apply(x - shift, u, PADDINGS[pad], align_corners) + shift  # type: ignore[no-any-return]
@@ -390,7 +281,7 @@ def field2d_sample(
     field in pixels, ``(x, y)`` channels, fused (no grid is made): what
     :func:`torchstn.fields.warp` computes through a grid and the sampler."""
     pad = "zeros" if padding_mode == "fill" else padding_mode
-    apply = ops.field2d if _tracing_graph() else _FusedField2d.apply
+    apply = ops.field2d if _tracing_graph() else _fused("field2d", 0, False)
     if padding_mode == "fill":
         shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
         return apply(x - shift, u, PADDINGS[pad], align_corners) + shift  # type: ignore[no-any-return]
