@@ -47,6 +47,37 @@ def _missing(name: str) -> RuntimeError:
     )
 
 
+def _differentiable(op: Any, backward: Any, n_axes: int, checks: bool) -> None:
+    """Give ``op`` ``(x, second, *axes, *settings[, check_finite])`` its autograd through
+    ``backward`` ``(grad, x, second, *axes, *settings, need_x, need_second) -> (gx, gs)``, and
+    ``backward`` its fake implementation (tensors of the inputs' shapes, or empty ones where a
+    gradient is not asked for)."""
+
+    @backward.register_fake  # type: ignore[untyped-decorator]
+    def _(grad: torch.Tensor, x: torch.Tensor, second: torch.Tensor, *rest: Any) -> Any:
+        need_x, need_second = rest[-2], rest[-1]
+        return (
+            torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
+            torch.empty_like(second, memory_format=torch.contiguous_format)
+            if need_second
+            else _empty(second),
+        )
+
+    def setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        x, second, *rest = inputs
+        ctx.save_for_backward(x, second, *rest[:n_axes])
+        ctx.settings = tuple(rest[n_axes : len(rest) - 1 if checks else len(rest)])
+        ctx.n_rest = len(rest)
+
+    def grad_fn(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, second, *axes = ctx.saved_tensors
+        need_x, need_second = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx, gs = backward(grad, x, second, *axes, *ctx.settings, need_x, need_second)
+        return (gx if need_x else None), (gs if need_second else None), *(None,) * ctx.n_rest
+
+    op.register_autograd(grad_fn, setup_context=setup)
+
+
 # -- 2-D matrices -----------------------------------------------------------------------------
 
 
@@ -114,30 +145,7 @@ def _affine2d_backward(
     return (gx if gx is not None else _empty(x)), (gtheta if gtheta is not None else _empty(theta))
 
 
-@_affine2d_backward.register_fake
-def _(grad, x, theta, xs, ys, mode, pad, align_corners, need_x, need_theta):  # type: ignore[no-untyped-def]
-    return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
-        torch.empty_like(theta, memory_format=torch.contiguous_format)
-        if need_theta
-        else _empty(theta),
-    )
-
-
-def _affine2d_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-    x, theta, xs, ys, mode, pad, align_corners, _ = inputs
-    ctx.save_for_backward(x, theta, xs, ys)
-    ctx.settings = (mode, pad, align_corners)
-
-
-def _affine2d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    x, theta, xs, ys = ctx.saved_tensors
-    need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gx, gtheta = _affine2d_backward(grad, x, theta, xs, ys, *ctx.settings, need_x, need_theta)
-    return (gx if need_x else None), (gtheta if need_theta else None), *(None,) * 6
-
-
-affine2d.register_autograd(_affine2d_grad, setup_context=_affine2d_setup)
+_differentiable(affine2d, _affine2d_backward, n_axes=2, checks=True)
 
 
 def _triton_module() -> Any:
@@ -219,30 +227,7 @@ def _affine3d_backward(
     return (gx if gx is not None else _empty(x)), (gtheta if gtheta is not None else _empty(theta))
 
 
-@_affine3d_backward.register_fake
-def _(grad, x, theta, xs, ys, zs, pad, align_corners, need_x, need_theta):  # type: ignore[no-untyped-def]
-    return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
-        torch.empty_like(theta, memory_format=torch.contiguous_format)
-        if need_theta
-        else _empty(theta),
-    )
-
-
-def _affine3d_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-    x, theta, xs, ys, zs, pad, align_corners, _ = inputs
-    ctx.save_for_backward(x, theta, xs, ys, zs)
-    ctx.settings = (pad, align_corners)
-
-
-def _affine3d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    x, theta, xs, ys, zs = ctx.saved_tensors
-    need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gx, gtheta = _affine3d_backward(grad, x, theta, xs, ys, zs, *ctx.settings, need_x, need_theta)
-    return (gx if need_x else None), (gtheta if need_theta else None), *(None,) * 6
-
-
-affine3d.register_autograd(_affine3d_grad, setup_context=_affine3d_setup)
+_differentiable(affine3d, _affine3d_backward, n_axes=3, checks=True)
 
 
 # -- 2-D dense fields -------------------------------------------------------------------------
@@ -287,28 +272,7 @@ def _field2d_backward(
     return (gx if gx is not None else _empty(x)), (gu if gu is not None else _empty(u))
 
 
-@_field2d_backward.register_fake
-def _(grad, x, u, pad, align_corners, need_x, need_u):  # type: ignore[no-untyped-def]
-    return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
-        torch.empty_like(u, memory_format=torch.contiguous_format) if need_u else _empty(u),
-    )
-
-
-def _field2d_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-    x, u, pad, align_corners = inputs
-    ctx.save_for_backward(x, u)
-    ctx.settings = (pad, align_corners)
-
-
-def _field2d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    x, u = ctx.saved_tensors
-    need_x, need_u = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gx, gu = _field2d_backward(grad, x, u, *ctx.settings, need_x, need_u)
-    return (gx if need_x else None), (gu if need_u else None), None, None
-
-
-field2d.register_autograd(_field2d_grad, setup_context=_field2d_setup)
+_differentiable(field2d, _field2d_backward, n_axes=0, checks=False)
 
 
 # -- 3-D dense fields -------------------------------------------------------------------------
@@ -353,22 +317,7 @@ def _field3d_backward(
     return (gx if gx is not None else _empty(x)), (gu if gu is not None else _empty(u))
 
 
-@_field3d_backward.register_fake
-def _(grad, x, u, pad, align_corners, need_x, need_u):  # type: ignore[no-untyped-def]
-    return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
-        torch.empty_like(u, memory_format=torch.contiguous_format) if need_u else _empty(u),
-    )
-
-
-def _field3d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    x, u = ctx.saved_tensors
-    need_x, need_u = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gx, gu = _field3d_backward(grad, x, u, *ctx.settings, need_x, need_u)
-    return (gx if need_x else None), (gu if need_u else None), None, None
-
-
-field3d.register_autograd(_field3d_grad, setup_context=_field2d_setup)
+_differentiable(field3d, _field3d_backward, n_axes=0, checks=False)
 
 
 # -- 2-D projective matrices ------------------------------------------------------------------
@@ -425,27 +374,4 @@ def _projective2d_backward(
     return (gx if gx is not None else _empty(x)), (gtheta if gtheta is not None else _empty(theta))
 
 
-@_projective2d_backward.register_fake
-def _(grad, x, theta, xs, ys, pad, align_corners, eps, need_x, need_theta):  # type: ignore[no-untyped-def]
-    return (
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else _empty(x),
-        torch.empty_like(theta, memory_format=torch.contiguous_format)
-        if need_theta
-        else _empty(theta),
-    )
-
-
-def _projective2d_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-    x, theta, xs, ys, pad, align_corners, eps, _ = inputs
-    ctx.save_for_backward(x, theta, xs, ys)
-    ctx.settings = (pad, align_corners, eps)
-
-
-def _projective2d_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    x, theta, xs, ys = ctx.saved_tensors
-    need_x, need_theta = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gx, gtheta = _projective2d_backward(grad, x, theta, xs, ys, *ctx.settings, need_x, need_theta)
-    return (gx if need_x else None), (gtheta if need_theta else None), *(None,) * 6
-
-
-projective2d.register_autograd(_projective2d_grad, setup_context=_projective2d_setup)
+_differentiable(projective2d, _projective2d_backward, n_axes=2, checks=True)
