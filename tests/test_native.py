@@ -332,16 +332,32 @@ def test_a_corrupt_cached_library_falls_back_with_a_reason(tmp_path) -> None:
     assert counts == "{'unfused': 2}" and same == "True"
 
 
+#: a stand-in for fused_cpu.cpp in the build-lock test: the same build, in seconds, not minutes
+_TINY_SOURCE = """
+#include <pybind11/pybind11.h>
+int answer() { return 42; }
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("answer", &answer); }
+"""
+
+
 @pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
-def test_two_processes_building_at_once_build_once(tmp_path) -> None:
+def test_two_processes_building_at_once_build_once(tmp_path, monkeypatch) -> None:
     """Two processes on one empty cache folder: one compiles, the other waits on the lock and
-    loads the same library; no build folder or half library is left behind."""
-    code = """
+    loads the same library; no build folder or half library is left behind. (The build of a
+    small source: the real one takes minutes, and every test here has built it already.)"""
+    source = tmp_path / "src" / "fused_cpu.cpp"
+    source.parent.mkdir()
+    source.write_text(_TINY_SOURCE)
+    cache = tmp_path / "cache"
+    code = f"""
+        from pathlib import Path
         import torchstn.native as native
+        native._SOURCE = Path({str(source)!r})
         assert native.kernels() is not None, native.status()
+        assert native.kernels().answer() == 42
         print(native.status()["cpu_detail"])
     """
-    env = {**os.environ, "TORCHSTN_NATIVE_DIR": str(tmp_path)}
+    env = {**os.environ, "TORCHSTN_NATIVE_DIR": str(cache)}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(code)],
@@ -357,7 +373,8 @@ def test_two_processes_building_at_once_build_once(tmp_path) -> None:
     assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
     details = sorted(out.strip().split(":", 1)[0] for out, _ in outs)
     assert details == ["built", "cached"]  # the second found the first's library
-    names = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.setattr(native, "_SOURCE", source)
+    names = sorted(p.name for p in cache.iterdir())
     assert [n for n in names if n.endswith(".so")] == [f"torchstn_fused_{native.build_key()}.so"]
     assert not [n for n in names if ".build-" in n]
 
