@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..functional.coords import pixel_to_normalized
 from . import kernels
 
 __all__ = ["affine2d", "affine3d", "field2d", "field3d", "projective2d"]
@@ -109,10 +110,10 @@ def _affine2d_reference(
     pad: int,
     align_corners: bool,
 ) -> torch.Tensor:
-    """:func:`affine2d` through a grid and ``grid_sample``."""
-    grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), -1)
-    grid = torch.cat([grid, torch.ones_like(grid[..., :1])], -1)  # (Ho, Wo, 3)
-    grid = torch.einsum("hwk,bjk->bhwj", grid, theta)
+    """:func:`affine2d` through the affine families' grid and ``grid_sample``."""
+    from ..transforms._fastgrid import homogeneous_planes  # (transforms import this module)
+
+    grid = homogeneous_planes(theta, xs, ys).permute(0, 2, 3, 1)
     return F.grid_sample(
         x, grid, _MODE_NAMES[mode], _PADDING_NAMES[pad], align_corners=align_corners
     )
@@ -193,9 +194,9 @@ def affine3d(
     """Trilinear :func:`affine2d` for ``(B, C, D, H, W)`` volumes and ``(B, 3, 4)`` matrices."""
     ext = kernels()
     if ext is None or not _runs_fused(x):
-        z, y, xx = torch.meshgrid(zs, ys, xs, indexing="ij")
-        grid = torch.stack([xx, y, z, torch.ones_like(z)], -1)  # (Do, Ho, Wo, 4)
-        grid = torch.einsum("dhwk,bjk->bdhwj", grid, theta)
+        from ..transforms._fastgrid import homogeneous_volume  # (transforms import this module)
+
+        grid = homogeneous_volume(theta, xs, ys, zs).permute(0, 2, 3, 4, 1)
         return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
     return ext.affine3d_forward(x, theta, xs, ys, zs, pad, align_corners, check_finite)  # type: ignore[no-any-return]
 
@@ -230,6 +231,20 @@ def _affine3d_backward(
 _differentiable(affine3d, _affine3d_backward, n_axes=3, checks=True)
 
 
+# -- dense fields -----------------------------------------------------------------------------
+
+
+def _field_reference(
+    x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool
+) -> torch.Tensor:
+    """``output(p) = x(p + u(p))`` through a grid and ``grid_sample``, images or volumes."""
+    spatial = x.shape[2:]
+    axes = [torch.arange(n, dtype=u.dtype, device=u.device) for n in spatial]
+    base = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], -1)  # (x, y[, z]) order
+    grid = pixel_to_normalized(base + u.movedim(1, -1), spatial, align_corners)
+    return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
+
+
 # -- 2-D dense fields -------------------------------------------------------------------------
 
 
@@ -238,15 +253,7 @@ def field2d(x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool) -> 
     """Bilinear ``output(p) = x(p + u(p))``, ``u`` a ``(B, 2, H, W)`` field in pixels."""
     ext = kernels()
     if ext is None or not _runs_fused(x):
-        h, w = x.shape[2:]
-        rows = torch.arange(h, dtype=u.dtype, device=u.device)[:, None] + u[:, 1]
-        cols = torch.arange(w, dtype=u.dtype, device=u.device) + u[:, 0]
-        if align_corners:
-            gx, gy = 2 * cols / max(w - 1, 1) - 1, 2 * rows / max(h - 1, 1) - 1
-        else:
-            gx, gy = (2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1
-        grid = torch.stack([gx, gy], -1)
-        return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
+        return _field_reference(x, u, pad, align_corners)
     return ext.field2d_forward(x, u, pad, align_corners)  # type: ignore[no-any-return]
 
 
@@ -283,15 +290,7 @@ def field3d(x: torch.Tensor, u: torch.Tensor, pad: int, align_corners: bool) -> 
     """Trilinear ``output(p) = x(p + u(p))``, ``u`` a ``(B, 3, D, H, W)`` field in voxels."""
     ext = kernels()
     if ext is None or not _runs_fused(x):
-        d, h, w = x.shape[2:]
-        cols = torch.arange(w, dtype=u.dtype, device=u.device) + u[:, 0]
-        rows = torch.arange(h, dtype=u.dtype, device=u.device)[:, None] + u[:, 1]
-        slices = torch.arange(d, dtype=u.dtype, device=u.device)[:, None, None] + u[:, 2]
-        axes = []
-        for p, n in ((cols, w), (rows, h), (slices, d)):
-            axes.append(2 * p / max(n - 1, 1) - 1 if align_corners else (2 * p + 1) / n - 1)
-        grid = torch.stack(axes, -1)
-        return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
+        return _field_reference(x, u, pad, align_corners)
     return ext.field3d_forward(x, u, pad, align_corners)  # type: ignore[no-any-return]
 
 
@@ -338,11 +337,9 @@ def projective2d(
     floored at ``eps`` with its sign kept."""
     ext = kernels()
     if ext is None or not _runs_fused(x):
-        columns = theta[:, :, 0:1] * xs + theta[:, :, 2:3]  # (B, 3, Wo)
-        planes = columns[:, :, None, :] + (theta[:, :, 1:2] * ys)[:, :, :, None]
-        w = planes[:, 2:]
-        w = torch.where(w < 0, w.clamp_max(-eps), w.clamp_min(eps))
-        grid = (planes[:, :2] * w.reciprocal()).permute(0, 2, 3, 1)
+        from ..transforms._fastgrid import projective_grid  # (transforms import this module)
+
+        grid = projective_grid(theta, xs, ys, eps)
         return F.grid_sample(x, grid, "bilinear", _PADDING_NAMES[pad], align_corners=align_corners)
     return ext.projective2d_forward(x, theta, xs, ys, pad, align_corners, eps, check_finite)  # type: ignore[no-any-return]
 

@@ -163,6 +163,17 @@ def _fused(name: str, n_axes: int, checks: bool) -> Callable[..., torch.Tensor]:
     return apply
 
 
+def _filled(
+    x: torch.Tensor, padding_mode: str, fill: Fill, run: Callable[[torch.Tensor, int], torch.Tensor]
+) -> torch.Tensor:
+    """``run(x, pad)`` with the padding in the kernels' numbering; ``"fill"`` is zeros padding
+    of ``x - fill``, plus ``fill``."""
+    if padding_mode != "fill":
+        return run(x, PADDINGS[padding_mode])
+    shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, *(1,) * (x.dim() - 2))
+    return run(x - shift, PADDINGS["zeros"]) + shift
+
+
 def affine2d_sample(
     x: torch.Tensor,
     theta: torch.Tensor,
@@ -189,7 +200,6 @@ def affine2d_sample(
     Returns:
         ``(B, C, Ho, Wo)``; call it only where :func:`kernels` is not ``None``.
     """
-    pad = "zeros" if padding_mode == "fill" else padding_mode
     apply: Callable[..., torch.Tensor]
     if _tracing_graph():
         apply = ops.affine2d  # CPU: the C++ kernel; CUDA: the Triton kernel (registered)
@@ -197,13 +207,10 @@ def affine2d_sample(
         apply = _TritonAffine2d.apply
     else:
         apply = _fused("affine2d", 2, True)
-    if padding_mode == "fill":
-        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
-        out = apply(
-            x - shift, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite
-        )
-        return out + shift  # type: ignore[no-any-return]
-    return apply(x, theta, xs, ys, MODES[mode], PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
+    return _filled(
+        x, padding_mode, fill,
+        lambda x, pad: apply(x, theta, xs, ys, MODES[mode], pad, align_corners, check_finite),
+    )  # fmt: skip
 
 
 def projective2d_sample(
@@ -220,13 +227,11 @@ def projective2d_sample(
     """Bilinear ``grid_sample(x, grid)`` with ``grid[b, i, j] = (u, v) / w``, ``(u, v, w) =
     theta[b] @ (xs[j], ys[i], 1)`` and ``|w|`` floored at ``eps`` with its sign kept (the
     projective family's grid), fused, for ``(B, 3, 3)`` matrices."""
-    pad = "zeros" if padding_mode == "fill" else padding_mode
     apply = ops.projective2d if _tracing_graph() else _fused("projective2d", 2, True)
-    if padding_mode == "fill":
-        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
-        out = apply(x - shift, theta, xs, ys, PADDINGS[pad], align_corners, eps, check_finite)
-        return out + shift  # type: ignore[no-any-return]
-    return apply(x, theta, xs, ys, PADDINGS[pad], align_corners, eps, check_finite)  # type: ignore[no-any-return]
+    return _filled(
+        x, padding_mode, fill,
+        lambda x, pad: apply(x, theta, xs, ys, pad, align_corners, eps, check_finite),
+    )  # fmt: skip
 
 
 def affine3d_sample(
@@ -243,13 +248,11 @@ def affine3d_sample(
     """Trilinear ``grid_sample(x, grid)`` with ``grid[b, k, i, j] = theta[b] @ (xs[j], ys[i],
     zs[k], 1)``, fused: :func:`affine2d_sample` for ``(B, C, D, H, W)`` volumes and ``(B, 3, 4)``
     matrices."""
-    pad = "zeros" if padding_mode == "fill" else padding_mode
     apply = ops.affine3d if _tracing_graph() else _fused("affine3d", 3, True)
-    if padding_mode == "fill":
-        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1, 1)
-        out = apply(x - shift, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)
-        return out + shift  # type: ignore[no-any-return]
-    return apply(x, theta, xs, ys, zs, PADDINGS[pad], align_corners, check_finite)  # type: ignore[no-any-return]
+    return _filled(
+        x, padding_mode, fill,
+        lambda x, pad: apply(x, theta, xs, ys, zs, pad, align_corners, check_finite),
+    )  # fmt: skip
 
 
 def field_sample(
@@ -266,12 +269,8 @@ def field3d_sample(
 ) -> torch.Tensor:
     """Trilinear ``output(p) = x(p + u(p))`` for ``(B, C, D, H, W)`` volumes and a ``(B, 3, D,
     H, W)`` field in voxels, ``(x, y, z)`` channels, fused (no grid is made)."""
-    pad = "zeros" if padding_mode == "fill" else padding_mode
     apply = ops.field3d if _tracing_graph() else _fused("field3d", 0, False)
-    if padding_mode == "fill":
-        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1, 1)
-        return apply(x - shift, u, PADDINGS[pad], align_corners) + shift  # type: ignore[no-any-return]
-    return apply(x, u, PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
+    return _filled(x, padding_mode, fill, lambda x, pad: apply(x, u, pad, align_corners))
 
 
 def field2d_sample(
@@ -280,9 +279,5 @@ def field2d_sample(
     """Bilinear ``output(p) = x(p + u(p))`` for ``(B, C, H, W)`` images and a ``(B, 2, H, W)``
     field in pixels, ``(x, y)`` channels, fused (no grid is made): what
     :func:`torchstn.fields.warp` computes through a grid and the sampler."""
-    pad = "zeros" if padding_mode == "fill" else padding_mode
     apply = ops.field2d if _tracing_graph() else _fused("field2d", 0, False)
-    if padding_mode == "fill":
-        shift = torch.tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
-        return apply(x - shift, u, PADDINGS[pad], align_corners) + shift  # type: ignore[no-any-return]
-    return apply(x, u, PADDINGS[pad], align_corners)  # type: ignore[no-any-return]
+    return _filled(x, padding_mode, fill, lambda x, pad: apply(x, u, pad, align_corners))
