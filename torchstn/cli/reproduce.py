@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     results_dir = Path(args.results_dir)
     if args.table == "render":
+        experiments.write_all_figures(results_dir)
         atomic_write_text(args.results_md, experiments.render_results(results_dir))
         print(f"wrote {args.results_md} from {args.results_dir}")
         return 0

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 from .colocalization import COLOCALIZATION, ColocalizationTable
+from .curves import figures, write_all_figures
 from .registration import REGISTRATION, RegistrationTable
 from .render import render_results
 from .runner import record, repo_relative, reproduce, reproduce_jobs, run_one
@@ -46,6 +47,7 @@ __all__ = [
     "RegistrationTable",
     "Table",
     "budget_name",
+    "figures",
     "get_table",
     "record",
     "register_table",
@@ -55,4 +57,5 @@ __all__ = [
     "reproduce_jobs",
     "run_one",
     "table_names",
+    "write_all_figures",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..data.tasks.projective import Projective
 from .colocalization import PAPER, ColocalizationTable
+from .curves import PAPER_IMAGES, figure_name
 from .registration import RegistrationTable
 from .tables import Table, get_table, table_names
 
@@ -98,16 +99,54 @@ def _budget_order(budget: str) -> tuple[int, float]:
     return (0 if unit == "min" else 1, -value)
 
 
-def _render_table(table: Table, record: dict[str, Any]) -> str:
+def _render_table(table: Table, record: dict[str, Any], figures: str) -> str:
     runs = [r for r in record.get("runs", []) if not r.get("variant")]
     budgets = sorted({r["budget"] for r in runs}, key=_budget_order)
     lines = [f"## {table.title}", ""]
     for budget in budgets:
-        lines += _render_budget(table, record, [r for r in runs if r["budget"] == budget])
+        mine = [r for r in runs if r["budget"] == budget]
+        lines += _render_budget(table, record, mine)
+        lines += _render_curves(table, mine, figures)
     lines += _render_variants(record.get("runs", []))
     if table.notes:
         lines += [table.notes, ""]
     return "\n".join(lines)
+
+
+def _images(n: float) -> str:
+    """A count of images, short: ``38.4M``, ``600k``."""
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k"
+
+
+def _render_curves(table: Table, runs: list[dict[str, Any]], figures: str) -> list[str]:
+    """The learning-curve figures of one budget's runs (those that kept a curve), with how far
+    each model got towards the paper's 38.4M training images."""
+    kept = [r for r in runs if r.get("curve")]
+    if not kept:
+        return []
+    budget = kept[0]["budget"]
+    lines = [
+        "Learning curves: validation error against training images seen (log axes), one line "
+        f"per run; the rings are the paper's test errors at the {_images(PAPER_IMAGES)} images of "
+        "its protocol (150,000 iterations of 256). Training images seen, mean over seeds: "
+        + "; ".join(
+            f"{m} {_images(statistics.mean(r['images_seen'] for r in kept if r['model'] == m))}"
+            for m in table.models
+            if any(r["model"] == m for r in kept)
+        )
+        + "."
+        + (
+            f" Runs recorded before curves were kept ({len(runs) - len(kept)}) have none."
+            if len(kept) < len(runs)
+            else ""
+        ),
+        "",
+    ]
+    for column in table.columns:
+        if any(r["column"] == column for r in kept):
+            name = figure_name(table.name, column, budget)
+            lines.append(f"![{column}, {budget}: learning curves]({figures}{name})")
+    return [*lines, ""]
 
 
 def _render_variants(runs: list[dict[str, Any]]) -> list[str]:
@@ -425,8 +464,11 @@ def _render_registration(table: Table, record: dict[str, Any]) -> str:
 
 
 def render_results(results_dir: str | Path) -> str:
-    """RESULTS.md text from every ``results/<table>.json``."""
+    """RESULTS.md text from every ``results/<table>.json``. Its figures (learning curves,
+    :func:`torchstn.experiments.curves.write_figures`) are linked as ``RESULTS/curves/NAME.svg``
+    where RESULTS is the folder's name: RESULTS.md is meant to sit beside the results folder."""
     results_dir = Path(results_dir)
+    figures = f"{results_dir.name}/curves/" if results_dir.name else "curves/"
     parts = [
         "# Results",
         "",
@@ -451,7 +493,7 @@ def render_results(results_dir: str | Path) -> str:
             elif isinstance(table, RegistrationTable):
                 parts.append(_render_registration(table, record))
             else:
-                parts.append(_render_table(table, record))
+                parts.append(_render_table(table, record, figures))
         corner = results_dir / "p_corner_sigma.json"
         if name == "table1" and corner.is_file():
             parts.append(_render_corner_sigma(json.loads(corner.read_text())))

@@ -31,8 +31,9 @@ from ..train import apply_overrides, config_from_dict, load_config
 from ..train.config import RunConfig, default_config_dir
 from ..train.distributed import World
 from ..train.runfolder import RUN_FILES
+from .curves import write_figures
 from .render import render_results
-from .tables import Options, PlannedRun, Table
+from .tables import Options, PlannedRun, Table, get_table, table_names
 
 __all__ = ["record", "repo_relative", "reproduce", "reproduce_jobs", "run_one"]
 
@@ -89,6 +90,8 @@ def record(results_dir: Path, results_md: str | Path, name: str) -> Iterator[dic
         kept = json.loads(path.read_text()) if path.is_file() else {"runs": []}
         yield kept
         atomic_write_text(path, json.dumps(kept, indent=2) + "\n")
+        if name in table_names():
+            write_figures(results_dir, name, get_table(name), kept)
         atomic_write_text(results_md, render_results(results_dir))
 
 

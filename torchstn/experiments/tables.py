@@ -29,6 +29,7 @@ __all__ = [
     "get_table",
     "register_table",
     "table_names",
+    "thin_curve",
 ]
 
 
@@ -59,6 +60,32 @@ class PlannedRun:
     config: Path
     #: the table's own coordinate of the run besides column and seed: the model, or the digit
     item: Any
+
+
+#: the most points of a learning curve that a results entry keeps
+CURVE_POINTS = 48
+
+
+def thin_curve(curve: list[list[float]], points: int = CURVE_POINTS) -> list[list[float]]:
+    """At most about ``points`` of a learning curve (``[images seen, validation error]`` pairs in
+    order), spread evenly on a log axis of images seen: the first and the last point, and the
+    first point past each of ``points`` log-spaced steps (a run of hundreds of short epochs keeps
+    its start, where the curve moves, as finely as its end).
+
+    Example:
+        >>> len(thin_curve([[n, 1.0] for n in range(1000, 1_001_000, 1000)], 10))
+        11
+    """
+    if len(curve) <= points:
+        return [list(p) for p in curve]
+    first, last = max(curve[0][0], 1), max(curve[-1][0], 1)
+    ratio = (last / first) ** (1 / points)
+    kept, next_at = [], 0.0
+    for point in curve:
+        if point[0] >= next_at or point is curve[-1]:
+            kept.append(list(point))
+            next_at = max(point[0], 1) * ratio
+    return kept
 
 
 def budget_name(epochs: int, minutes: float | None, with_epochs: bool) -> tuple[str, str]:
@@ -176,6 +203,7 @@ class Table:
             else {}
         )
         numbers = ("test_error", "val_error", "epochs", "best_epoch", "train_seconds", "params")
+        curve = thin_curve(result.get("curve") or [])
         return {
             "column": run.column,
             "model": run.item,
@@ -186,6 +214,7 @@ class Table:
             **variant,
             **{k: where[k] for k in ("config", "run_dir", "git_commit", "config_sha256")},
             **{k: result[k] for k in numbers},
+            **({"images_seen": result["images_seen"], "curve": curve} if curve else {}),
         }
 
     def key(self, entry: dict[str, Any]) -> tuple[Any, ...]:

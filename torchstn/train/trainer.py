@@ -82,6 +82,27 @@ class TrainingInterrupted(TorchSTNError):
     """Ctrl-C (SIGINT) or SIGTERM stopped the run between two steps; a checkpoint was saved."""
 
 
+def images_before(history: list[dict[str, Any]]) -> int:
+    """Training images seen before the current epoch: the count of the last whole epoch's record
+    (a partial epoch's record, cut short by a time budget, is counted again by the record of the
+    same epoch when a resumed run completes it)."""
+    for record in reversed(history):
+        if not record.get("partial"):
+            return int(record.get("images_seen", 0))
+    return 0
+
+
+def learning_curve(history: list[dict[str, Any]]) -> list[list[float]]:
+    """``[images seen, validation error]`` of every validation in ``history`` (a partial epoch's
+    too), in order: the run's learning curve, as ``result.json`` keeps it.
+
+    Example:
+        >>> learning_curve([{"images_seen": 500, "val_error": 9.5}, {"val_error": 3.0}])
+        [[500, 9.5]]
+    """
+    return [[r["images_seen"], r["val_error"]] for r in history if "images_seen" in r]
+
+
 @dataclass
 class EpochStats:
     """Training statistics of an epoch: the summed loss of its samples, the samples the
@@ -590,6 +611,8 @@ class Trainer:
             record.update(partial=True, steps=self.step)
         record.update(
             {
+                # training images seen so far, every process together: the learning curve's axis
+                "images_seen": images_before(self.history) + round(s.seen),
                 "train_loss": s.loss_sum / max(s.seen, 1),
                 self.objective.train_rate: 100.0 * s.wrong / max(s.seen, 1),
                 **self.objective.val_fields(val),
@@ -643,6 +666,9 @@ class Trainer:
             "val_error": val_error,
             **self.objective.test_fields(test),
             "best_epoch": self.best["epoch"],
+            # validation error against training images seen, one point per validation
+            "curve": learning_curve(self.history),
+            "images_seen": self.history[-1].get("images_seen", 0) if self.history else 0,
             # steps of the best epoch when the budget ended it (its weights were the best), else None
             "best_partial_steps": self.best.get("partial_steps"),
             "epochs": self.epoch,
