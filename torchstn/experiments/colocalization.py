@@ -28,6 +28,7 @@ class ColocalizationTable(Table):
     images of one digit and is scored by the share it localises."""
 
     def check(self, options: Options) -> None:
+        super().check(options)
         if options.models:
             raise ConfigError("colocalization takes no --models (its model is in its configs)")
         if options.variant:

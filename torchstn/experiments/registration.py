@@ -106,6 +106,7 @@ class RegistrationTable(Table):
     EPOCHS_LIMIT_TIME = True  # a time budget leaves the configs' epochs a limit
 
     def check(self, options: Options) -> None:
+        super().check(options)
         if options.variant:
             raise ConfigError("--variant: the registration table records no variants")
 

@@ -14,13 +14,19 @@ from ..data.tasks.projective import Projective
 from .colocalization import PAPER, ColocalizationTable
 from .curves import PAPER_IMAGES, figure_name
 from .registration import RegistrationTable
-from .tables import Table, get_table, table_names
+from .tables import PAPER_BUDGET, PAPER_PROTOCOL, Table, get_table, table_names
 
 __all__ = ["calibrated_corner_sigma", "plain_counterpart", "render_results"]
 
 
 #: the mark of a cell measured with one seed only.
 SINGLE_SEED = "¹"
+#: the mark of a cell trained on a GPU.
+GPU = " ᴳ"
+
+
+def _on_gpu(entry: dict[str, Any]) -> bool:
+    return str(entry.get("device") or "").startswith("cuda")
 
 
 def _fmt(values: list[float]) -> str:
@@ -90,7 +96,10 @@ def _summary(table: Table, runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _budget_order(budget: str) -> tuple[int, float]:
-    """Time budgets first, longest first; then epoch budgets, longest first."""
+    """The paper's protocol first; then time budgets, longest first; then epoch budgets,
+    longest first."""
+    if budget == PAPER_BUDGET[0]:
+        return (-1, 0.0)
     number, _, unit = budget.partition(" ")
     try:
         value = float(number)
@@ -214,7 +223,20 @@ def _how_made(record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
 
 def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
     budget = runs[0]["budget"]
-    lines = [f"### Budget: {budget} of training per run", ""]
+    if budget == PAPER_BUDGET[0]:
+        p = PAPER_PROTOCOL
+        lines = [
+            "### The paper's protocol: 150,000 iterations of 256 per run",
+            "",
+            f"`torchstn reproduce TABLE --protocol paper`: plain SGD with momentum "
+            f"{p['momentum']} (the paper does not state it), batch {p['batch_size']}, rate "
+            f"{p['lr']} divided by 10 every {p['step_iterations']:,} iterations, "
+            f"{p['iterations']:,} iterations, no weight decay, the localisation nets at the base "
+            "rate; the best epoch on validation is tested.",
+            "",
+        ]
+    else:
+        lines = [f"### Budget: {budget} of training per run", ""]
     lines += _how_made(record, runs)
     lines.append("")
     cols = [c for c in table.columns if any(r["column"] == c for r in runs)]
@@ -229,7 +251,8 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
         for c in cols:
             errs = [r["test_error"] for r in mine if r["column"] == c]
             paper = table.paper.get((model, c))
-            cells += [_fmt(errs), "–" if paper is None else f"{paper:.1f}"]
+            gpu = any(_on_gpu(r) for r in mine if r["column"] == c)
+            cells += [_fmt(errs) + (GPU if gpu else ""), "–" if paper is None else f"{paper:.1f}"]
         lines.append(
             f"| {model} | {', '.join(f'{p:,}' for p in params)} | " + " | ".join(cells) + " |"
         )
@@ -237,6 +260,11 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
     lines.append(
         f"{SINGLE_SEED} one seed; cells with several seeds show mean ± standard deviation over n "
         "seeds."
+        + (
+            f" {GPU.strip()} trained on a GPU (its device is named in the runs below)."
+            if any(_on_gpu(r) for r in runs)
+            else ""
+        )
     )
     lines.append("")
     lines += _summary(table, runs)
@@ -261,6 +289,7 @@ def _render_budget(table: Table, record: dict[str, Any], runs: list[dict[str, An
             f"{r['train_seconds'] / 60:.1f} min, {r['schedule']} schedule, "
             f"best epoch {r.get('best_epoch')}, "
             f"val {r['val_error']:.2f}%, test {r['test_error']:.2f}%"
+            + (f", on {r['hardware']}" if _on_gpu(r) else "")
         )
     return [*lines, ""]
 

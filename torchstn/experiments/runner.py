@@ -127,7 +127,7 @@ def run_one(
     """Train ``run`` (or reuse its finished folder); returns its entry without how it was made,
     the run's ``result.json``, whether it was reused, its folder and when it started."""
     cfg = config_from_dict(table.values(run, options, minutes))
-    budget, slug = table.budget(cfg.run.epochs, minutes)
+    budget, slug = table.budget(cfg.run.epochs, minutes, options.protocol)
     run_dir = table.run_dir(run, options, slug)
     result_file = run_dir / "result.json"
     start = time.perf_counter()
@@ -274,12 +274,16 @@ def reproduce_jobs(
             argv += ["--epochs", str(options.epochs)]
         if options.force:
             argv.append("--force")
+        if options.protocol != "budget":
+            argv += ["--protocol", options.protocol]
         if options.variant:
             argv += ["--variant", options.variant]
         for value in extra:
             argv += ["--set", value]
         _, slug = table.budget(
-            _config_epochs(run.config, options.overrides, options.epochs), minutes
+            _config_epochs(run.config, options.overrides, options.epochs),
+            minutes,
+            options.protocol,
         )
         folder = table.run_dir(run, options, slug)
         log = folder.parent / f"{folder.name}.log"

@@ -22,11 +22,14 @@ from ..train import Trainer, apply_overrides, load_config
 from ..train.config import default_config_dir
 
 __all__ = [
+    "PAPER_BUDGET",
+    "PAPER_PROTOCOL",
     "Options",
     "PlannedRun",
     "Table",
     "budget_name",
     "get_table",
+    "paper_values",
     "register_table",
     "table_names",
     "thin_curve",
@@ -49,6 +52,8 @@ class Options:
     runs_dir: Path = Path("runs/reproduce")
     device: str = "auto"
     force: bool = False
+    #: ``budget`` (the configs' epochs or ``budget_minutes``) or ``paper`` (:data:`PAPER_PROTOCOL`)
+    protocol: str = "budget"
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,59 @@ class PlannedRun:
     config: Path
     #: the table's own coordinate of the run besides column and seed: the model, or the digit
     item: Any
+
+
+#: The paper's training of its MNIST experiments (section 4): plain SGD on batches of 256 for
+#: 150,000 iterations, the rate 0.01 divided by 10 every 50,000, no weight decay, no dropout, three
+#: seeds. Unstated, and chosen here: momentum 0.9 (our configs' value), the localisation nets at the
+#: base rate (the paper names a tenth only for SVHN), the data as each config makes it.
+PAPER_PROTOCOL = {
+    "iterations": 150_000,
+    "batch_size": 256,
+    "lr": 0.01,
+    "step_iterations": 50_000,
+    "gamma": 0.1,
+    "momentum": 0.9,
+    "seeds": (0, 1, 2),
+}
+#: the budget of a paper-protocol run, as its results entry names it and as its folder does
+PAPER_BUDGET = ("paper protocol", "paper")
+
+
+def paper_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A run's config values with the paper's optimiser and schedule (:data:`PAPER_PROTOCOL`).
+    The trainer counts epochs of ``data.train_size`` images, so the 150,000 iterations become
+    ``ceil(150,000 x 256 / train_size)`` epochs (768 of 50,000) and the step every 50,000
+    iterations every ``round(50,000 x 256 / train_size)`` epochs (256).
+
+    Example:
+        >>> v = paper_values({"data": {"train_size": 50000}, "optim": {"name": "adam"}})
+        >>> v["run"]["epochs"], v["optim"]["step_epochs"], v["optim"]["name"], v["optim"]["lr"]
+        (768, 256, 'sgd', 0.01)
+    """
+    p = PAPER_PROTOCOL
+    train_size = int((values.get("data") or {}).get("train_size") or 0)
+    if train_size <= 0:
+        raise ConfigError("--protocol paper: the config must set data.train_size")
+    images = p["iterations"] * p["batch_size"]
+    optim = values.setdefault("optim", {})
+    optim.update(
+        {
+            "name": "sgd",
+            "lr": p["lr"],
+            "momentum": p["momentum"],
+            "weight_decay": 0.0,
+            "loc_lr_scale": 1.0,
+            "batch_size": p["batch_size"],
+            "schedule": "step",
+            "step_epochs": max(1, round(p["step_iterations"] * p["batch_size"] / train_size)),
+            "gamma": p["gamma"],
+        }
+    )
+    run = values.setdefault("run", {})
+    run["epochs"] = -(-images // train_size)
+    run.pop("minutes", None)
+    return values
 
 
 #: the most points of a learning curve that a results entry keeps
@@ -136,7 +194,19 @@ class Table:
 
     # ------------------------------------------------------------------ planning
     def check(self, options: Options) -> None:
-        """Refuse options the table does not take."""
+        """Refuse options the table does not take: the paper's protocol where the paper has no
+        numbers for the table, or with a budget of its own."""
+        if options.protocol == "paper":
+            if not self.paper or type(self) is not Table:
+                raise ConfigError(
+                    f"--protocol paper: the paper trained no {self.name} table this way; it "
+                    "applies to table1, cluttered and addition"
+                )
+            if options.budget_minutes is not None or options.epochs:
+                raise ConfigError(
+                    "--protocol paper sets the budget (150,000 iterations of 256): leave out "
+                    "--budget-minutes and --epochs"
+                )
 
     def plan(self, options: Options) -> list[PlannedRun]:
         """Every run of ``options``: column by column, model by model, seed by seed.
@@ -158,7 +228,10 @@ class Table:
         """The config values of ``run``: its file, ``--set``, its seed and device and budget
         (``--epochs``, else, under a time budget and unless :attr:`EPOCHS_LIMIT_TIME`, the
         epochs raised so that the time decides)."""
-        values = apply_overrides(load_config(run.config), list(options.overrides))
+        values = load_config(run.config)
+        if options.protocol == "paper":  # the protocol first: --set may still change it
+            values = paper_values(values)
+        values = apply_overrides(values, list(options.overrides))
         values["seed"], values["device"] = run.seed, options.device
         budget = values.setdefault("run", {})
         if minutes is not None:
@@ -169,8 +242,13 @@ class Table:
             budget["epochs"] = max(int(budget.get("epochs", 10)), self.EPOCHS_UNDER_TIME_BUDGET)
         return values
 
-    def budget(self, epochs: int, minutes: float | None) -> tuple[str, str]:
-        """The run's budget name and folder slug (:func:`budget_name`)."""
+    def budget(
+        self, epochs: int, minutes: float | None, protocol: str = "budget"
+    ) -> tuple[str, str]:
+        """The run's budget name and folder slug (:func:`budget_name`; :data:`PAPER_BUDGET`
+        under the paper's protocol)."""
+        if protocol == "paper":
+            return PAPER_BUDGET
         return budget_name(epochs, minutes, with_epochs=self.EPOCHS_LIMIT_TIME)
 
     def execute(self, run: PlannedRun, cfg: Any, run_dir: Path) -> dict[str, Any]:
@@ -214,6 +292,7 @@ class Table:
             **variant,
             **{k: where[k] for k in ("config", "run_dir", "git_commit", "config_sha256")},
             **{k: result[k] for k in numbers},
+            "device": result.get("device"),
             **({"images_seen": result["images_seen"], "curve": curve} if curve else {}),
         }
 
