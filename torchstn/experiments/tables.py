@@ -71,7 +71,7 @@ class PlannedRun:
 #: 150,000 iterations, the rate 0.01 divided by 10 every 50,000, no weight decay, no dropout, three
 #: seeds. Unstated, and chosen here: momentum 0.9 (our configs' value), the localisation nets at the
 #: base rate (the paper names a tenth only for SVHN), the data as each config makes it.
-PAPER_PROTOCOL = {
+PAPER_PROTOCOL: dict[str, Any] = {
     "iterations": 150_000,
     "batch_size": 256,
     "lr": 0.01,
