@@ -71,11 +71,39 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--jobs",
         type=int,
-        default=1,
         help="runs trained at the same time, each in its own process with its log beside its run "
         "folder (RUN.log); without run.num_threads in --set each gets cores / jobs threads. "
         "The budget per run is unchanged: --budget-minutes / runs",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue runs cut short (a checkpoint, no result) from their checkpoints instead "
+        "of starting them afresh",
+    )
+    cluster = p.add_argument_group(
+        "cluster jobs",
+        "--launcher submitit submits every run as a job through submitit: Slurm where sbatch is "
+        "on PATH, else its local executor (pip install 'torchstn[cluster]'). Finished runs are "
+        "reused, runs cut short resume, failed jobs are resubmitted (--retries), pre-empted "
+        "or timed-out jobs requeued (--max-requeues); --jobs caps the jobs at once (default: "
+        "all on Slurm, 1 locally).",
+    )
+    cluster.add_argument("--launcher", choices=("here", "submitit"), default="here")
+    cluster.add_argument("--cluster", choices=("local", "slurm"), help="default: slurm if found")
+    cluster.add_argument("--gpus-per-job", type=int, default=0)
+    cluster.add_argument(
+        "--cpus-per-job", type=int, help="also the runs' run.num_threads unless --set"
+    )
+    cluster.add_argument(
+        "--time-limit", type=float, default=60.0, metavar="MINUTES", help="per job (default 60)"
+    )
+    cluster.add_argument("--partition", help="Slurm partition")
+    cluster.add_argument("--retries", type=int, default=1, help="resubmissions of a failed job")
+    cluster.add_argument(
+        "--max-requeues", type=int, default=3, help="requeues of a job that hit its time limit"
+    )
+    cluster.add_argument("--submitit-dir", help="submitit's files (default RUNS_DIR/.submitit)")
     p.set_defaults(func=run)
 
 
@@ -156,8 +184,22 @@ def run(args: argparse.Namespace) -> int:
         runs_dir=Path(args.runs_dir),
         device=args.device,
         force=args.force,
+        resume=args.resume,
     )
-    if args.jobs != 1 and not coloc:
+    if args.launcher == "submitit":
+        launch = experiments.LaunchOptions(
+            cluster=args.cluster,
+            folder=Path(args.submitit_dir) if args.submitit_dir else None,
+            jobs=args.jobs,
+            gpus_per_job=args.gpus_per_job,
+            cpus_per_job=args.cpus_per_job,
+            time_limit_minutes=args.time_limit,
+            partition=args.partition,
+            retries=args.retries,
+            max_requeues=args.max_requeues,
+        )
+        return experiments.reproduce_submitit(table, options, launch, results_dir, args.results_md)
+    if args.jobs is not None and args.jobs != 1 and not coloc:
         return experiments.reproduce_jobs(table, options, args.jobs, results_dir, args.results_md)
     # under torchrun every rank walks the same plan and trains each run together (DDP)
     world, _ = init_from_env(args.device)

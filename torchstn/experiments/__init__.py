@@ -19,9 +19,17 @@ from __future__ import annotations
 
 from .colocalization import COLOCALIZATION, ColocalizationTable
 from .curves import figures, write_all_figures
+from .launch import LaunchOptions
 from .registration import REGISTRATION, RegistrationTable
 from .render import render_results
-from .runner import record, repo_relative, reproduce, reproduce_jobs, run_one
+from .runner import (
+    record,
+    repo_relative,
+    reproduce,
+    reproduce_jobs,
+    reproduce_submitit,
+    run_one,
+)
 from .tables import (
     ADDITION,
     CLUTTERED,
@@ -42,6 +50,7 @@ __all__ = [
     "REGISTRATION",
     "TABLE1",
     "ColocalizationTable",
+    "LaunchOptions",
     "Options",
     "PlannedRun",
     "RegistrationTable",
@@ -55,6 +64,7 @@ __all__ = [
     "repo_relative",
     "reproduce",
     "reproduce_jobs",
+    "reproduce_submitit",
     "run_one",
     "table_names",
     "write_all_figures",

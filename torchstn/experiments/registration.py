@@ -122,10 +122,12 @@ class RegistrationTable(Table):
                 plan += [PlannedRun(column, seed, path, model) for seed in options.seeds]
         return plan
 
-    def execute(self, run: PlannedRun, cfg: Any, run_dir: Path) -> dict[str, Any]:
+    def execute(
+        self, run: PlannedRun, cfg: Any, run_dir: Path, resume: bool = False
+    ) -> dict[str, Any]:
         if run.item == "classical":
             return classical_result(cfg, run_dir, CLASSICAL[run.column])
-        return super().execute(run, cfg, run_dir)
+        return super().execute(run, cfg, run_dir, resume)
 
     def run_dir(self, run: PlannedRun, options: Options, slug: str) -> Path:
         """``RUNS/registration/COLUMN/MODEL-seedS-BUDGET`` (``classical-seedS``: no training)."""

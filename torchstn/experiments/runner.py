@@ -10,6 +10,7 @@ and RESULTS.md is rendered again after every run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -32,10 +33,22 @@ from ..train.config import RunConfig, default_config_dir
 from ..train.distributed import World
 from ..train.runfolder import RUN_FILES
 from .curves import write_figures
+from .launch import LaunchOptions, launch_submitit
 from .render import render_results
 from .tables import Options, PlannedRun, Table, get_table, table_names
 
-__all__ = ["record", "repo_relative", "reproduce", "reproduce_jobs", "run_one"]
+#: a run's checkpoint, which ``--resume`` continues from
+CHECKPOINT = "checkpoint.pt"
+
+__all__ = [
+    "one_run_command",
+    "record",
+    "repo_relative",
+    "reproduce",
+    "reproduce_jobs",
+    "reproduce_submitit",
+    "run_one",
+]
 
 #: set by ``reproduce --jobs`` for its one-run children: the command the user ran
 JOBS_COMMAND_ENV = "TORCHSTN_REPRODUCE_JOBS_COMMAND"
@@ -132,19 +145,24 @@ def run_one(
     result_file = run_dir / "result.json"
     start = time.perf_counter()
     reused = _shared(world, result_file.is_file() and not options.force)
+    # --resume: a run cut short (its checkpoint, no result) continues where it stopped
+    resume = _shared(
+        world,
+        options.resume and not options.force and not reused and (run_dir / CHECKPOINT).is_file(),
+    )
     if reused:
         result = json.loads(result_file.read_text())
         say(f"{position} {table.label(run)}: reusing {result_file}")
     else:
-        if run_dir.exists() and world.is_main:  # a run cut short: start it afresh
+        if run_dir.exists() and world.is_main and not resume:  # cut short: start it afresh
             for name in RUN_FILES:
                 (run_dir / name).unlink(missing_ok=True)
         if world.distributed:
             dist.barrier()
         announce = table.announce(run, run_dir)
         if announce:
-            say(f"{position} {announce}")
-        result = table.execute(run, cfg, run_dir)
+            say(f"{position} {announce}" + (" (resumed from its checkpoint)" if resume else ""))
+        result = table.execute(run, cfg, run_dir, resume=resume)
     where = {
         "budget": budget,
         "config": repo_relative(run.config),
@@ -225,6 +243,50 @@ def _config_epochs(path: Path, overrides: tuple[str, ...], epochs: int | None) -
     return int(epochs or run.get("epochs") or RunConfig.epochs)
 
 
+def one_run_command(
+    table: Table,
+    options: Options,
+    run: PlannedRun,
+    minutes: float | None,
+    results_dir: Path,
+    results_md: str | Path,
+    overrides: list[str],
+) -> tuple[list[str], Path]:
+    """The ``torchstn reproduce`` arguments that make ``run`` alone (same budget, same record),
+    naming only what differs from the defaults so that its entry's command stays short and
+    names no folder of this machine; and the log beside its run folder (``FOLDER.log``)."""
+    argv = ["reproduce", table.name, "--columns", run.column, "--models", str(run.item)]
+    argv += ["--seeds", str(run.seed)]
+    for flag, value, default in (
+        ("--configs", options.config_dir, None),
+        ("--device", options.device, "auto"),
+        ("--runs-dir", options.runs_dir, Path("runs/reproduce")),
+        ("--results-dir", results_dir, Path("results")),
+        ("--results-md", results_md, "RESULTS.md"),
+    ):
+        if value is not None and value != default:
+            argv += [flag, str(value)]
+    if minutes is not None:
+        argv += ["--budget-minutes", f"{minutes:g}"]
+    if options.epochs:
+        argv += ["--epochs", str(options.epochs)]
+    if options.force:
+        argv.append("--force")
+    if options.resume:
+        argv.append("--resume")
+    if options.protocol != "budget":
+        argv += ["--protocol", options.protocol]
+    if options.variant:
+        argv += ["--variant", options.variant]
+    for value in overrides:
+        argv += ["--set", value]
+    _, slug = table.budget(
+        _config_epochs(run.config, options.overrides, options.epochs), minutes, options.protocol
+    )
+    folder = table.run_dir(run, options, slug)
+    return argv, folder.parent / f"{folder.name}.log"
+
+
 def reproduce_jobs(
     table: Table,
     options: Options,
@@ -255,38 +317,7 @@ def reproduce_jobs(
 
     def one(item: tuple[int, PlannedRun]) -> tuple[str, int, Path]:
         i, run = item
-        argv = ["reproduce", table.name, "--columns", run.column, "--models", str(run.item)]
-        argv += ["--seeds", str(run.seed)]
-        # only what differs from the defaults: the entry's command stays short and names no
-        # folder of this machine
-        for flag, value, default in (
-            ("--configs", options.config_dir, None),
-            ("--device", options.device, "auto"),
-            ("--runs-dir", options.runs_dir, Path("runs/reproduce")),
-            ("--results-dir", results_dir, Path("results")),
-            ("--results-md", results_md, "RESULTS.md"),
-        ):
-            if value is not None and value != default:
-                argv += [flag, str(value)]
-        if minutes is not None:
-            argv += ["--budget-minutes", f"{minutes:g}"]
-        if options.epochs:
-            argv += ["--epochs", str(options.epochs)]
-        if options.force:
-            argv.append("--force")
-        if options.protocol != "budget":
-            argv += ["--protocol", options.protocol]
-        if options.variant:
-            argv += ["--variant", options.variant]
-        for value in extra:
-            argv += ["--set", value]
-        _, slug = table.budget(
-            _config_epochs(run.config, options.overrides, options.epochs),
-            minutes,
-            options.protocol,
-        )
-        folder = table.run_dir(run, options, slug)
-        log = folder.parent / f"{folder.name}.log"
+        argv, log = one_run_command(table, options, run, minutes, results_dir, results_md, extra)
         log.parent.mkdir(parents=True, exist_ok=True)
         name = table.label(run)
         # one write per line: the jobs' threads print side by side
@@ -311,5 +342,49 @@ def reproduce_jobs(
         raise TorchSTNError(
             f"{len(failed)} of {len(plan)} runs failed, the first {name}: see {log}"
         )
+    print(f"wrote {results_dir / (table.name + '.json')} and {results_md}")
+    return 0
+
+
+def reproduce_submitit(
+    table: Table,
+    options: Options,
+    launch: LaunchOptions,
+    results_dir: Path = Path("results"),
+    results_md: str | Path = "RESULTS.md",
+) -> int:
+    """Submit every run of ``table``'s plan as a submitit job (:mod:`.launch`): each a one-run
+    ``torchstn reproduce --resume`` (a finished run reused, one cut short continued), failed
+    jobs resubmitted, pre-empted ones requeued; then render RESULTS.md."""
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise ConfigError("--launcher submitit: not under torchrun")
+    table.check(options)
+    plan = table.plan(options)
+    minutes = run_minutes(options, len(plan))
+    options = dataclasses.replace(options, resume=True)
+    extra = list(options.overrides)
+    if launch.cpus_per_job and not any(
+        s.split("=", 1)[0].strip() == "run.num_threads" for s in options.overrides
+    ):
+        extra.append(f"run.num_threads={launch.cpus_per_job}")
+    runs = []
+    for run in plan:
+        argv, log = one_run_command(table, options, run, minutes, results_dir, results_md, extra)
+        runs.append((table.label(run), argv, log))
+    folder = launch.folder or options.runs_dir / ".submitit"
+    print(
+        f"torchstn reproduce {table.name}: {len(plan)} runs as submitit jobs"
+        + (f", {minutes:.1f} min each" if minutes else "")
+        + f" (files of the jobs in {folder})",
+        flush=True,
+    )
+    failed = launch_submitit(runs, launch, folder, env={JOBS_COMMAND_ENV: command_line(table.name)})
+    if failed:
+        name, log = failed[0]
+        raise TorchSTNError(
+            f"{len(failed)} of {len(plan)} runs failed, the first {name}: see {log}"
+        )
+    with record(results_dir, results_md, table.name):
+        pass  # the children wrote the entries; render once more with all of them
     print(f"wrote {results_dir / (table.name + '.json')} and {results_md}")
     return 0

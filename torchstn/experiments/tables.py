@@ -52,6 +52,8 @@ class Options:
     runs_dir: Path = Path("runs/reproduce")
     device: str = "auto"
     force: bool = False
+    #: continue runs cut short from their checkpoints instead of starting them afresh
+    resume: bool = False
     #: ``budget`` (the configs' epochs or ``budget_minutes``) or ``paper`` (:data:`PAPER_PROTOCOL`)
     protocol: str = "budget"
 
@@ -251,10 +253,13 @@ class Table:
             return PAPER_BUDGET
         return budget_name(epochs, minutes, with_epochs=self.EPOCHS_LIMIT_TIME)
 
-    def execute(self, run: PlannedRun, cfg: Any, run_dir: Path) -> dict[str, Any]:
-        """Make the run in ``run_dir`` and return its ``result.json``: train it (a table whose
-        rows are not all trained overrides this)."""
-        return Trainer(cfg, run_dir, progress=False).fit()
+    def execute(
+        self, run: PlannedRun, cfg: Any, run_dir: Path, resume: bool = False
+    ) -> dict[str, Any]:
+        """Make the run in ``run_dir`` and return its ``result.json``: train it, or with
+        ``resume`` continue it from its checkpoint (a table whose rows are not all trained
+        overrides this)."""
+        return Trainer(cfg, run_dir, resume=resume, progress=False).fit()
 
     def run_dir(self, run: PlannedRun, options: Options, slug: str) -> Path:
         """``RUNS/TABLE/COLUMN/MODEL-seedS-BUDGET[-VARIANT]``."""
