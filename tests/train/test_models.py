@@ -73,3 +73,14 @@ def test_volume_st_cnn_samples_at_the_classifiers_resolution():
     st = create_model("st_cnn3d_affine", (1, 16, 16, 16), 10, out_size=8)
     assert st.transformed(torch.rand(2, 1, 16, 16, 16)).shape == (2, 1, 8, 8, 8)
     assert cnn.classifier.in_features == st.classifier.classifier.in_features
+
+
+def test_cnn_hidden_layer_combines_features_nonlinearly():
+    plain = create_model("cnn", (2, 42, 42), 19)
+    deep = create_model("cnn", (2, 42, 42), 19, hidden=32)
+    linears = [m for m in deep.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64 * 11 * 11, 32), (32, 19)]
+    assert [m.out_features for m in plain.modules() if isinstance(m, torch.nn.Linear)] == [19]
+    # a ReLU between the two linear layers: the read-out is no longer linear in the features
+    assert isinstance(deep[-2], torch.nn.ReLU)
+    assert deep(torch.rand(3, 2, 42, 42)).shape == (3, 19)

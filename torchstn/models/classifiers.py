@@ -43,6 +43,9 @@ class CNN(nn.Sequential):
     Args:
         channels: filters of the two conv layers.
         kernels: their kernel sizes (the paper: 9 and 7).
+        hidden: units of a fully connected hidden layer before the output (0: none, the
+            paper's three weight layers). A linear read-out of the conv features cannot add two
+            digits seen at unrelated places (MNIST addition): there the CNN needs one.
 
     Example:
         >>> CNN((1, 28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape
@@ -55,6 +58,7 @@ class CNN(nn.Sequential):
         num_classes: int,
         channels: Sequence[int] = (32, 64),
         kernels: Sequence[int] = (9, 7),
+        hidden: int = 0,
     ) -> None:
         c = int(in_shape[0])
         c1, c2 = (int(v) for v in channels)
@@ -73,7 +77,14 @@ class CNN(nn.Sequential):
         )
         with torch.no_grad():
             width = features(torch.zeros(1, *in_shape)).shape[1]
-        super().__init__(*features, nn.Linear(width, num_classes))
+        head: list[nn.Module] = [nn.Linear(width, num_classes)]
+        if hidden:  # a hidden layer: the classifier can combine what the two convs found
+            head = [
+                nn.Linear(width, int(hidden)),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden, num_classes),
+            ]
+        super().__init__(*features, *head)
 
 
 class PoolCNN(nn.Sequential):
@@ -115,8 +126,9 @@ def cnn(
     num_classes: int,
     channels: Sequence[int] = (32, 64),
     kernels: Sequence[int] = (9, 7),
+    hidden: int = 0,
 ) -> nn.Module:
-    return CNN(in_shape, num_classes, channels, kernels)
+    return CNN(in_shape, num_classes, channels, kernels, hidden)
 
 
 @register_model("pool_cnn")
