@@ -289,3 +289,15 @@ def test_config_files_in_repo_are_valid():
     assert len(files) >= 40
     for f in files:  # co-localisation's too: one Config for every objective
         config_from_dict(yaml.safe_load(f.read_text()))
+
+
+def test_sampling_path_of_a_run_without_warps_says_the_kernels_were_not_needed(monkeypatch):
+    from torchstn.train import provenance
+
+    status = {"cpu": False, "cpu_detail": "not built yet", "enabled": True}
+    monkeypatch.setattr(provenance.native, "status", lambda: dict(status))
+    monkeypatch.setattr(provenance.native, "path_counts", lambda: {})
+    assert provenance.sampling_path()["detail"] == "not needed: the run made no warps"
+    # warps that went unfused keep the reason the kernels were missing
+    monkeypatch.setattr(provenance.native, "path_counts", lambda: {"unfused": 3})
+    assert provenance.sampling_path()["detail"] == "not built yet"

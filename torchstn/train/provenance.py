@@ -100,9 +100,14 @@ def sampling_path() -> dict[str, Any]:
     ``enabled`` (:class:`torchstn.native.use_fused`) and ``warps`` (how many warps took each
     path since the run started)."""
     status = native.status()
+    warps = native.path_counts()
+    detail = status["cpu_detail"]
+    if not any(warps.values()) and not status["cpu"]:
+        # nothing warped (a model without a transformer): the kernels were never needed
+        detail = "not needed: the run made no warps"
     return {
         "fused_cpu": status["cpu"],
-        "detail": status["cpu_detail"],
+        "detail": detail,
         "enabled": status["enabled"],
-        "warps": native.path_counts(),
+        "warps": warps,
     }
