@@ -30,8 +30,12 @@ _finite_checks = True
 
 
 def is_scripting_or_tracing() -> bool:
-    """True while TorchScript traces or ``torch.compile`` captures; data-dependent checks are skipped."""
+    """True while TorchScript traces, ``torch.compile`` captures or a ``torch.func`` transform
+    (``vmap``, ``grad``) runs: data-dependent checks are skipped, and the library's own autograd
+    Functions give way to standard operators."""
     if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    if torch._C._are_functorch_transforms_active():
         return True
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())

@@ -48,12 +48,16 @@ def can_fuse(x: torch.Tensor, mode: str, padding_mode: str) -> bool:
     """Whether the fused kernel samples ``x`` (before it is built: its settings only). Eager
     code needs a plain tensor (the kernel reads its memory); while ``torch.compile`` or
     ``torch.export`` traces, the inputs are fake tensors and the kernel goes into the graph as an
-    operator. TorchScript (scripting and tracing) and ONNX exports keep the standard operators
-    (ONNX has no fused kernel: the fused path is a runtime choice, not a file format)."""
+    operator. TorchScript (scripting and tracing), ONNX exports and ``torch.func`` transforms
+    keep the standard operators (ONNX has no fused kernel: the fused path is a runtime choice,
+    not a file format)."""
     return (
         (type(x) is torch.Tensor or (_tracing_graph() and not _exporting_onnx()))
         and not torch.jit.is_scripting()
         and not torch.jit.is_tracing()
+        # torch.func transforms (vmap over stacked models, grad): the standard operators, whose
+        # batching rules they have
+        and not torch._C._are_functorch_transforms_active()
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.layout == torch.strided
@@ -81,6 +85,7 @@ def can_fuse_triton(x: torch.Tensor, mode: str, padding_mode: str) -> bool:
         and padding_mode in (*PADDINGS, "fill")
         and not torch.jit.is_scripting()
         and not torch.jit.is_tracing()
+        and not torch._C._are_functorch_transforms_active()
         and not _exporting_onnx()
         and triton_available()
     )
