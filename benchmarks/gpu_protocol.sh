@@ -16,6 +16,9 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 common=(--protocol paper --device cuda --jobs "$jobs" --resume --runs-dir "$out/runs"
         --results-dir "$out/results" --results-md "$out/RESULTS.md" --set data.prefetch=true)
+# first, which way several runs share the GPU best (sequential, processes, vmap): a minute
+python -m torchstn bench --only seeds --device cuda --out "$out/gpu_seeds.json" \
+    --results-dir "$out" --markdown "$out/GPU_SEEDS.md" 2>&1 | tail -4
 # the headline pairs: RTS (CNN / ST-CNN) and cluttered (FCN / ST-FCN, CNN / ST-CNN), seed by seed
 for seed in 0 1 2; do
     python -m torchstn reproduce table1 --columns RTS --models cnn,st_cnn_affine --seeds "$seed" "${common[@]}"

@@ -171,3 +171,11 @@ def test_a_broken_results_file_is_refused(tmp_path) -> None:
     bad.write_text('{"schema": 99, "groups": {}}')
     with pytest.raises(InvalidInputError, match="not a benchmark results file"):
         read_results(bad)
+
+
+def test_seeds_rows_measure_three_ways_of_training_several_models(quick_run) -> None:
+    _, doc = quick_run
+    rows = doc["groups"]["seeds"]["rows"]
+    assert [r["way"] for r in rows] == ["sequential", "processes", "vmap"]
+    assert rows[0]["vs_sequential"] == 1.0
+    assert all(r["images_per_s"] > 0 and r["n"] == 2 for r in rows)

@@ -40,3 +40,27 @@ def test_vmap_over_stacked_models_gives_each_models_gradient(name, options):
         F.cross_entropy(model(x[i]), y[i]).backward()
         for key, p in model.named_parameters():
             torch.testing.assert_close(grads[key][i], p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_the_stacked_step_trains_each_model_as_sgd_would():
+    from torchstn.bench.seeds import stacked_step
+    from torchstn.bench.training import make_step
+
+    torch.manual_seed(0)
+    models = [create_model("st_cnn_affine", (1, 16, 16), 10, pool=2) for _ in range(2)]
+    twins = [copy.deepcopy(m) for m in models]
+    x = torch.rand(2, 8, 1, 16, 16)
+    y = torch.randint(0, 10, (2, 8))
+    step, params = stacked_step(models, x, y)
+    alone = [make_step(m, x[i], y[i]) for i, m in enumerate(twins)]
+    for _ in range(3):  # the first step and two with momentum
+        step()
+        for s in alone:
+            s()
+    for i, twin in enumerate(twins):
+        for key, p in twin.named_parameters():
+            torch.testing.assert_close(params[key][i], p.detach(), atol=1e-5, rtol=1e-4)
+    # and the models did move
+    assert not torch.allclose(
+        params["classifier.0.weight"][0], models[0].state_dict()["classifier.0.weight"]
+    )

@@ -14,6 +14,8 @@ Groups (``--only`` takes their names):
   hand-written ``affine_grid`` + ``grid_sample`` (the PyTorch tutorial's way).
 - ``training``: images per second of CNN and ST-CNN training steps on the paper's inputs, the
   share of a step in localisation, grid, sampler and classifier, and peak memory.
+- ``seeds``: several models trained at once on one device: in turn, as processes, or stacked
+  with ``torch.func`` (``vmap``).
 - ``inference``: latency at batch 1 and 256, eager, TorchScript and ONNX Runtime.
 - ``data``: task generation rates and what an epoch's generation costs a training run.
 - ``scaling``: time against batch size and image size (sampler and training step).
@@ -57,6 +59,7 @@ GROUPS = {
     "fields": "fields",
     "module": "module",
     "training": "training",
+    "seeds": "seeds",
     "inference": "inference",
     "data": "datagen",
     "scaling": "scaling",
