@@ -287,6 +287,22 @@ def one_run_command(
     return argv, folder.parent / f"{folder.name}.log"
 
 
+def _with_threads(overrides: tuple[str, ...], threads: int | None) -> list[str]:
+    """``--set`` overrides of a table's one-run children: the user's, and ``run.num_threads``
+    = ``threads`` unless the user set it (or ``threads`` is None)."""
+    extra = list(overrides)
+    if threads and not any(s.split("=", 1)[0].strip() == "run.num_threads" for s in overrides):
+        extra.append(f"run.num_threads={threads}")
+    return extra
+
+
+def _refuse_failed(failed: list[tuple[str, Path]], runs: int) -> None:
+    """One line for runs that failed (``(label, log)``), naming the first's log."""
+    if failed:
+        name, log = failed[0]
+        raise TorchSTNError(f"{len(failed)} of {runs} runs failed, the first {name}: see {log}")
+
+
 def reproduce_jobs(
     table: Table,
     options: Options,
@@ -304,9 +320,7 @@ def reproduce_jobs(
     table.check(options)
     plan = table.plan(options)
     minutes = run_minutes(options, len(plan))
-    extra = list(options.overrides)
-    if not any(s.split("=", 1)[0].strip() == "run.num_threads" for s in options.overrides):
-        extra.append(f"run.num_threads={max(1, (os.cpu_count() or 1) // jobs)}")
+    extra = _with_threads(options.overrides, max(1, (os.cpu_count() or 1) // jobs))
     print(
         f"torchstn reproduce {table.name}: {len(plan)} runs, {jobs} at a time"
         + (f", {minutes:.1f} min each" if minutes else "")
@@ -337,11 +351,7 @@ def reproduce_jobs(
     with ThreadPoolExecutor(jobs) as pool:
         finished = list(pool.map(one, enumerate(plan, 1)))
     failed = [(name, log) for name, rc, log in finished if rc != 0]
-    if failed:
-        name, log = failed[0]
-        raise TorchSTNError(
-            f"{len(failed)} of {len(plan)} runs failed, the first {name}: see {log}"
-        )
+    _refuse_failed(failed, len(plan))
     print(f"wrote {results_dir / (table.name + '.json')} and {results_md}")
     return 0
 
@@ -362,11 +372,7 @@ def reproduce_submitit(
     plan = table.plan(options)
     minutes = run_minutes(options, len(plan))
     options = dataclasses.replace(options, resume=True)
-    extra = list(options.overrides)
-    if launch.cpus_per_job and not any(
-        s.split("=", 1)[0].strip() == "run.num_threads" for s in options.overrides
-    ):
-        extra.append(f"run.num_threads={launch.cpus_per_job}")
+    extra = _with_threads(options.overrides, launch.cpus_per_job)
     runs = []
     for run in plan:
         argv, log = one_run_command(table, options, run, minutes, results_dir, results_md, extra)
@@ -379,11 +385,7 @@ def reproduce_submitit(
         flush=True,
     )
     failed = launch_submitit(runs, launch, folder, env={JOBS_COMMAND_ENV: command_line(table.name)})
-    if failed:
-        name, log = failed[0]
-        raise TorchSTNError(
-            f"{len(failed)} of {len(plan)} runs failed, the first {name}: see {log}"
-        )
+    _refuse_failed(failed, len(plan))
     with record(results_dir, results_md, table.name):
         pass  # the children wrote the entries; render once more with all of them
     print(f"wrote {results_dir / (table.name + '.json')} and {results_md}")
