@@ -124,3 +124,28 @@ def test_figures_skip_runs_without_curves_and_variants(tmp_path):
     write_figures(tmp_path, "table1", table, record)
     assert (tmp_path / "curves" / "table1-R-10min.svg").read_text() == made["table1-R-10min.svg"][2]
     assert not stale.exists() and other.read_text() == "another table's"
+
+
+def test_render_draws_the_figures_again_from_the_records(tmp_path, capsys):
+    entry = {
+        "column": "TC",
+        "model": "fcn",
+        "seed": 0,
+        "budget": "30 min",
+        "curve": [[50_000, 40.0], [100_000, 30.0]],
+        "images_seen": 100_000,
+        **{"schedule": "cosine", "config": "c", "run_dir": "r", "params": 10},
+        **{"test_error": 31.0, "val_error": 30.0, "epochs": 2, "best_epoch": 2},
+        **{"train_seconds": 6.0, "wall_seconds": 6.0, "hardware": "cpu", "command": "x"},
+    }
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cluttered.json").write_text(json.dumps({"runs": [entry]}))
+    stale = results / "curves" / "cluttered-TC-10min.svg"
+    stale.parent.mkdir()
+    stale.write_text("a figure no record makes")
+    argv = ["reproduce", "render", "--results-dir", str(results)]
+    assert main([*argv, "--results-md", str(tmp_path / "RESULTS.md")]) == 0
+    figure = results / "curves" / "cluttered-TC-30min.svg"
+    assert ET.parse(figure).getroot().find(f"{SVG}polyline") is not None
+    assert not stale.exists()
