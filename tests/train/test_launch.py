@@ -143,3 +143,23 @@ def test_launcher_refuses_a_cluster_it_cannot_reach(tmp_path, tiny_values, capsy
     assert main([*argv, "--launcher", "submitit", "--cluster", "slurm"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--cluster slurm" in err[0] and "srun" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--retries", "-1"], "--retries: expected 0 or more, got -1"),
+        (["--gpus-per-job", "-2"], "--gpus-per-job: expected 0 or more"),
+        (["--cpus-per-job", "0"], "--cpus-per-job: expected 1 or more"),
+        (["--jobs", "0"], "--jobs: expected 1 or more"),
+        (["--time-limit", "0"], "--time-limit: expected minutes > 0"),
+    ],
+)
+def test_launcher_refuses_bad_settings_before_submitting(
+    tmp_path, tiny_values, capsys, flags, message
+):
+    argv = [*_argv(tmp_path, _tiny_configs(tmp_path, tiny_values), "cnn"), *LOCAL, *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "runs").exists()

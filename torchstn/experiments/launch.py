@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import ConfigError, TorchSTNError
 
-__all__ = ["LaunchOptions", "RunJob", "launch_submitit"]
+__all__ = ["LaunchOptions", "RunJob", "check_launch", "launch_submitit"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,25 @@ def _executor(options: LaunchOptions, folder: Path) -> tuple[Any, str]:
     return executor, cluster
 
 
+def check_launch(options: LaunchOptions) -> None:
+    """Refuse launch settings no scheduler takes, before anything is submitted.
+
+    Raises:
+        ConfigError: a negative or zero count or time.
+    """
+    for flag, value, low in (
+        ("--retries", options.retries, 0),
+        ("--max-requeues", options.max_requeues, 0),
+        ("--gpus-per-job", options.gpus_per_job, 0),
+        ("--cpus-per-job", options.cpus_per_job, 1),
+        ("--jobs", options.jobs, 1),
+    ):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag}: expected {low} or more, got {value}")
+    if not options.time_limit_minutes > 0:
+        raise ConfigError(f"--time-limit: expected minutes > 0, got {options.time_limit_minutes}")
+
+
 def launch_submitit(
     runs: list[tuple[str, list[str], Path]],
     options: LaunchOptions,
@@ -169,10 +188,7 @@ def launch_submitit(
     """Submit every run (``(label, argv of its one-run reproduce, log)``) as a job, at most
     ``options.jobs`` at a time, resubmitting failed jobs up to ``options.retries`` times; wait
     for all. Returns the runs that still failed, as ``(label, log)``."""
-    if options.retries < 0 or options.max_requeues < 0:
-        raise ConfigError("--retries and --max-requeues: expected 0 or more")
-    if options.jobs is not None and options.jobs < 1:
-        raise ConfigError(f"--jobs: expected a positive number, got {options.jobs}")
+    check_launch(options)
     executor, cluster = _executor(options, folder)
     limit = options.jobs or (1 if cluster == "local" else len(runs))
     waiting = [(i, label, argv, log, 0) for i, (label, argv, log) in enumerate(runs, 1)]

@@ -33,7 +33,7 @@ from ..train.config import RunConfig, default_config_dir
 from ..train.distributed import World
 from ..train.runfolder import RUN_FILES
 from .curves import write_figures
-from .launch import LaunchOptions, launch_submitit
+from .launch import LaunchOptions, check_launch, launch_submitit
 from .render import render_results
 from .tables import Options, PlannedRun, Table, get_table, table_names
 
@@ -368,6 +368,7 @@ def reproduce_submitit(
     jobs resubmitted, pre-empted ones requeued; then render RESULTS.md."""
     if int(os.environ.get("WORLD_SIZE") or 1) > 1:
         raise ConfigError("--launcher submitit: not under torchrun")
+    check_launch(launch)
     table.check(options)
     plan = table.plan(options)
     minutes = run_minutes(options, len(plan))
