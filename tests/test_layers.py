@@ -51,6 +51,7 @@ OPTIONAL = (
     "fcntl",
     "resource",
     "torch.distributed.run",
+    "submitit",
 )
 
 

@@ -9,6 +9,7 @@ record makes, :func:`write_figures` writes them into ``results/curves/``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from .._atomic import atomic_write_text
+from .tables import get_table, table_names
 
 __all__ = [
     "PAPER_IMAGES",
@@ -216,10 +218,6 @@ def write_figures(results_dir: str | Path, name: str, table: Any, record: dict[s
 
 def write_all_figures(results_dir: str | Path) -> None:
     """:func:`write_figures` for every registered table with a record in ``results_dir``."""
-    import json
-
-    from .tables import get_table, table_names
-
     for name in table_names():
         path = Path(results_dir) / f"{name}.json"
         if path.is_file():
